@@ -1,0 +1,67 @@
+"""The paper's ImageNet nets (Table 1): 18/34 with basic blocks, 50/101/152 with bottlenecks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from resrepro.models.blocks import BasicBlock, Bottleneck, init_weights
+
+# Table 1: block type and blocks per stage (conv2_x .. conv5_x).
+IMAGENET_LAYERS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+class ImageNetResNet(nn.Module):
+    """7×7/2 conv, 3×3/2 max pool, four stages (conv3_1, conv4_1, conv5_1 downsample by 2), avg pool, FC."""
+
+    def __init__(
+        self,
+        depth: int,
+        *,
+        plain: bool = False,
+        shortcut: str = "B",
+        zero_pad: str = "append",
+        stride_in_1x1: bool = True,
+        num_classes: int = 1000,
+    ) -> None:
+        super().__init__()
+        if depth not in IMAGENET_LAYERS:
+            raise ValueError(f"ImageNet depth must be one of {sorted(IMAGENET_LAYERS)}, got {depth}")
+        block, layers = IMAGENET_LAYERS[depth]
+        self.depth, self.plain, self.shortcut = depth, plain, shortcut
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        kw = dict(plain=plain, shortcut=shortcut, zero_pad=zero_pad, stride_in_1x1=stride_in_1x1)
+        stages, in_planes = [], 64
+        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
+            blocks = []
+            for j in range(count):
+                stride = 2 if (i > 0 and j == 0) else 1
+                blocks.append(block(in_planes, planes, stride, **kw))
+                in_planes = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(in_planes, num_classes)
+        init_weights(self)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        for stage in self.stages():
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Adaptive pooling keeps the net fully convolutional for multi-scale testing (Table 4).
+        x = self.forward_features(x)
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -1,0 +1,150 @@
+"""One door to every architecture: names like ``resnet110``, ``plain56``, ``resnet34-A``, ``resnet50-v1.5``.
+
+A name is ``[cifar-|imagenet-]{resnet|plain}{depth}[-A|-B|-C][-v1.5]``. Depths 18/34/50/101/152 are the
+ImageNet nets of Table 1; any other depth 6n+2 is a CIFAR net of §4.2 (``cifar-resnet50`` for the CIFAR net of
+n=8). CIFAR nets default to option A (the paper's CIFAR choice), ImageNet nets to option B (the paper's
+choice for 50/101/152 and Tables 3-5); name ``-A`` for Table 2's 18/34.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from resrepro.errors import ResreproError
+from resrepro.models.cifar import CifarResNet
+from resrepro.models.imagenet import IMAGENET_LAYERS, ImageNetResNet
+
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6 and Fig. 6
+IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)
+
+# The paper's own figures: Table 6 parameter counts (CIFAR residual nets, as printed) and Table 1 FLOPs
+# (multiply-adds, the same for plain and residual nets of one depth).
+PAPER_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6, 1202: 19.4e6}
+PAPER_MACS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
+
+_NAME = re.compile(
+    r"^(?:(?P<family>cifar|imagenet)-)?(?P<kind>resnet|plain)(?P<depth>\d+)"
+    r"(?:-(?P<shortcut>[abc]))?(?P<v15>-v1\.5)?$"
+)
+
+
+class UnknownModelError(ResreproError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to build one architecture; ``name`` is its canonical registry name."""
+
+    name: str
+    family: str  # "cifar" or "imagenet"
+    depth: int
+    plain: bool = False
+    shortcut: str = "A"
+    stride_in_1x1: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def n(self) -> int | None:
+        return (self.depth - 2) // 6 if self.family == "cifar" else None
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        return (3, 32, 32) if self.family == "cifar" else (3, 224, 224)
+
+    @property
+    def paper_params(self) -> float | None:
+        if self.family == "cifar" and not self.plain and self.shortcut == "A":
+            return PAPER_PARAMS.get(self.depth)
+        return None
+
+    @property
+    def paper_macs(self) -> float | None:
+        return PAPER_MACS.get(self.depth) if self.family == "imagenet" else None
+
+    def build(self, **overrides: Any) -> nn.Module:
+        kw = {**self.kwargs, **overrides}
+        if self.family == "cifar":
+            return CifarResNet(self.n, plain=self.plain, shortcut=self.shortcut, **kw)
+        return ImageNetResNet(
+            self.depth, plain=self.plain, shortcut=self.shortcut, stride_in_1x1=self.stride_in_1x1, **kw
+        )
+
+
+def model_name(family: str, depth: int, plain: bool = False, shortcut: str | None = None,
+               stride_in_1x1: bool = True) -> str:
+    """The canonical name of an architecture (the inverse of :func:`resolve`)."""
+    default = "A" if family == "cifar" else "B"
+    ambiguous = family == "cifar" and depth in IMAGENET_DEPTHS
+    name = ("cifar-" if ambiguous else "") + ("plain" if plain else "resnet") + str(depth)
+    if not plain and shortcut and shortcut != default:
+        name += f"-{shortcut}"
+    if family == "imagenet" and not stride_in_1x1:
+        name += "-v1.5"
+    return name
+
+
+def cifar_spec(n: int, *, plain: bool = False, shortcut: str = "A") -> ModelSpec:
+    """The CIFAR net of depth 6n+2 (any n >= 1)."""
+    if n < 1:
+        raise ResreproError(f"n must be at least 1 (depth 6n+2), got {n}")
+    if shortcut not in "ABC" or len(shortcut) != 1:
+        raise ResreproError(f"unknown shortcut option {shortcut!r}: choose A, B or C")
+    depth = 6 * n + 2
+    return ModelSpec(model_name("cifar", depth, plain, shortcut), "cifar", depth, plain, shortcut)
+
+
+def resolve(name: str) -> ModelSpec:
+    """Parse a model name into a :class:`ModelSpec`, or raise :class:`UnknownModelError` saying why."""
+    m = _NAME.match(name.strip().lower())
+    if not m:
+        hint = difflib.get_close_matches(name, [s.name for s in list_models()], n=3)
+        also = f" Did you mean {', '.join(hint)}?" if hint else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}: expected e.g. resnet20, plain56, resnet34-A, resnet50-v1.5 "
+            f"(see `resrepro models`).{also}"
+        )
+    depth, plain = int(m["depth"]), m["kind"] == "plain"
+    family = m["family"] or ("imagenet" if depth in IMAGENET_DEPTHS else "cifar")
+    shortcut = (m["shortcut"] or ("A" if family == "cifar" else "B")).upper()
+    if plain and m["shortcut"]:
+        raise UnknownModelError(f"{name!r}: a plain net has no shortcuts, so no option {shortcut}")
+    if family == "imagenet":
+        if depth not in IMAGENET_DEPTHS:
+            raise UnknownModelError(f"{name!r}: ImageNet depths are {', '.join(map(str, IMAGENET_DEPTHS))}")
+        stride_in_1x1 = not m["v15"]
+        return ModelSpec(model_name(family, depth, plain, shortcut, stride_in_1x1), family, depth, plain,
+                         shortcut, stride_in_1x1)
+    if m["v15"]:
+        raise UnknownModelError(f"{name!r}: -v1.5 is a bottleneck stride choice; CIFAR nets have none")
+    if depth < 8 or (depth - 2) % 6:
+        raise UnknownModelError(f"{name!r}: a CIFAR net has depth 6n+2 with n >= 1 (8, 14, 20, 26, ...)")
+    return cifar_spec((depth - 2) // 6, plain=plain, shortcut=shortcut)
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the named architecture; ``overrides`` go to the constructor (``num_classes``, ``width``...)."""
+    return resolve(name).build(**overrides)
+
+
+def list_models(family: str | None = None) -> list[ModelSpec]:
+    """The architectures of the paper's tables and figures, in the paper's order."""
+    if family not in (None, "cifar", "imagenet"):
+        raise ResreproError(f"unknown family {family!r}: choose cifar or imagenet")
+    specs: list[ModelSpec] = []
+    if family in (None, "cifar"):
+        for d in CIFAR_DEPTHS:
+            specs += [resolve(f"plain{d}")] + [resolve(f"resnet{d}-{s}") for s in "ABC"]
+    if family in (None, "imagenet"):
+        for d in IMAGENET_DEPTHS:
+            if d in (18, 34):
+                specs.append(resolve(f"plain{d}"))
+            specs += [resolve(f"resnet{d}-{s}") for s in "ABC"]
+            if d >= 50:
+                specs.append(resolve(f"resnet{d}-v1.5"))
+    return specs
