@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from resrepro.models.blocks import BasicBlock, init_weights
 
@@ -31,6 +34,9 @@ class CifarResNet(nn.Module):
         if n < 1:
             raise ValueError(f"n must be >= 1 (depth 6n+2), got {n}")
         self.n, self.plain, self.shortcut = n, plain, shortcut
+        # Recompute each stage's activations in the backward pass instead of storing them (for the
+        # 1202-layer net on small GPUs); same gradients, more compute.
+        self.grad_checkpoint = False
         self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         kw = dict(plain=plain, shortcut=shortcut, zero_pad=zero_pad)
@@ -56,9 +62,32 @@ class CifarResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         for stage in self.stages():
-            x = stage(x)
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                x = checkpoint(stage, x, use_reentrant=False,
+                               context_fn=lambda s=stage: (contextlib.nullcontext(), frozen_bn_stats(s)))
+            else:
+                x = stage(x)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Keep BN running statistics unchanged while a checkpointed stage is recomputed.
+
+    Without this, the recompute in the backward pass would update them a second time for the same batch,
+    and a checkpointed run would drift from a plain one.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    for m in bns:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield
+    finally:
+        for m, (momentum, tracked) in zip(bns, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)

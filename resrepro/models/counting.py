@@ -21,7 +21,8 @@ def count_macs(model: nn.Module, input_size: tuple[int, ...]) -> int:
     """
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_size)
+    param = next(model.parameters(), None)
+    x = torch.zeros(1, *input_size, device=param.device if param is not None else None)
     with FlopCounterMode(display=False) as counter:
         model(x)
     model.train(was_training)

@@ -41,7 +41,7 @@ class ImageNetResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         kw = dict(plain=plain, shortcut=shortcut, zero_pad=zero_pad, stride_in_1x1=stride_in_1x1)
         stages, in_planes = [], 64
-        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers)):
+        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
             blocks = []
             for j in range(count):
                 stride = 2 if (i > 0 and j == 0) else 1

@@ -138,8 +138,9 @@ def list_models(family: str | None = None) -> list[ModelSpec]:
         raise ResreproError(f"unknown family {family!r}: choose cifar or imagenet")
     specs: list[ModelSpec] = []
     if family in (None, "cifar"):
-        for d in CIFAR_DEPTHS:
+        for d in CIFAR_DEPTHS[:-1]:
             specs += [resolve(f"plain{d}")] + [resolve(f"resnet{d}-{s}") for s in "ABC"]
+        specs.append(resolve("resnet1202"))  # the paper trains only this variant at 1202 layers
     if family in (None, "imagenet"):
         for d in IMAGENET_DEPTHS:
             if d in (18, 34):
