@@ -1,0 +1,1 @@
+"""Training: the run specification, the paper's schedule, the loop, checkpoints and run directories."""

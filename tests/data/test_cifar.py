@@ -1,0 +1,159 @@
+"""Loading datasets: the CIFAR-10 file format and its failure modes, the val split, digits and synthetic."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from resrepro.data import cifar, load_dataset
+from resrepro.errors import ResreproError
+
+
+def test_cifar10_files_load_as_uint8_nchw(fake_cifar):
+    splits = load_dataset("cifar10", fake_cifar.root, verify=False)
+    train, test = splits.train, splits.eval
+    assert (splits.eval_split, train.name, test.name) == ("test", "cifar10/train", "cifar10/test")
+    assert train.images.shape == (100, 3, 32, 32) and test.images.shape == (20, 3, 32, 32)
+    assert train.images.dtype == torch.uint8 and train.images.is_contiguous()
+    assert train.labels.dtype == torch.int64 and train.num_classes == 10
+    # Each file row is the R plane, then G, then B, each 32×32 row-major.
+    row = fake_cifar.train_data[37]
+    for channel in range(3):
+        plane = row[1024 * channel : 1024 * (channel + 1)].reshape(32, 32)
+        assert np.array_equal(train.images[37, channel].numpy(), plane)
+    assert np.array_equal(train.labels.numpy(), fake_cifar.train_labels)
+    assert np.array_equal(test.images.reshape(20, -1).numpy(), fake_cifar.test_data)
+    assert np.array_equal(test.labels.numpy(), fake_cifar.test_labels)
+
+
+def test_checksums_are_verified_by_default(fake_cifar):
+    with pytest.raises(ResreproError, match=r"data_batch_1 fails its md5 checksum.*--skip-checksum"):
+        load_dataset("cifar10", fake_cifar.root)
+
+
+def test_missing_directory_says_where_the_files_go(tmp_path):
+    root = tmp_path / "nowhere"
+    with pytest.raises(ResreproError) as err:
+        load_dataset("cifar10", root)
+    message = str(err.value)
+    assert f"{root / 'cifar-10-batches-py'}/" in message
+    assert "--download" in message and cifar.CIFAR10.url in message and "\n" not in message
+
+
+def test_missing_file_is_named(fake_cifar):
+    (fake_cifar.folder / "test_batch").unlink()
+    with pytest.raises(ResreproError, match=r"which lacks test_batch;"):
+        load_dataset("cifar10", fake_cifar.root, verify=False)
+
+
+def test_failed_download_explains_where_to_put_the_files(tmp_path, monkeypatch):
+    def offline(self):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(cifar, "CIFAR10", type("Offline", (cifar.CIFAR10,), {"download": offline}))
+    with pytest.raises(ResreproError, match=r"downloading CIFAR-10 failed \(URLError.*no network") as err:
+        load_dataset("cifar10", tmp_path, download=True)
+    assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
+
+
+def test_download_leaves_present_files_alone(fake_cifar, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("must not download when the files are there")
+
+    monkeypatch.setattr(cifar, "_download_cifar10", fail)
+    assert len(load_dataset("cifar10", fake_cifar.root, download=True, verify=False).train) == 100
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda blob: b"this is not a pickle",
+        lambda blob: blob[: len(blob) // 2],  # a truncated download
+        lambda blob: pickle.dumps([1, 2, 3]),
+        lambda blob: pickle.dumps({b"labels": [0] * 20}),
+        lambda blob: pickle.dumps({b"data": np.zeros((20, 3071), np.uint8), b"labels": [0] * 20}),
+        lambda blob: pickle.dumps({b"data": np.zeros((20, 3072), np.float32), b"labels": [0] * 20}),
+        lambda blob: pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 19}),
+        lambda blob: pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [10] * 20}),
+        lambda blob: pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": ["cat"] * 20}),
+    ],
+)
+def test_damaged_batch_is_named_even_without_checksums(fake_cifar, damage):
+    path = fake_cifar.folder / "data_batch_3"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(ResreproError, match=r"data_batch_3 is not a CIFAR-10 batch file"):
+        load_dataset("cifar10", fake_cifar.root, verify=False)
+
+
+class _Payload:
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.target),)
+
+
+def test_pickle_that_runs_code_is_refused(fake_cifar, tmp_path):
+    target = tmp_path / "pwned"
+    fake_cifar.write("data_batch_2", {"data": _Payload(target), "labels": [0]})
+    with pytest.raises(ResreproError, match=r"data_batch_2 .*refusing to load"):
+        load_dataset("cifar10", fake_cifar.root, verify=False)
+    assert not target.exists()
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(image.numpy().tobytes()) for image in images}
+
+
+def test_val_split_holds_out_a_fixed_disjoint_part_of_train(fake_cifar):
+    torch.manual_seed(1)  # the split must not depend on the global RNG (or the run's seed)
+    splits = load_dataset("cifar10", fake_cifar.root, val_split=10, verify=False)
+    torch.manual_seed(2)
+    again = load_dataset("cifar10", fake_cifar.root, val_split=10, verify=False)
+    assert splits.eval_split == "val" and splits.eval.name == "cifar10/val"
+    assert (len(splits.train), len(splits.eval)) == (90, 10)
+    assert torch.equal(splits.eval.images, again.eval.images)
+    assert torch.equal(splits.train.labels, again.train.labels)
+    held_out, kept = _rows(splits.eval.images), _rows(splits.train.images)
+    assert not held_out & kept
+    assert held_out | kept == _rows(torch.from_numpy(fake_cifar.train_data))
+
+
+@pytest.mark.parametrize("val_split", [-1, 2_000])
+def test_val_split_out_of_range(val_split):
+    with pytest.raises(ResreproError, match="val_split must be between 0 and 1999"):
+        load_dataset("synthetic", val_split=val_split)
+
+
+def test_unknown_dataset():
+    with pytest.raises(ResreproError, match="choose one of cifar10, synthetic, digits"):
+        load_dataset("cifar100")
+
+
+def test_digits_are_real_images_at_16x16():
+    splits = load_dataset("digits")
+    train, test = splits.train, splits.eval
+    assert (len(train), len(test)) == (1497, 300)
+    assert train.images.shape[1:] == (3, 16, 16) and train.images.dtype == torch.uint8
+    assert torch.equal(train.images[:, 0], train.images[:, 2])  # grey, repeated to 3 channels
+    assert train.images.max() == 255 and train.images.min() == 0
+    assert set(train.labels.tolist()) == set(test.labels.tolist()) == set(range(10))
+    assert torch.equal(load_dataset("digits").eval.labels, test.labels)
+
+
+def test_synthetic_is_deterministic_and_learnable():
+    first, second = load_dataset("synthetic"), load_dataset("synthetic")
+    assert torch.equal(first.train.images, second.train.images)
+    assert torch.equal(first.eval.labels, second.eval.labels)
+    train, test = first.train, first.eval
+    assert (len(train), len(test)) == (2000, 500) and train.images.shape[1:] == (3, 32, 32)
+    assert train.images.dtype == torch.uint8 and train.labels.bincount().tolist() == [200] * 10
+    # Learnable: the class means of the training set classify the test set.
+    means = torch.stack([train.images[train.labels == k].float().mean(0) for k in range(10)])
+    distances = torch.cdist(test.images.float().flatten(1), means.flatten(1))
+    assert (distances.argmin(1) == test.labels).float().mean() > 0.9

@@ -1,0 +1,203 @@
+"""Training runs end to end on CPU: run directory contents, exact resume, SIGTERM, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from resrepro.errors import ResreproError
+from resrepro.train.checkpoint import load_checkpoint, load_trained
+from resrepro.train.loop import train
+from resrepro.train.rundir import METRIC_COLUMNS, RunDir
+from resrepro.train.spec import RunSpec
+
+TINY = dict(model="resnet8", dataset="synthetic", width=4, batch_size=32, iters=24, milestones=(12, 18),
+            eval_every=6, eval_batch_size=250)
+
+
+def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path):
+    spec = RunSpec(**TINY)
+    summary = train(spec, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    assert run.read_config()["config_hash"] == spec.config_hash()
+    rows = run.read_metrics()
+    assert [r["iter"] for r in rows] == [6, 12, 18, 24]
+    assert list(rows[0]) == list(METRIC_COLUMNS)
+    assert [r["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.01, 0.001])  # lr of the last step of each interval
+    assert summary["status"] == "finished" and summary["iter"] == 24
+    assert summary["final"]["eval_error"] == rows[-1]["eval_error"]
+    assert 0 <= summary["final"]["train_eval_error"] <= 1
+    assert summary["provenance"]["torch"] == torch.__version__
+    state = load_checkpoint(run.path)  # weights_only=True
+    assert state["step"] == 24
+
+
+def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
+    spec = RunSpec(**TINY)
+    a = train(spec, tmp_path / "a")
+    b = train(spec, tmp_path / "b")
+    assert a["final"] == b["final"]
+    mtime = (tmp_path / "a" / "metrics.csv").stat().st_mtime_ns
+    assert train(spec, tmp_path / "a")["final"] == a["final"]
+    assert (tmp_path / "a" / "metrics.csv").stat().st_mtime_ns == mtime
+
+
+def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_path):
+    spec = RunSpec(**TINY, checkpoint_every=6)
+    full = train(spec, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_12(step, row):
+        if step == 12:
+            raise Stop
+
+    with pytest.raises(Stop):  # dies right after logging iteration 12, before its checkpoint is written
+        train(spec, tmp_path / "cut", on_step=stop_at_12)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 6
+    resumed = train(spec, tmp_path / "cut")
+    assert resumed["final"] == full["final"]
+    cut, ref = RunDir(tmp_path / "cut").read_metrics(), RunDir(tmp_path / "full").read_metrics()
+    for key in ("iter", "lr", "train_error", "eval_error", "eval_loss"):
+        assert [r[key] for r in cut] == [r[key] for r in ref]
+
+
+def test_sigterm_saves_and_rerun_resumes_to_the_same_result(tmp_path):
+    args = ["--n", "1", "--dataset", "synthetic", "--width", "4", "--batch-size", "32", "--iters", "120",
+            "--milestones", "60,90", "--eval-every", "30", "--seed", "3"]
+    ref = tmp_path / "ref"
+    subprocess.run([sys.executable, "-m", "resrepro", "train", "cifar", *args, "--out", str(ref)], check=True,
+                   capture_output=True)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([sys.executable, "-m", "resrepro", "train", "cifar", *args, "--out", str(cut)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (cut / "metrics.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0, "the run should have been interrupted"
+    assert "resume" in stderr and "Traceback" not in stderr
+    step = load_checkpoint(cut)["step"]
+    assert 30 <= step < 120
+    assert not (cut / "summary.json").exists()
+    subprocess.run([sys.executable, "-m", "resrepro", "train", "cifar", *args, "--out", str(cut)], check=True,
+                   capture_output=True)
+    a, b = RunDir(ref).read_summary(), RunDir(cut).read_summary()
+    assert a["final"]["eval_error"] == b["final"]["eval_error"]
+    assert a["final"]["eval_loss"] == b["final"]["eval_loss"]
+    assert a["final"]["train_error"] == b["final"]["train_error"]
+    errors = [[r["eval_error"] for r in RunDir(d).read_metrics()] for d in (ref, cut)]
+    assert errors[0] == errors[1]
+
+
+def test_a_run_dir_with_another_config_is_refused_and_untouched(tmp_path):
+    train(RunSpec(**TINY), tmp_path / "run")
+    before = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ResreproError, match="holds a different run.*lr"):
+        train(RunSpec(**{**TINY, "lr": 0.05}), tmp_path / "run")
+    assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    spec = RunSpec(**TINY)
+    train(spec, tmp_path / "run")
+    (tmp_path / "run" / "summary.json").unlink()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ResreproError, match="corrupt"):
+        train(spec, tmp_path / "run")
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    spec = RunSpec(**{**TINY, "lr": 1e12, "iters": 12, "warmup": False})
+    with pytest.raises(ResreproError, match="loss became"):
+        train(spec, tmp_path / "run")
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_grad_checkpoint_gives_the_same_losses(tmp_path):
+    spec = RunSpec(**{**TINY, "iters": 6})
+    a = train(spec, tmp_path / "a")
+    b = train(spec.replace(grad_checkpoint=True), tmp_path / "b")
+    assert b["final"]["train_loss"] == pytest.approx(a["final"]["train_loss"], rel=1e-5)
+    assert b["final"]["eval_loss"] == pytest.approx(a["final"]["eval_loss"], rel=1e-5)
+
+
+def test_load_trained_returns_the_trained_model(tmp_path):
+    spec = RunSpec(**TINY)
+    train(spec, tmp_path / "run")
+    loaded_spec, model = load_trained(tmp_path / "run")
+    assert loaded_spec == spec and not model.training
+    assert model.fc.out_features == 10
+
+
+def test_cli_train_and_eval(tmp_path):
+    env = {**os.environ, "COLUMNS": "120"}
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "resrepro", "train", "cifar", "--n", "1", "--dataset", "synthetic",
+                          "--width", "4", "--iters", "8", "--batch-size", "16", "--eval-every", "4", "--out", str(out)],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    final = json.loads(res.stdout)
+    ev = subprocess.run([sys.executable, "-m", "resrepro", "eval", str(out), "--format", "json"],
+                        capture_output=True, text=True, env=env)
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["error"] == pytest.approx(final["eval_error"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--n", "0"], "n must be at least 1"),
+    (["--shortcut", "D"], "--shortcut"),
+    (["--dataset", "cifar10", "--data-dir", "/nonexistent/place"], "cifar-10-batches-py"),
+    (["--milestones", "a,b"], "--milestones"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    res = subprocess.run([sys.executable, "-m", "resrepro", "train", "cifar", *args, "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2
+    assert message in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in res.stderr and len(errors) == 1
+
+
+def test_cli_eval_of_a_missing_run_is_a_clear_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "resrepro", "eval", str(tmp_path / "nothing")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "no checkpoint" in res.stderr
+
+
+def test_spec_round_trips_through_config_json():
+    spec = RunSpec(**TINY)
+    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ResreproError, match="unknown run setting"):
+        RunSpec.from_dict({**spec.to_dict(), "lerning_rate": 1})
+
+
+def test_imagenet_model_is_refused_for_cifar_training():
+    with pytest.raises(ResreproError, match="ImageNet"):
+        RunSpec(model="resnet50")
+
+
+def test_checkpoint_is_written_atomically(tmp_path):
+    """A crash while writing leaves the previous checkpoint intact and no temp file behind."""
+    from resrepro.io import atomic_write
+    from resrepro.train.checkpoint import save_checkpoint
+
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+
+    def crash(f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_write(path, crash)
+    assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
+    assert [p.name for p in Path(tmp_path).iterdir()] == ["c.pt"]
