@@ -1,0 +1,154 @@
+"""The paper's ImageNet test protocols (§3.4): center crop, 10-crop (Tables 2–3) and fully-convolutional
+multi-scale (Table 4), each giving top-1/top-5 error on a validation ImageFolder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from resrepro.data.imagenet import (
+    SkippingImageFolder,
+    check_num_classes,
+    class_folders,
+    eval_transform,
+    normalization,
+    skip_none_collate,
+    to_float_image,
+)
+from resrepro.errors import ResreproError
+
+PROTOCOLS = ("center", "ten-crop", "multi-scale")
+MULTI_SCALES = (224, 256, 384, 480, 640)  # Table 4: shorter side of the whole image
+
+
+def ten_crop_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: 10×C×H×W."""
+    return v2.Compose(
+        [v2.Resize(resize), *to_float_image(), normalization(normalize), v2.TenCrop(crop), torch.stack]
+    )
+
+
+def full_image_transform(normalize: str = "pixel-mean") -> v2.Compose:
+    """The whole image, uncropped at its own size, for ``multi_scale_scores`` to rescale."""
+    return v2.Compose([*to_float_image(), normalization(normalize)])
+
+
+def ten_crop_scores(model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+    """Class probabilities B×K for crops B×10×C×H×W: the softmax of each crop, averaged over the 10.
+
+    We average probabilities, not logits: the paper says only that scores are averaged, and fb.resnet.torch
+    averages the softmax outputs.
+    """
+    b, n = crops.shape[:2]
+    return model(crops.flatten(0, 1)).float().softmax(dim=1).view(b, n, -1).mean(dim=1)
+
+
+def multi_scale_scores(
+    model: nn.Module, image: torch.Tensor, scales: Sequence[int] = MULTI_SCALES
+) -> torch.Tensor:
+    """Class probabilities (K,) for one C×H×W image: softmax at each shorter-side scale, averaged over scales.
+
+    The net pools adaptively, so its output on the whole image is the fully-convolutional score map averaged
+    over positions (exact for a linear FC). Rescaling the normalised image equals rescaling the pixels:
+    antialiased bilinear weights are non-negative and sum to 1, so they commute with a per-channel affine map.
+    """
+    probs = [
+        model(TF.resize(image, [scale], antialias=True)[None]).float().softmax(dim=1)[0] for scale in scales
+    ]
+    return torch.stack(probs).mean(dim=0)
+
+
+def _check_val_dir(folder: str | Path) -> Path:
+    folder = Path(folder).expanduser()
+    classes = class_folders(folder)
+    if "train" in classes and "val" in classes:
+        raise ResreproError(f"{folder} looks like the dataset root; pass its val/ folder: {folder / 'val'}")
+    return folder
+
+
+def _spread_indices(n: int, max_images: int | None) -> list[int]:
+    # ImageFolder lists images class by class, so a prefix would cover only the first classes.
+    m = n if max_images is None else min(n, max_images)
+    return [i * n // m for i in range(m)]
+
+
+def evaluate(
+    model: nn.Module,
+    dataset_root_val: str | Path,
+    protocol: str,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 32,
+    normalize: str = "pixel-mean",
+    max_images: int | None = None,
+    scales: Sequence[int] = MULTI_SCALES,
+    workers: int = 4,
+) -> dict[str, Any]:
+    """Top-1/top-5 error (fractions) and loss of ``model`` on the val ImageFolder under ``protocol``.
+
+    ``protocol``: "center" (shorter side 256, center 224 crop), "ten-crop" (``ten_crop_scores``) or
+    "multi-scale" (``multi_scale_scores`` over ``scales``, one image at a time). ``loss`` is the negative
+    log of the (averaged) probability of the true class, so for "center" it is the cross-entropy.
+    ``max_images`` evaluates that many images spread evenly over the folder. With fewer than 5 classes
+    "top5_error" is the top-min(5, classes) error. Images that fail to decode are skipped and counted in
+    "skipped"; "images" counts those evaluated. The model is moved to ``device`` and left in its mode.
+    """
+    if protocol not in PROTOCOLS:
+        raise ResreproError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    transform = {
+        "center": eval_transform(normalize),
+        "ten-crop": ten_crop_transform(normalize),
+        "multi-scale": full_image_transform(normalize),
+    }[protocol]
+    dataset = SkippingImageFolder(_check_val_dir(dataset_root_val), transform)
+    subset = Subset(dataset, _spread_indices(len(dataset), max_images))
+    loader = DataLoader(
+        subset,
+        batch_size=1 if protocol == "multi-scale" else batch_size,  # images differ in size
+        num_workers=workers,
+        collate_fn=skip_none_collate,
+        pin_memory=torch.device(device).type == "cuda",
+    )
+    was_training = model.training
+    model.to(device).eval()
+    top1 = top5 = images = 0
+    nll = 0.0
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                if batch is None:
+                    continue
+                inputs, targets = (t.to(device, non_blocking=True) for t in batch)
+                if protocol == "center":
+                    probs = model(inputs).float().softmax(dim=1)
+                elif protocol == "ten-crop":
+                    probs = ten_crop_scores(model, inputs)
+                else:
+                    probs = multi_scale_scores(model, inputs[0], scales)[None]
+                check_num_classes(probs.shape[1], dataset.classes)
+                topk = probs.topk(min(5, probs.shape[1]), dim=1).indices
+                hits = topk == targets[:, None]
+                top1 += int(hits[:, 0].sum())
+                top5 += int(hits.any(dim=1).sum())
+                true_prob = probs.gather(1, targets[:, None]).clamp_min(torch.finfo(torch.float32).tiny)
+                nll += float(-true_prob.log().sum())
+                images += len(targets)
+    finally:
+        model.train(was_training)
+    if images == 0:
+        raise ResreproError(f"no readable images in {dataset_root_val}; check the files decode with PIL")
+    return {
+        "top1_error": 1 - top1 / images,
+        "top5_error": 1 - top5 / images,
+        "loss": nll / images,
+        "images": images,
+        "skipped": dataset.skipped,
+        "protocol": protocol,
+    }
