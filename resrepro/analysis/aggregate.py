@@ -1,0 +1,241 @@
+"""Run directories -> pandas: one row per run, and mean ± std over seeds per model.
+
+A runs directory is any folder; every directory below it holding a ``config.json`` is a run. Folders that are
+not resrepro runs, or are damaged, are skipped with a warning (returned, never printed), so that one bad
+folder never hides the others from a report.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from resrepro.errors import ResreproError
+from resrepro.train.rundir import CONFIG, RunDir
+from resrepro.train.spec import RUNTIME_FIELDS
+
+REQUIRED_KEYS = ("model", "dataset")
+PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
+ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
+# What may differ between the seeds of one experiment: the seed, and where or how fast it ran. The model is
+# compared by its canonical name instead (``resnet20-A`` and ``resnet20`` are one net).
+NOT_SETTING = frozenset({"seed", "config_hash", "verify", "model", *RUNTIME_FIELDS})
+COLUMNS = (
+    "path", "model", "dataset", "seed", "iters", "width", "config_hash", "setting", "finished", "iter",
+    "eval_split",
+    "train_error", "train_loss", "eval_error", "eval_loss", "train_eval_error", "wall_s", "images_per_s",
+    "params",
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory as read from disk; ``summary`` is None until the run has finished."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any] | None = None
+    evals: dict[str, dict[str, Any]] = field(default_factory=dict)  # protocol -> eval/<protocol>.json
+
+    @property
+    def model(self) -> str:
+        return canonical_model(str(self.config["model"]))
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config["dataset"])
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and self.summary.get("status") == "finished"
+
+
+@functools.cache
+def canonical_model(name: str) -> str:
+    """The registry's canonical name (``resnet34-B`` -> ``resnet34``), so spellings of one net group together.
+
+    Names the registry does not know (another tool's runs) are kept as written.
+    """
+    from resrepro.models.registry import UnknownModelError, resolve
+
+    try:
+        return resolve(name).name
+    except UnknownModelError:
+        return name
+
+
+def setting(config: dict[str, Any]) -> str:
+    """The run's config without seed, model spelling and runtime fields: runs with equal settings are seeds
+    of one experiment."""
+    kept = {k: v for k, v in config.items() if k not in NOT_SETTING}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
+    """Every run below ``root`` (``root`` itself may be one), and a warning for each folder skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ResreproError(f"runs directory {root} does not exist: pass the folder holding your runs")
+    runs: list[Run] = []
+    warnings: list[str] = []
+    for config_path in sorted(root.rglob(CONFIG)):
+        run, problems = _read_run(config_path.parent)
+        if run is None:
+            warnings.append(f"skipped {config_path.parent}: {problems[0]}")
+        else:
+            runs.append(run)
+            warnings += [f"{config_path.parent}: {p}" for p in problems]
+    return runs, warnings
+
+
+def _read_run(path: Path) -> tuple[Run | None, list[str]]:
+    """(run, minor problems) or (None, [why the folder was skipped])."""
+    rundir = RunDir(path)
+    try:
+        config = rundir.read_config()
+        summary = rundir.read_summary()
+    except (ResreproError, OSError) as e:  # OSError: unreadable (permissions, a folder named config.json)
+        return None, [str(e)]
+    # Other tools write config.json too, some with "model"/"dataset" sections: a run names both as strings.
+    if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in REQUIRED_KEYS):
+        return None, ["config.json names no model and dataset: not a resrepro run"]
+    if not isinstance(summary, (dict, type(None))):
+        return None, ["summary.json is not a JSON object: the run directory is damaged"]
+    if summary is not None and summary.get("status") == "finished":
+        final = summary.get("final")
+        if not isinstance(final, dict) or "eval_error" not in final:
+            return None, ["summary.json says finished but has no final eval_error: the run is damaged"]
+    evals, problems = {}, []
+    for p in sorted((path / "eval").glob("*.json")):
+        try:
+            ev = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            ev = None
+            problems.append(f"ignored eval/{p.name}: not valid JSON ({e})")
+        if isinstance(ev, dict):
+            evals[p.stem] = ev
+    return Run(path, config, summary, evals), problems
+
+
+def runs_frame(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run (finished or not) with final errors in percent, and the warnings of :func:`find_runs`.
+
+    ImageNet runs evaluated with ``resrepro eval`` add ``center_top1``, ``ten_crop_top5``, ... columns.
+    """
+    runs, warnings = find_runs(root)
+    return pd.DataFrame([_row(r) for r in runs], columns=_columns(runs)), warnings
+
+
+def _columns(runs: Sequence[Run]) -> list[str]:
+    protocols = sorted({p for r in runs for p in r.evals}, key=lambda p: (p not in PROTOCOLS, p))
+    return [*COLUMNS, *(f"{_col(p)}_{k}" for p in protocols for k in ("top1", "top5"))]
+
+
+def _col(protocol: str) -> str:
+    return protocol.replace("-", "_")
+
+
+def _row(run: Run) -> dict[str, Any]:
+    c, s = run.config, run.summary or {}
+    final = s.get("final", {}) if run.finished else {}
+    row: dict[str, Any] = {
+        "path": str(run.path), "model": run.model, "dataset": run.dataset, "seed": c.get("seed"),
+        "iters": c.get("iters"), "width": c.get("width"), "config_hash": c.get("config_hash"),
+        "setting": setting(c),
+        "finished": run.finished, "iter": s.get("iter") if run.finished else _last_iter(run.path),
+        "eval_split": final.get("eval_split"), "train_loss": final.get("train_loss"),
+        "eval_loss": final.get("eval_loss"), "wall_s": s.get("wall_s"), "images_per_s": s.get("images_per_s"),
+        "params": s.get("params"),
+    }
+    for k in ERROR_KEYS:
+        row[k] = _percent(final.get(k))
+    for protocol, ev in run.evals.items():
+        row[f"{_col(protocol)}_top1"] = _percent(ev.get("top1_error"))
+        row[f"{_col(protocol)}_top5"] = _percent(ev.get("top5_error"))
+    return row
+
+
+def _percent(fraction: Any) -> float | None:
+    # run directories store fractions (0..1); the paper and every report print percent
+    return None if fraction is None else 100.0 * float(fraction)
+
+
+def _last_iter(path: Path) -> int | None:
+    """How far an unfinished run got, from its metrics.csv (None if it has none or it cannot be read)."""
+    try:
+        rows = RunDir(path).read_metrics()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return rows[-1].get("iter") if rows else None
+
+
+def summarise(df: pd.DataFrame, by: Sequence[str] = ("model", "dataset"),
+              value: str = "eval_error") -> pd.DataFrame:
+    """Per group of finished runs: ``mean``, ``std`` (ddof=1, NaN for one run), ``best`` (min) and ``n``.
+
+    Runs without ``value`` (an ImageNet run not yet evaluated with that protocol) are not counted.
+    """
+    by = list(by)
+    if value not in df.columns:
+        df = df.assign(**{value: float("nan")})
+    done = df[df["finished"].astype(bool) & df[value].notna()]
+    if done.empty:
+        return pd.DataFrame(columns=[*by, "mean", "std", "best", "n"])
+    grouped = done.groupby(by, dropna=False, sort=True)[value]
+    return grouped.agg(mean="mean", std="std", best="min", n="count").reset_index()
+
+
+def select_runs(df: pd.DataFrame, models: Collection[str], *, dataset: str | None = None,
+                preferred_dataset: str | None = None, split: str | None = None,
+                ) -> tuple[pd.DataFrame, str | None, list[str]]:
+    """The finished runs of ``models`` that count as results, the dataset shown, and a warning for each run
+    left out.
+
+    One dataset: ``dataset`` if given, else ``preferred_dataset`` (the paper's) if it has runs, else the one
+    with most runs. Only runs evaluated on ``split`` (if given). Per model one setting: the longest-trained,
+    then the one with most seeds. A run directory copied twice (same config_hash) counts once.
+    """
+    rel = df[df["model"].isin(models)]
+    finished = rel["finished"].astype(bool)
+    warnings = []
+    for r in rel[~finished].itertuples():
+        at = "" if pd.isna(r.iter) else f", at iteration {int(r.iter):,}"
+        warnings.append(f"unfinished, not counted: {r.path} ({r.model}{at})")
+    done = rel[finished]
+    if split:
+        for r in done[done["eval_split"] != split].itertuples():
+            warnings.append(f"evaluated on {r.eval_split}, not {split}; not counted: {r.path}")
+        done = done[done["eval_split"] == split]
+    dup = done["config_hash"].notna() & done.duplicated("config_hash")
+    warnings += [f"same config_hash as another run (a copy?), counted once: {p}" for p in done[dup].path]
+    done = done[~dup]
+    counts = done["dataset"].value_counts()
+    if dataset is None and len(counts):
+        dataset = preferred_dataset if preferred_dataset in counts else min(counts.index,
+                                                                            key=lambda d: (-counts[d], d))
+        if len(counts) > 1:
+            found = ", ".join(f"{d}: {c}" for d, c in sorted(counts.items()))
+            warnings.append(f"runs on several datasets ({found} runs); showing {dataset}, "
+                            "choose with --dataset")
+    done = done[done["dataset"] == dataset]
+    kept = []
+    for model, g in done.groupby("model"):
+        # Several settings of one net (a tiny sweep beside a full one, another width...) are different
+        # experiments, never averaged together.
+        sizes = g.groupby("setting").agg(iters=("iters", "max"), n=("path", "size")).reset_index()
+        best = sizes.fillna({"iters": -1}).sort_values(["iters", "n", "setting"],
+                                                       ascending=[False, False, True]).setting.iloc[0]
+        other, chosen = g[g["setting"] != best], g[g["setting"] == best]
+        if len(other):
+            its = chosen["iters"].max()
+            at = "" if pd.isna(its) else f" at {int(its):,} iterations"
+            warnings.append(f"{model}: {len(other)} run(s) of another setting not counted (counted: "
+                            f"{len(chosen)}{at}): {', '.join(other.path)}")
+        kept.append(chosen)
+    return (pd.concat(kept) if kept else done), dataset, warnings

@@ -1,0 +1,277 @@
+"""The paper's tables with our numbers beside them (mean ± std over seeds), as Markdown, CSV or LaTeX.
+
+Ours come only from finished run directories; a row without runs shows "—", never a number from elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from resrepro.analysis.aggregate import COLUMNS, canonical_model, runs_frame, select_runs, summarise
+from resrepro.errors import ResreproError
+from resrepro.report.paper import paper_table
+
+FORMATS = ("markdown", "csv", "latex")
+PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
+PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
+DASH = "—"
+COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
+               "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
+
+
+@dataclass(frozen=True)
+class Metric:
+    column: str  # a runs_frame column, in percent
+    suffix: str = ""  # appended to this metric's CSV columns when a table has several ("_top1")
+    header: str = ""  # prefix of its display headers ("top-1 ")
+    how: str = ""  # how to produce it for a finished run that lacks it
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    title: str
+    family: str  # cifar | imagenet: which dataset (and length) the paper's runs used
+    metrics: tuple[Metric, ...]
+    rows: Callable[[], pd.DataFrame]  # model, label, source, paper{suffix}, ... in the paper's order
+    params: bool = False  # show # layers and # params, the paper's beside our exact count
+    split: str | None = None  # only runs evaluated on this split count
+    extra: tuple[str, ...] = ()  # third-party columns (``x``, ``x_std``) shown beside the paper's
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class Table:
+    """A table ready to render: ``frame`` holds numbers (one row per table row), ``notes`` the caption."""
+
+    name: str
+    spec: TableSpec
+    frame: pd.DataFrame
+    notes: list[str]
+    warnings: list[str]
+
+
+def _rows(name: str, **paper_columns: str) -> Callable[[], pd.DataFrame]:
+    def rows() -> pd.DataFrame:
+        t = paper_table(name)
+        out = t[["model", "label", "source"]].copy()
+        for ours, theirs in paper_columns.items():
+            out[ours] = t[theirs]
+        return out
+
+    return rows
+
+
+def _ablation_rows() -> pd.DataFrame:
+    t6 = paper_table("table6").set_index("model")
+    rows = []
+    for depth in (20, 32, 44, 56):
+        for option in "ABC":
+            a = option == "A"  # Table 6's nets are option A: the only rows with paper numbers
+            model = f"resnet{depth}" + ("" if a else f"-{option}")
+            rows.append({"model": model, "label": f"ResNet-{depth} {option}", "layers": depth,
+                         "source": "paper" if a else "ours",
+                         "paper_params_m": t6.params_m[model] if a else math.nan,
+                         "paper": t6.error[model] if a else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _calibration_rows() -> pd.DataFrame:
+    cal, t6 = paper_table("calibration"), paper_table("table6").set_index("model")
+    rows = []
+    for model, group in cal.groupby("model", sort=False):
+        row = {"model": model, "label": t6.label.get(model, model.replace("plain", "plain-")),
+               "source": "paper", "paper": t6.error.get(model, math.nan)}
+        for r in group.itertuples():
+            row[r.source], row[f"{r.source}_std"] = r.error, r.error_std
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _calibration_notes() -> tuple[str, ...]:
+    cal = paper_table("calibration").drop_duplicates("source")
+    return tuple(f"{r.source}: {r.note}." for r in cal.itertuples())
+
+
+_CIFAR = Metric("eval_error")
+_TEN_CROP = "a ten-crop evaluation (`resrepro eval RUN --ten-crop`)"
+_MULTI_SCALE = "a multi-scale evaluation (`resrepro eval RUN --multi-scale`)"
+TABLES: dict[str, Callable[[], TableSpec]] = {
+    "table2": lambda: TableSpec(
+        "Table 2: top-1 error (%) on ImageNet validation, 10-crop testing", "imagenet",
+        (Metric("ten_crop_top1", how=_TEN_CROP),), _rows("table2", paper="top1")),
+    "table3": lambda: TableSpec(
+        "Table 3: error (%) on ImageNet validation, 10-crop testing", "imagenet",
+        (Metric("ten_crop_top1", "_top1", "top-1 ", _TEN_CROP),
+         Metric("ten_crop_top5", "_top5", "top-5 ", _TEN_CROP)),
+        _rows("table3", paper_top1="top1", paper_top5="top5")),
+    "table4": lambda: TableSpec(
+        "Table 4: single-model error (%) on ImageNet validation, multi-scale testing", "imagenet",
+        (Metric("multi_scale_top1", "_top1", "top-1 ", _MULTI_SCALE),
+         Metric("multi_scale_top5", "_top5", "top-5 ", _MULTI_SCALE)),
+        _rows("table4", paper_top1="top1", paper_top5="top5")),
+    "table6": lambda: TableSpec(
+        "Table 6: classification error (%) on the CIFAR-10 test set", "cifar", (_CIFAR,),
+        _rows("table6", layers="layers", paper_params_m="params_m", paper="error", paper_mean="error_mean",
+              paper_std="error_std"),
+        params=True, split="test",
+        notes=("paper: as printed; for ResNet-110 (5 runs) and Highway-19: best (mean±std).",)),
+    "ablation-cifar": lambda: TableSpec(
+        "Shortcut options A/B/C on CIFAR-10 (Table 3's question): test error (%)", "cifar", (_CIFAR,),
+        _ablation_rows, params=True, split="test",
+        notes=("The paper compares A/B/C on ImageNet (Table 3); on CIFAR-10 it reports option A only "
+               "(Table 6), so the B and C rows have no paper number.",)),
+    "calibration": lambda: TableSpec(
+        "CIFAR-10 test error (%): the paper, public re-implementations, ours", "cifar", (_CIFAR,),
+        _calibration_rows, split="test", extra=("akamaster", "nabla0001"), notes=_calibration_notes()),
+}
+
+
+def table_names() -> list[str]:
+    return list(TABLES)
+
+
+def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | None = None) -> Table:
+    """The numbers of one table: the paper's, and ours from the finished runs under ``runs_dir``."""
+    if name not in TABLES:
+        raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+    spec = TABLES[name]()
+    rows = spec.rows().reset_index(drop=True)
+    keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
+    frame, warnings = runs_frame(runs_dir) if runs_dir is not None else (pd.DataFrame(columns=COLUMNS), [])
+    runs, chosen, skipped = select_runs(frame, set(keys.dropna()), dataset=dataset,
+                                        preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
+    warnings += skipped
+    notes = _notes(runs, spec, chosen)
+    for m in spec.metrics:
+        s = summarise(runs, by=("model",), value=m.column).set_index("model")
+        for stat in ("mean", "std", "best"):
+            rows[f"ours_{stat}{m.suffix}"] = keys.map(s[stat]).astype(float)
+        rows[f"_n{m.suffix}"] = keys.map(s["n"]).fillna(0)
+        paper = rows[f"paper{m.suffix}"]
+        if f"paper_mean{m.suffix}" in rows:
+            paper = rows[f"paper_mean{m.suffix}"].fillna(paper)
+        rows[f"delta{m.suffix}"] = rows[f"ours_mean{m.suffix}"] - paper
+        without = runs[runs[m.column].isna()] if m.column in runs else runs
+        for model, g in without.groupby("model"):
+            warnings.append(f"{model}: {len(g)} finished run(s) without {m.how or m.column} not counted")
+    ours = keys.notna()
+    n_cols = [f"_n{m.suffix}" for m in spec.metrics]
+    rows["n"] = rows[n_cols].max(axis=1).astype("Int64").where(ours, pd.NA)
+    if spec.params:
+        rows["params"] = pd.array([_params(k) if isinstance(k, str) else pd.NA for k in keys], dtype="Int64")
+    counted = rows["n"].fillna(0) > 0
+    rows["dataset"] = keys.map(runs.groupby("model")["dataset"].first()).where(counted)
+    rows["iters"] = keys.map(runs.groupby("model")["iters"].max()).where(counted).astype("Float64")
+    rows = rows.astype({c: "Int64" for c in ("layers", "iters") if c in rows})
+    rows = rows.drop(columns=n_cols)
+    return Table(name, spec, rows[_csv_order(rows, spec)], [COLUMN_NOTE, *spec.notes, *notes],
+                 list(dict.fromkeys(warnings)))
+
+
+def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]:
+    """Caption lines saying how our runs differ from the paper's (dataset, length)."""
+    notes, paper_ds = [], PAPER_DATASET[spec.family]
+    if chosen is not None and chosen != paper_ds:
+        notes.append(f"Ours: trained and evaluated on {chosen}, not {paper_ds} as in the paper: "
+                     "compare trends, not values.")
+    paper_iters = PAPER_ITERS.get(spec.family)
+    lengths = sorted({int(i) for i in runs["iters"].dropna()})
+    if paper_iters and lengths and lengths != [paper_iters]:
+        its = ", ".join(f"{i:,}" for i in lengths)
+        notes.append(f"Ours: {its} iterations; the paper trains {paper_iters:,}.")
+    return notes
+
+
+@functools.cache
+def _params(model: str) -> int:
+    """Our exact parameter count, built on the meta device (no memory, no init cost worth counting)."""
+    import torch
+
+    from resrepro.models.counting import count_params
+    from resrepro.models.registry import resolve
+
+    with torch.device("meta"):
+        return count_params(resolve(model).build())
+
+
+def _csv_order(rows: pd.DataFrame, spec: TableSpec) -> list[str]:
+    cols = ["model", "label", "source"]
+    if spec.params:
+        cols += ["layers", "paper_params_m", "params"]
+    for m in spec.metrics:
+        cols += [c + m.suffix for c in ("paper", "paper_mean", "paper_std") if c + m.suffix in rows]
+        cols += [c for x in spec.extra for c in (x, f"{x}_std")]
+        cols += [f"{c}{m.suffix}" for c in ("ours_mean", "ours_std", "ours_best", "delta")]
+    return [*cols, "n", "dataset", "iters"]
+
+
+def render_table(name: str, runs_dir: str | Path | None = None, fmt: str = "markdown",
+                 dataset: str | None = None) -> tuple[str, list[str]]:
+    """One table as text (``markdown``, ``csv`` or ``latex``), and the warnings met while reading runs."""
+    if fmt not in FORMATS:
+        raise ResreproError(f"unknown format {fmt!r}: choose {', '.join(FORMATS)}")
+    t = build_table(name, runs_dir, dataset)
+    if fmt == "csv":
+        return t.frame.round(4).to_csv(index=False), t.warnings
+    shown = display_frame(t)
+    if fmt == "markdown":
+        body = shown.to_markdown(index=False, disable_numparse=True,
+                                 colalign=["left"] + ["right"] * (shown.shape[1] - 1))
+        return f"**{t.spec.title}**\n\n{body}\n\n" + "\n\n".join(t.notes) + "\n", t.warnings
+    shown = shown.rename(columns=lambda c: c.replace("Δ", "delta"))  # pdflatex's utf8 lacks Greek
+    comments = "".join(f"% {line}\n" for line in [t.spec.title, *t.notes])
+    return comments + _latex(shown).rstrip("\n") + "\n", t.warnings
+
+
+def _latex(shown: pd.DataFrame) -> str:
+    align = "l" + "r" * (shown.shape[1] - 1)
+    try:  # pandas renders LaTeX through jinja2; without it, tabulate does the same booktabs table
+        return shown.to_latex(index=False, escape=True, column_format=align)
+    except ImportError:
+        from tabulate import tabulate
+
+        return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False,
+                        disable_numparse=True, colalign=["left"] + ["right"] * (shown.shape[1] - 1)) + "\n"
+
+
+def display_frame(t: Table) -> pd.DataFrame:
+    """The table as strings, as a reader wants it: "7.02 ± 0.15", "—" for no runs, blank for others' rows."""
+    f, spec = t.frame, t.spec
+    ours = f["source"] != "other"
+    n = f["n"].fillna(0).astype(int)
+
+    def cell(values: Iterable, text: Callable[[Any], str]) -> list[str]:
+        return ["" if not o else DASH if k == 0 or pd.isna(v) else text(v)
+                for o, k, v in zip(ours, n, values, strict=True)]
+
+    cols: dict[str, list[str] | pd.Series] = {"method": f["label"]}
+    if spec.params:
+        cols["# layers"] = [DASH if pd.isna(v) else str(int(v)) for v in f["layers"]]
+        cols["# params (paper)"] = [DASH if pd.isna(v) else f"{v:g}M" for v in f["paper_params_m"]]
+        cols["# params (ours)"] = ["" if pd.isna(v) else f"{int(v):,}" for v in f["params"]]
+    for m in spec.metrics:
+        s, h = m.suffix, m.header
+        mean, std = f.get(f"paper_mean{s}"), f.get(f"paper_std{s}")
+        cols[f"{h}paper"] = [
+            DASH if pd.isna(p) else f"{p:.2f}" + ("" if mean is None or pd.isna(mean[i]) else
+                                                  f" ({mean[i]:.2f}±{std[i]:.2f})")
+            for i, p in enumerate(f[f"paper{s}"])]
+        for x in spec.extra:
+            cols[x] = [DASH if pd.isna(v) else _pm(v, e) for v, e in zip(f[x], f[f"{x}_std"], strict=True)]
+        cols[f"{h}ours"] = cell(map(_pm, f[f"ours_mean{s}"], f[f"ours_std{s}"]), str)
+        cols[f"{h}best"] = cell(f[f"ours_best{s}"], lambda v: f"{v:.2f}")
+        cols[f"{h}Δ"] = cell(f[f"delta{s}"], lambda v: f"{v:+.2f}")
+    cols["n"] = ["" if not o else str(k) for o, k in zip(ours, n, strict=True)]
+    return pd.DataFrame(cols)
+
+
+def _pm(mean: float, std: float) -> str:
+    """Mean ± std as "7.02 ± 0.15"; a single run (std NaN) is just its number."""
+    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"

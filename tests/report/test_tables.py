@@ -1,0 +1,188 @@
+"""`resrepro table`: the paper's numbers as data, and ours beside them from the fixture run directories."""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from resrepro.cli.common import app
+from resrepro.errors import ResreproError
+from resrepro.report.paper import paper_table
+from resrepro.report.tables import render_table
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+R20 = [f"cifar10/full/resnet20-s{i}" for i in range(3)]
+R110 = [f"cifar10/full/resnet110-s{i}" for i in range(2)]
+
+
+def final_error(run: str) -> float:
+    return 100 * json.loads((FIXTURES / run / "summary.json").read_text())["final"]["eval_error"]
+
+
+def table(*args: str) -> tuple[str, str]:
+    result = CliRunner().invoke(app, ["table", *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout, result.stderr
+
+
+def markdown_rows(text: str) -> dict[str, dict[str, str]]:
+    """The Markdown table as {row label: {header: cell}}."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    split = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    header, body = split[0], split[2:]
+    return {cells[0]: dict(zip(header, cells, strict=True)) for cells in body}
+
+
+def pm(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+@pytest.mark.parametrize(("name", "model", "column", "value"), [
+    ("table6", "resnet110", "error", 6.43),
+    ("table6", "resnet110", "error_mean", 6.61),
+    ("table6", "resnet20", "params_m", 0.27),
+    ("table6", "highway19", "error", 7.54),
+    ("table3", "resnet34-C", "top1", 24.19),
+    ("table3", "resnet34-C", "top5", 7.40),
+    ("table3", "vgg16", "top5", 9.33),
+    ("table4", "resnet152", "top1", 19.38),
+    ("table4", "resnet152", "top5", 4.49),
+    ("table2", "resnet34-A", "top1", 25.03),
+    ("table2", "plain18", "top1", 27.94),
+])
+def test_paper_tables_hold_the_papers_numbers(name, model, column, value):
+    t = paper_table(name).set_index("model")
+    assert t.loc[model, column] == pytest.approx(value)
+
+
+def test_paper_tables_other_numbers():
+    assert paper_table("table1_flops").set_index("depth").loc[50, "paper_macs_g"] == 3.8
+    assert paper_table("table5")["top5"].tolist() == [3.57]
+    det = paper_table("table7_8").set_index(["benchmark", "metric", "model"])["value"]
+    assert det[("COCO val", "mAP@[.5,.95]", "resnet101")] == 27.2
+    cal = paper_table("calibration").set_index(["source", "model"])
+    assert cal.loc[("nabla0001", "resnet110"), "error_std"] == 0.20
+    assert cal.loc[("akamaster", "resnet56"), "error"] == 6.61
+    t6 = paper_table("table6")
+    others = {"maxout", "nin", "dsn", "fitnet19", "highway19", "highway32"}
+    assert set(t6[t6.source == "other"].model) == others
+    assert pd.isna(paper_table("table3").set_index("model").loc["googlenet", "top1"])  # printed as "–"
+
+
+def test_unknown_paper_table_names_the_known_ones():
+    with pytest.raises(ResreproError, match="table6"):
+        paper_table("table9")
+
+
+def test_table6_without_runs_shows_the_paper_and_dashes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./runs here
+    out, err = table("table6", "--format", "markdown")
+    rows = markdown_rows(out)
+    assert rows["ResNet-110"]["paper"] == "6.43 (6.61±0.16)"
+    assert rows["ResNet-20"]["paper"] == "8.75" and rows["ResNet-20"]["# params (paper)"] == "0.27M"
+    assert rows["ResNet-20"]["# params (ours)"] == "269,722"
+    assert all(rows[r]["ours"] == "—" and rows[r]["n"] == "0" for r in ("ResNet-20", "ResNet-110"))
+    assert rows["Maxout"]["paper"] == "9.38" and rows["Maxout"]["ours"] == ""  # others: the paper only
+    assert "paper's numbers only" in err
+
+
+def test_table6_from_fixture_runs_mean_std_n_and_warnings():
+    out, err = table("table6", "--runs", str(FIXTURES))
+    rows = markdown_rows(out)
+    r20 = [final_error(r) for r in R20]
+    assert rows["ResNet-20"]["ours"] == pm(r20) and rows["ResNet-20"]["n"] == "3"
+    assert rows["ResNet-20"]["best"] == f"{min(r20):.2f}"
+    assert rows["ResNet-20"]["Δ"] == f"{statistics.mean(r20) - 8.75:+.2f}"
+    r110 = [final_error(r) for r in R110]
+    assert rows["ResNet-110"]["ours"] == pm(r110) and rows["ResNet-110"]["n"] == "2"
+    assert rows["ResNet-110"]["Δ"] == f"{statistics.mean(r110) - 6.61:+.2f}"  # against the paper's mean
+    assert rows["ResNet-32"]["ours"] == f"{final_error('cifar10/full/resnet32-A-s0'):.2f}"  # "resnet32-A"
+    assert rows["ResNet-56"]["ours"] == "—" and rows["ResNet-56"]["n"] == "0"  # unfinished: not a result
+    err = " ".join(err.split())  # rich wraps long lines
+    assert "bad-json" in err and "foreign" in err and "unfinished, not counted" in err
+    assert "digits" in err  # the tiny run on another dataset is named, not mixed in
+
+
+def test_table6_on_another_dataset_says_so_under_the_table():
+    out, _ = table("table6", "--runs", str(FIXTURES), "--dataset", "digits")
+    rows = markdown_rows(out)
+    assert rows["ResNet-20"]["ours"] == f"{final_error('cifar10/tiny/resnet20-s0'):.2f}"
+    assert rows["ResNet-110"]["ours"] == "—"
+    assert "trained and evaluated on digits, not cifar10" in out and "300 iterations" in out
+
+
+def test_csv_output_parses_back_with_numbers():
+    out, _ = table("table6", "--runs", str(FIXTURES), "--format", "csv")
+    df = pd.read_csv(io.StringIO(out)).set_index("model")
+    for col in ("paper", "ours_mean", "ours_std", "ours_best", "n", "delta", "params"):
+        assert pd.api.types.is_numeric_dtype(df[col]), col
+    r20 = [final_error(r) for r in R20]
+    assert df.loc["resnet20", "ours_mean"] == pytest.approx(statistics.mean(r20), abs=1e-4)
+    assert df.loc["resnet20", "ours_std"] == pytest.approx(statistics.stdev(r20), abs=1e-4)
+    assert df.loc["resnet20", "n"] == 3 and df.loc["resnet56", "n"] == 0
+    assert df.loc["resnet110", "paper"] == 6.43 and df.loc["resnet1202", "params"] == 19_421_274
+    assert pd.isna(df.loc["maxout", "ours_mean"]) and df.loc["resnet20", "dataset"] == "cifar10"
+
+
+def test_imagenet_tables_use_the_protocol_the_paper_used():
+    rows = markdown_rows(table("table3", "--runs", str(FIXTURES))[0])
+    assert rows["ResNet-34 A"]["top-1 ours"] == "26.01" and rows["ResNet-34 A"]["top-5 ours"] == "8.22"
+    assert rows["ResNet-34 C"]["top-1 paper"] == "24.19" and rows["ResNet-34 C"]["top-1 ours"] == "—"
+    assert rows["GoogLeNet"]["top-1 paper"] == "—" and rows["GoogLeNet"]["top-5 paper"] == "9.15"
+    assert markdown_rows(table("table2", "--runs", str(FIXTURES))[0])["ResNet-34"]["ours"] == "26.01"
+    rows, err = table("table4", "--runs", str(FIXTURES))  # the fixture has no multi-scale evaluation
+    assert markdown_rows(rows)["ResNet-34 B"]["top-1 ours"] == "—"
+
+
+def test_ablation_cifar_rows_and_paper_numbers():
+    rows = markdown_rows(table("ablation-cifar", "--runs", str(FIXTURES))[0])
+    assert len(rows) == 12
+    assert rows["ResNet-20 B"]["ours"] == f"{final_error('cifar10/full/resnet20-B-s0'):.2f}"
+    assert rows["ResNet-20 B"]["paper"] == "—" and rows["ResNet-20 B"]["# params (ours)"] == "272,474"
+    assert rows["ResNet-20 A"]["paper"] == "8.75" and rows["ResNet-20 A"]["n"] == "3"
+
+
+def test_calibration_table_shows_peers_beside_the_paper():
+    rows = markdown_rows(table("calibration")[0])
+    assert rows["ResNet-110"]["nabla0001"] == "7.14 ± 0.20" and rows["ResNet-110"]["akamaster"] == "6.32"
+    assert rows["plain-56"]["paper"] == "—"
+
+
+def test_latex_is_booktabs_with_or_without_jinja2(monkeypatch):
+    text, _ = render_table("table6", fmt="latex")
+    assert "\\toprule" in text and "ResNet-110" in text and "6.43 (6.61±0.16)" in text
+
+    def no_jinja(*args, **kwargs):
+        raise ImportError("Missing optional dependency 'Jinja2'")
+
+    monkeypatch.setattr(pd.DataFrame, "to_latex", no_jinja)
+    fallback, _ = render_table("table6", fmt="latex")
+    assert "\\toprule" in fallback and "\\bottomrule" in fallback and "ResNet-110" in fallback
+
+
+def test_out_writes_the_file_and_nothing_to_stdout(tmp_path):
+    out, err = table("table2", "--runs", str(FIXTURES), "--format", "csv", "--out", str(tmp_path / "t2.csv"))
+    assert out == "" and "wrote" in err
+    assert pd.read_csv(tmp_path / "t2.csv")["paper"].tolist() == [27.94, 28.54, 27.88, 25.03]
+
+
+def test_unknown_format_is_a_user_error():
+    with pytest.raises(ResreproError, match="markdown, csv, latex"):
+        render_table("table6", fmt="html")
+
+
+def test_unknown_table_is_one_red_line_and_exit_2():
+    cli = "from resrepro.cli import main; main()"
+    done = subprocess.run([sys.executable, "-c", cli, "table", "table9"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown table 'table9'" in lines[0] and "table6" in lines[0]
