@@ -1,0 +1,113 @@
+"""`resrepro sweep EXPERIMENT`: train every run an artefact still lacks, then render it."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from resrepro.cli.common import Format, app, err, fail, print_records
+
+if TYPE_CHECKING:
+    from resrepro.sweep import PlanItem
+
+SLURM = "Slurm (--executor slurm)"
+
+
+class Executor(str, Enum):
+    local = "local"
+    slurm = "slurm"
+    debug = "debug"
+
+
+@app.command()
+def sweep(
+    experiment: str | None = typer.Argument(
+        None, help="An experiment (fig1, fig6, table6, ...; see --list) or a path to a .toml file."),
+    scale: str = typer.Option("full", help="tiny: small data, CPU minutes; full: the paper's recipe."),
+    seeds: int | None = typer.Option(None, min=1, help="Train seeds 0..K-1 of every model instead."),
+    runs: Path = typer.Option(Path("runs"), help="Runs root; a run goes to RUNS/GROUP/SCALE/MODEL-sSEED."),
+    out: Path | None = typer.Option(None, help="Output folder \\[default: results/EXPERIMENT/SCALE]."),
+    gpus: str | None = typer.Option(
+        None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
+    executor: Executor = typer.Option(
+        Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
+    partition: str | None = typer.Option(None, help="Slurm partition \\[default: the cluster's].",
+                                         rich_help_panel=SLURM),
+    time_min: int = typer.Option(24 * 60, min=1, help="Slurm time limit per run, minutes; a run that "
+                                 "outlives it is requeued and resumes.", rich_help_panel=SLURM),
+    gpus_per_job: int = typer.Option(1, min=0, help="GPUs per run.", rich_help_panel=SLURM),
+    cpus_per_job: int = typer.Option(8, min=1, help="CPUs per run.", rich_help_panel=SLURM),
+    parallel: int = typer.Option(64, min=1, help="At most this many runs at once.", rich_help_panel=SLURM),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
+    list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
+) -> None:
+    """Train every run a table or figure still lacks (local GPUs or Slurm), then render it.
+
+    Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
+    """
+    from resrepro.experiments import list_experiments, load_experiment
+    from resrepro.sweep import SlurmOptions, plan, run_sweep
+
+    if list_ or experiment is None:
+        rows = []
+        for name in list_experiments():
+            e = load_experiment(name)
+            rows.append({"experiment": name, "renders": ", ".join(e.renders), "title": e.title})
+        print_records(rows, Format.table, title="resrepro sweep EXPERIMENT [--scale tiny|full]")
+        return
+    exp = load_experiment(experiment, scale, seeds)
+    if dry_run:
+        _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)
+        return
+    gpu_ids = _parse_gpus(gpus)
+    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
+    err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
+    result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
+                       progress=err.is_terminal, report=lambda m: err.print(m, highlight=False))
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    for path in result.rendered:
+        err.print(f"wrote {path}", highlight=False)
+    err.print(f"{len(result.skipped)} finished before, {len(result.trained)} trained, "
+              f"{len(result.failed)} failed")
+    if result.failed:
+        for message in result.failed.values():
+            err.print(f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _parse_gpus(gpus: str | None) -> list[int] | None:
+    if gpus is None:
+        return None
+    try:
+        ids = [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        fail(f"--gpus takes GPU indices such as 0,1, got {gpus!r}")
+    if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
+        fail(f"--gpus takes distinct GPU indices such as 0,1, got {gpus!r}")
+    return ids
+
+
+def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
+    rows = [{"run": i.run.name, "status": i.status, "iters": i.run.spec.iters if i.run.spec else "—",
+             "done": i.done_iters or "", "images/s": f"{i.images_per_s:,.0f}" if i.images_per_s else "—",
+             "GPU-hours": "unknown" if i.gpu_hours is None else f"{i.gpu_hours:.2f}"} for i in items]
+    print_records(rows, Format.table, title=f"sweep plan: {runs_dir}")
+    counts: dict[str, int] = {}
+    for i in items:
+        counts[i.status] = counts.get(i.status, 0) + 1
+    left = [i.gpu_hours for i in items if i.status in ("partial", "todo")]
+    unknown = sum(h is None for h in left)
+    err.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(left)} to train"
+              + (f", about {sum(h for h in left if h is not None):.1f} GPU-hours" if left else "")
+              + (f" plus {unknown} never measured" if unknown else ""))
+    unavailable = [i for i in items if i.status == "unavailable"]
+    if unavailable:
+        note = unavailable[0].note
+        err.print(f"[yellow]unavailable:[/] {len(unavailable)} runs, e.g. {note}", highlight=False)
+    for i in items:
+        if i.status == "conflict":
+            err.print(f"[yellow]conflict:[/] {i.note}", highlight=False, soft_wrap=True)

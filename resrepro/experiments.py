@@ -1,0 +1,224 @@
+"""Experiments: one TOML per paper artefact (``experiments/fig6.toml``, ...) turned into the runs it needs.
+
+    title = "..."                      renders = ["table:table6", "figure:fig6"]
+    group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed> [default: file stem]
+    [defaults]                         RunSpec settings of every run
+    [scale.tiny] / [scale.full]        RunSpec settings of one scale (they win over everything else)
+    [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
+                                       and any RunSpec setting for these runs only
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resrepro.errors import ResreproError
+from resrepro.train.spec import RunSpec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
+    import tomli as tomllib
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+RENDER_KINDS = ("table", "figure")
+_TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
+_RUN_KEYS = ("models", "seeds", "skip_at")
+# `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table.
+_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in ("model", "seed"))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run an experiment needs at one scale."""
+
+    name: str  # "resnet110-s3": the run directory's name
+    model: str  # canonical registry name
+    seed: int
+    run_dir_rel: Path  # <group>/<scale>/<name>, relative to the runs root
+    settings: dict[str, Any] = field(compare=False)  # everything the TOML set, model and seed included
+    spec: RunSpec | None  # None when no trainer takes this run yet; `unavailable` says why
+    unavailable: str | None = None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str  # the file's stem: "fig6"
+    path: Path
+    title: str
+    renders: tuple[str, ...]  # "table:table6", "figure:fig6"
+    group: str  # runs live in <runs>/<group>/<scale>/, shared by every experiment of the group
+    scale: str
+    scales: tuple[str, ...]  # every scale the file declares
+    runs: tuple[PlannedRun, ...]
+
+    @property
+    def runs_dir_rel(self) -> Path:
+        return Path(self.group) / self.scale
+
+    @property
+    def dataset(self) -> str | None:
+        """The one dataset all runs use at this scale (None if they mix)."""
+        names = {r.settings.get("dataset", RunSpec.dataset) for r in self.runs}
+        return names.pop() if len(names) == 1 else None
+
+
+def list_experiments() -> list[str]:
+    """Names of the shipped experiments (``experiments/*.toml``), sorted."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+
+
+def experiment_path(name: str | Path) -> Path:
+    """The TOML file of a shipped experiment's name, or a path to any ``.toml`` file."""
+    if str(name).endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise ResreproError(f"experiment file {path} does not exist")
+        return path
+    path = EXPERIMENTS_DIR / f"{name}.toml"
+    if not path.is_file():
+        known = list_experiments()
+        hint = difflib.get_close_matches(str(name), known, n=1)
+        also = f" Did you mean {hint[0]}?" if hint else ""
+        raise ResreproError(
+            f"unknown experiment {name!r}: choose one of {', '.join(known)}, "
+            f"or pass a path to a .toml file.{also}"
+        )
+    return path
+
+
+def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = None) -> Experiment:
+    """Read an experiment at one scale; ``seeds=K`` gives every model the seeds 0..K-1 instead."""
+    path = experiment_path(name)
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
+        raise ResreproError(f"{_show(path)}: malformed TOML: {e}") from None
+    if seeds is not None and seeds < 1:
+        raise ResreproError(f"--seeds must be at least 1, got {seeds}")
+    ctx = _Context(path, text)
+    ctx.check_keys(doc, _TOP_KEYS, "the top level")
+    title = ctx.get(doc, "title", str, "the top level", default=path.stem)
+    renders = ctx.get(doc, "renders", list, "the top level", default=[])
+    for entry in renders:
+        if not isinstance(entry, str) or entry.partition(":")[0] not in RENDER_KINDS or ":" not in entry:
+            raise ctx.error(f"renders: {entry!r} should read 'table:NAME' or 'figure:NAME'", "renders")
+    group = ctx.get(doc, "group", str, "the top level", default=path.stem)
+    defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
+    scale_tables = ctx.get(doc, "scale", dict, "the top level", default={})
+    scales = {"full": {}}  # a file need not spell out an empty [scale.full]
+    for s, table in scale_tables.items():
+        if not isinstance(table, dict):
+            raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
+        scales[s] = ctx.settings(table, f"[scale.{s}]")
+    if scale not in scales:
+        raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
+    blocks = ctx.get(doc, "runs", list, "the top level", default=[])
+    if not blocks:
+        raise ctx.error("lists no runs: add [[runs]] blocks with models = [...]", "runs")
+
+    runs: list[PlannedRun] = []
+    for i, block in enumerate(blocks, 1):
+        where = f"[[runs]] block {i}"
+        if not isinstance(block, dict):
+            raise ctx.error(f"{where} should be a table", "runs")
+        ctx.check_keys(block, _RUN_KEYS + _SETTINGS, where)
+        models = ctx.get(block, "models", list, where)
+        skip_at = ctx.get(block, "skip_at", list, where, default=[])
+        for s in skip_at:
+            if s not in scales:
+                raise ctx.error(f"{where}: skip_at names unknown scale {s!r}", "skip_at")
+        if scale in skip_at:
+            continue
+        extra = {k: v for k, v in block.items() if k not in _RUN_KEYS}
+        settings = {**defaults, **extra, **scales[scale]}  # the scale wins, so a tiny run stays tiny
+        for model in models:
+            for seed in _seeds(ctx, block, where) if seeds is None else range(seeds):
+                runs.append(_planned(ctx, model, seed, settings, group, scale, where))
+    by_name: dict[str, PlannedRun] = {}
+    for r in runs:
+        if r.name in by_name and by_name[r.name].settings != r.settings:
+            raise ctx.error(f"run {r.name} is listed twice with different settings", r.model)
+        by_name.setdefault(r.name, r)
+    return Experiment(path.stem, path, title, tuple(renders), group, scale, tuple(sorted(scales)),
+                      tuple(by_name.values()))
+
+
+def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], group: str, scale: str,
+             where: str) -> PlannedRun:
+    from resrepro.models.registry import resolve  # here, not at the top: it imports torch
+
+    if not isinstance(model, str):
+        raise ctx.error(f"{where}: models should be a list of names, got {model!r}", "models")
+    try:
+        arch = resolve(model)
+    except ResreproError as e:
+        raise ctx.error(f"{where}: {e}", model) from None
+    name = f"{arch.name}-s{seed}"
+    full = {**settings, "model": arch.name, "seed": seed}
+    try:
+        return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, RunSpec.from_dict(full))
+    except (ResreproError, TypeError, ValueError) as e:
+        if arch.family == "imagenet":  # RunSpec trains CIFAR-style nets; ImageNet runs await their trainer
+            return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, None, str(e))
+        raise ctx.error(f"{where}: run {name} at scale {scale!r}: {e}") from None
+
+
+def _seeds(ctx: _Context, block: dict, where: str) -> list[int]:
+    seeds = block.get("seeds", 1)
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds):
+        return list(seeds)
+    raise ctx.error(f"{where}: seeds should be a count (seeds = 5) or a list (seeds = [0, 3]), got {seeds!r}",
+                    "seeds")
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class _Context:
+    """Error messages that name the file, the table, the key and (when it can be found) its line."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path, self.lines = path, text.splitlines()
+
+    def error(self, message: str, key: str | None = None) -> ResreproError:
+        line = self._line_of(key) if key else None
+        at = f" (line {line})" if line else ""
+        return ResreproError(f"{_show(self.path)}{at}: {message}")
+
+    def _line_of(self, key: str) -> int | None:
+        pattern = re.compile(rf"""^\s*\[*\s*["']?{re.escape(key)}["']?\s*[=.\]]|["']{re.escape(key)}["']""")
+        return next((i for i, line in enumerate(self.lines, 1) if pattern.search(line)), None)
+
+    def check_keys(self, table: dict, allowed: tuple[str, ...], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                also = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise self.error(f"unknown key {key!r} in {where}{also}", key)
+
+    def settings(self, table: dict, where: str) -> dict[str, Any]:
+        self.check_keys(table, _SETTINGS, where)
+        return dict(table)
+
+    def get(self, table: dict, key: str, kind: type, where: str, default: Any = ...) -> Any:
+        if key not in table:
+            if default is ...:
+                raise self.error(f"{where} needs {key!r}")
+            return default
+        value = table[key]
+        if not isinstance(value, kind):
+            raise self.error(f"{key!r} in {where} should be a {kind.__name__}, got {value!r}", key)
+        return value

@@ -1,0 +1,134 @@
+"""experiments/*.toml: every artefact loads at both scales, into the runs the paper needs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from resrepro.errors import ResreproError
+from resrepro.experiments import list_experiments, load_experiment
+from resrepro.models.registry import resolve
+
+PAPER_ARTEFACTS = {"fig1", "fig4", "fig6", "fig7", "table2", "table3", "table4", "table6", "ablation-cifar"}
+
+
+def test_every_paper_artefact_has_a_file():
+    assert set(list_experiments()) >= PAPER_ARTEFACTS
+
+
+@pytest.mark.parametrize("name", list_experiments())
+@pytest.mark.parametrize("scale", ["tiny", "full"])
+def test_loads_at_both_scales(name, scale):
+    exp = load_experiment(name, scale)
+    assert exp.title and exp.renders and exp.runs
+    assert {"tiny", "full"} <= set(exp.scales)
+    for run in exp.runs:
+        assert resolve(run.model).name == run.model
+        assert run.run_dir_rel == Path(exp.group) / scale / f"{run.model}-s{run.seed}"
+        if run.spec is None:  # only ImageNet runs may wait for their trainer
+            assert resolve(run.model).family == "imagenet" and run.unavailable
+        else:
+            assert (run.spec.model, run.spec.seed) == (run.model, run.seed)
+    if scale == "tiny":
+        assert exp.dataset == "digits"
+        assert all(r.spec.iters <= 1000 and r.spec.width <= 8 for r in exp.runs if r.spec)
+
+
+def test_full_scale_is_the_papers_recipe():
+    spec = load_experiment("fig1", "full").runs[0].spec
+    assert (spec.dataset, spec.iters, spec.batch_size, spec.milestones, spec.width) == (
+        "cifar10", 64_000, 128, (32_000, 48_000), 16)
+
+
+def test_table6_has_resnet110_over_five_seeds():
+    exp = load_experiment("table6", "full")
+    seeds = Counter(r.model for r in exp.runs)
+    assert seeds["resnet110"] == 5
+    others = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet1202")
+    assert {m: seeds[m] for m in others} == dict.fromkeys(others, 1)
+    assert "table:table6" in exp.renders
+
+
+def test_fig6_has_the_three_panels_and_tiny_leaves_out_1202():
+    full = {r.model for r in load_experiment("fig6", "full").runs}
+    plain = {f"plain{d}" for d in (20, 32, 44, 56)}
+    assert full == plain | {f"resnet{d}" for d in (20, 32, 44, 56, 110, 1202)}
+    assert {r.model for r in load_experiment("fig6", "tiny").runs} == full - {"resnet1202"}
+
+
+def test_ablation_has_options_a_b_c():
+    models = {r.model for r in load_experiment("ablation-cifar", "tiny").runs}
+    assert {resolve(m).shortcut for m in models} == {"A", "B", "C"}
+    assert {resolve(m).depth for m in models} == {20, 32, 44, 56}
+
+
+def test_seeds_override():
+    exp = load_experiment("table6", "tiny", seeds=2)
+    assert Counter(r.model for r in exp.runs) == dict.fromkeys({r.model for r in exp.runs}, 2)
+
+
+def test_experiments_of_a_group_agree_on_shared_runs():
+    # Runs are shared through <runs>/<group>/<scale>/: two files must not ask one directory for two configs.
+    for scale in ("tiny", "full"):
+        seen: dict[Path, str] = {}
+        for name in list_experiments():
+            for run in load_experiment(name, scale).runs:
+                key = run.spec.config_hash() if run.spec else repr(sorted(run.settings.items()))
+                assert seen.setdefault(run.run_dir_rel, key) == key, f"{name}: {run.run_dir_rel}"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """title = "t"
+renders = ["figure:fig1"]
+[scale.tiny]
+dataset = "digits"
+[[runs]]
+models = ["plain20"]
+"""
+
+
+def test_a_path_to_a_file_loads(tmp_path):
+    exp = load_experiment(_write(tmp_path, GOOD), "tiny")
+    assert [r.name for r in exp.runs] == ["plain20-s0"] and exp.group == "exp"
+
+
+def test_malformed_toml_names_the_line(tmp_path):
+    path = _write(tmp_path, GOOD.replace('dataset = "digits"', "dataset = digits"))
+    with pytest.raises(ResreproError, match=r"exp\.toml: malformed TOML: .*line 4"):
+        load_experiment(path, "tiny")
+
+
+@pytest.mark.parametrize("text, key, where, line", [
+    (GOOD.replace("[scale.tiny]\n", "[scale.tiny]\nitres = 5\n"), "itres", r"\[scale\.tiny\]", 4),
+    (GOOD + "sedes = 3\n", "sedes", r"\[\[runs\]\] block 1", 7),
+    ("colour = 1\n" + GOOD, "colour", "the top level", 1),
+])
+def test_unknown_key_is_named(tmp_path, text, key, where, line):
+    with pytest.raises(ResreproError, match=rf"exp\.toml \(line {line}\): unknown key '{key}' in {where}"):
+        load_experiment(_write(tmp_path, text), "tiny")
+
+
+@pytest.mark.parametrize("text, match", [
+    (GOOD.replace("plain20", "plain21"), "plain21"),
+    (GOOD.replace('"figure:fig1"', '"fig1"'), "table:NAME"),
+    (GOOD + "seeds = 0\n", "seeds should be"),
+    (GOOD + 'skip_at = ["huge"]\n', "unknown scale 'huge'"),
+    (GOOD.replace('"digits"', '"mnist"'), "plain20-s0 at scale 'tiny': unknown dataset"),
+])
+def test_bad_values_are_named(tmp_path, text, match):
+    with pytest.raises(ResreproError, match=match):
+        load_experiment(_write(tmp_path, text), "tiny")
+
+
+def test_unknown_experiment_and_scale():
+    with pytest.raises(ResreproError, match="unknown experiment 'fig66'.*Did you mean fig6"):
+        load_experiment("fig66")
+    with pytest.raises(ResreproError, match="no scale 'huge'"):
+        load_experiment("fig6", "huge")

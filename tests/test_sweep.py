@@ -1,0 +1,199 @@
+"""resrepro.sweep with a fake trainer: skips finished runs, resumes partial ones, survives failures, and
+runs through worker processes and submitit's debug executor."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from resrepro.experiments import load_experiment
+from resrepro.sweep import PlanItem, SlurmOptions, plan, run_sweep
+from resrepro.train.rundir import RunDir
+from resrepro.train.spec import RunSpec
+
+# Module-level trainers: worker processes and submitit pickle them by reference.
+
+
+def fake_train(spec: RunSpec, run_dir: Path) -> dict:
+    """Leave what a finished run leaves, and count the calls in the run directory."""
+    rd = RunDir(run_dir)
+    rd.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+    calls = rd.path / "calls"
+    calls.write_text(str(int(calls.read_text()) + 1 if calls.exists() else 1))
+    summary = {"status": "finished", "images_per_s": 1000.0, "gpu": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    rd.write_summary(summary)
+    return summary
+
+
+def flaky_train(spec: RunSpec, run_dir: Path) -> dict:
+    if spec.model == "plain20":
+        raise RuntimeError("out of luck")
+    return fake_train(spec, run_dir)
+
+
+def calls(run_dir: Path) -> int:
+    return int((run_dir / "calls").read_text()) if (run_dir / "calls").exists() else 0
+
+
+@pytest.fixture
+def fig1():
+    return load_experiment("fig1", "tiny")
+
+
+def test_second_sweep_trains_nothing(tmp_path, fig1):
+    first = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert sorted(p.name for p in first.trained) == ["plain20-s0", "plain56-s0"] and not first.failed
+    assert all(i.status == "finished" for i in plan(fig1, tmp_path))
+    second = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert second.trained == [] and len(second.skipped) == 2
+    assert [calls(tmp_path / "cifar10/tiny" / n) for n in ("plain20-s0", "plain56-s0")] == [1, 1]
+
+
+def _partial(run_dir: Path, spec: RunSpec, at_iter: int) -> None:
+    rd = RunDir(run_dir)
+    rd.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+    rd.checkpoint.write_bytes(b"not read by the plan")
+    rd.write_metrics([{"iter": at_iter, "eval_error": 0.5}])
+
+
+def test_partial_run_is_resumed(tmp_path, fig1):
+    run = fig1.runs[0]
+    _partial(tmp_path / run.run_dir_rel, run.spec, 100)
+    items = {i.run.name: i for i in plan(fig1, tmp_path)}
+    assert (items[run.name].status, items[run.name].done_iters) == ("partial", 100)
+    result = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert tmp_path / run.run_dir_rel in result.trained and calls(tmp_path / run.run_dir_rel) == 1
+
+
+def test_run_dir_with_another_config_is_a_conflict_not_overwritten(tmp_path, fig1):
+    run = fig1.runs[0]
+    _partial(tmp_path / run.run_dir_rel, run.spec.replace(iters=999), 10)
+    result = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert "holds another configuration" in result.failed[tmp_path / run.run_dir_rel]
+    assert calls(tmp_path / run.run_dir_rel) == 0 and len(result.trained) == 1
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path, fig1):
+    messages: list[str] = []
+    result = run_sweep(fig1, tmp_path, train_fn=flaky_train, render=False, report=messages.append)
+    failed = tmp_path / "cifar10/tiny/plain20-s0"
+    assert list(result.failed) == [failed] and str(failed) in result.failed[failed]
+    assert "RuntimeError: out of luck" in result.failed[failed]
+    assert [p.name for p in result.trained] == ["plain56-s0"]
+    assert any("failed" in m for m in messages)
+
+
+def test_ctrl_c_stops_the_sweep(tmp_path, fig1):
+    from resrepro.train.loop import TrainingInterrupted
+
+    def interrupted(spec, run_dir):  # what the trainer raises on SIGINT, after saving its checkpoint
+        raise TrainingInterrupted("stopped by signal 2")
+
+    with pytest.raises(TrainingInterrupted):
+        run_sweep(fig1, tmp_path, train_fn=interrupted, render=False)
+
+
+def test_one_worker_process_per_gpu(tmp_path, fig1):
+    result = run_sweep(fig1, tmp_path, gpus=[3, 5], train_fn=fake_train, render=False)
+    assert len(result.trained) == 2 and not result.failed
+    gpus = {RunDir(p).read_summary()["gpu"] for p in result.trained}
+    assert gpus <= {"3", "5"} and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
+
+
+def test_submitit_debug_executor(tmp_path, fig1):
+    opts = SlurmOptions(partition="gpu", folder=tmp_path / "logs")
+    kw = {"executor": "debug", "slurm": opts, "render": False}
+    result = run_sweep(fig1, tmp_path / "runs", train_fn=flaky_train, **kw)
+    assert [p.name for p in result.trained] == ["plain56-s0"] and len(result.failed) == 1
+    assert (tmp_path / "logs").is_dir()
+    again = run_sweep(fig1, tmp_path / "runs", train_fn=fake_train, **kw)
+    assert [p.name for p in again.trained] == ["plain20-s0"] and not again.failed
+
+
+def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1):
+    spec = fig1.runs[0].spec  # plain20 on digits, width 8
+    measured = RunDir(tmp_path / "elsewhere" / "plain20-s9")
+    measured.write_config(spec.replace(seed=9).to_dict())
+    measured.write_summary({"status": "finished", "images_per_s": 640.0})
+    items = {i.run.model: i for i in plan(fig1, tmp_path)}
+    assert items["plain20"].images_per_s == 640.0
+    assert items["plain20"].gpu_hours == pytest.approx(spec.iters * spec.batch_size / 640.0 / 3600)
+    assert items["plain56"].gpu_hours is None  # never measured: no guess
+
+
+def test_partial_estimate_counts_only_the_remaining_iterations(fig1):
+    spec = fig1.runs[0].spec
+    item = PlanItem(fig1.runs[0], Path("x"), "partial", done_iters=spec.iters // 2, images_per_s=100.0)
+    assert item.gpu_hours == pytest.approx(spec.iters / 2 * spec.batch_size / 100.0 / 3600)
+
+
+def test_unavailable_runs_are_reported_not_trained(tmp_path):
+    exp = load_experiment("table2", "tiny")
+    result = run_sweep(exp, tmp_path, train_fn=fake_train, render=False)
+    assert not result.trained and not result.failed and not any(tmp_path.iterdir())
+    assert result.warnings[0].startswith(f"{len(exp.runs)} runs are not trainable yet")
+
+
+def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
+    from resrepro.errors import ResreproError
+
+    def render_figure(name, runs_dir, out_dir, *, dataset=None):
+        raise ResreproError(f"nothing to render in {runs_dir}")
+
+    monkeypatch.setitem(sys.modules, "resrepro.report.figures", type(sys)("figures"))
+    monkeypatch.setattr(sys.modules["resrepro.report.figures"], "render_figure", render_figure, raising=False)
+    result = run_sweep(fig1, tmp_path, train_fn=fake_train, out_dir=tmp_path / "out")
+    assert len(result.trained) == 2 and result.warnings == [
+        f"figure:fig1: nothing to render in {tmp_path / 'cifar10' / 'tiny'}"]
+
+
+def test_tables_are_written_as_markdown(tmp_path, monkeypatch):
+    seen = {}
+
+    def render_table(name, runs_dir=None, fmt="markdown", dataset=None):
+        seen.update(name=name, runs_dir=runs_dir, dataset=dataset)
+        return f"| {name} |\n", ["resnet1202 missing"]
+
+    monkeypatch.setitem(sys.modules, "resrepro.report.tables", type(sys)("tables"))
+    monkeypatch.setattr(sys.modules["resrepro.report.tables"], "render_table", render_table, raising=False)
+    exp = load_experiment("table6", "tiny", seeds=1)
+    result = run_sweep(exp, tmp_path / "runs", train_fn=fake_train, out_dir=tmp_path / "out")
+    assert result.rendered == [tmp_path / "out" / "table6.md"]
+    assert (tmp_path / "out" / "table6.md").read_text() == "| table6 |\n"
+    assert seen == {"name": "table6", "runs_dir": tmp_path / "runs" / "cifar10" / "tiny", "dataset": "digits"}
+    assert result.warnings == ["table:table6: resnet1202 missing"]
+
+
+def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from resrepro.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["resrepro", "sweep", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_unknown_experiment_is_one_line_exit_2(monkeypatch, capsys):
+    code, _, err = _cli(monkeypatch, capsys, "fig66")
+    assert code == 2 and err.count("\n") == 1 and "unknown experiment 'fig66'" in err
+
+
+def test_cli_malformed_toml_names_the_line(tmp_path, monkeypatch, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('title = "x"\n[[runs]\nmodels = ["plain20"]\n')
+    code, _, err = _cli(monkeypatch, capsys, str(bad))
+    assert code == 2 and err.count("\n") == 1 and "line 2" in err
+
+
+def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("resrepro.sweep._default_train", lambda progress: pytest.fail("trained in a dry run"))
+    code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={tmp_path}", "--dry-run")
+    assert code == 0 and "resnet110-s0" in out and "9 todo" in err
+    assert not any(tmp_path.iterdir())
