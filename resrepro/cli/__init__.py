@@ -1,0 +1,39 @@
+"""The ``resrepro`` command line: thin Typer commands that parse, call one library function, and print.
+
+Only typer and rich are imported here; torch, timm, pandas and matplotlib are imported inside commands so
+``resrepro --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from resrepro.cli.common import app, fail
+
+# Each module adds its commands to ``app`` (import order is the order of `resrepro --help`).
+from resrepro.cli import models as _models  # noqa: E402,F401  isort: skip
+from resrepro.cli import train as _train  # noqa: E402,F401  isort: skip
+from resrepro.cli import sweep as _sweep  # noqa: E402,F401  isort: skip
+from resrepro.cli import report as _report  # noqa: E402,F401  isort: skip
+from resrepro.cli import figures as _figures  # noqa: E402,F401  isort: skip
+from resrepro.cli import analysis as _analysis  # noqa: E402,F401  isort: skip
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 2, never a traceback."""
+    from resrepro.errors import ResreproError
+
+    try:
+        app(standalone_mode=False)
+    except ResreproError as e:
+        fail(str(e))
+    except (KeyboardInterrupt, typer.Abort):
+        fail("interrupted", code=130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: bad option values, missing arguments
+        if type(e).__name__ == "NoArgsIsHelpError":  # `resrepro` alone: the help was already shown
+            sys.exit(0)
+        fail(e.format_message().replace("\n", " ").replace("Value error, ", ""), code=e.exit_code)

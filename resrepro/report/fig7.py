@@ -1,0 +1,124 @@
+"""Fig. 7: std of the layer responses, from a ``resrepro layer-response`` CSV or computed from runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.errors import ResreproError
+from resrepro.models.registry import resolve
+from resrepro.report.curves import choose_dataset, select
+from resrepro.report.figures import (
+    FigureResult,
+    FigureSpec,
+    caption_tail,
+    check_missing,
+    colour,
+    label,
+    new_figure,
+)
+from resrepro.train.rundir import CHECKPOINT
+
+
+def draw_fig7(spec: FigureSpec, runs_dir: str | Path | None, *, dataset: str | None = None,
+              responses: str | Path | None = None) -> FigureResult:
+    """Top: each model's std per layer index in forward order; bottom: the same values sorted descending.
+
+    A model's seeds are averaged layer by layer. Computed responses are returned as the table
+    ``fig7_responses`` so they can be re-plotted without the checkpoints.
+    """
+    warnings: list[str] = []
+    tables = {}
+    if responses is not None:
+        table, where = read_responses(responses, warnings), responses
+    elif runs_dir is not None:
+        table, dataset = _responses_of_runs(spec, runs_dir, dataset, warnings)
+        tables["fig7_responses"], where = table, runs_dir
+    else:
+        raise ResreproError("fig7 needs --responses CSV (from `resrepro layer-response`) or --runs DIR")
+    present = [m for m in spec.models if m in set(table["model"])]
+    missing, why = check_missing("fig7", spec, [m for m in spec.models if m not in present], where, dataset)
+    warnings += why
+    mean = table[table["model"].isin(present)].groupby(["model", "layer"])["std"].mean()
+    figure, axes = new_figure(2, 1, (6.5, 6.5))
+    for model in present:
+        s = mean.loc[model].sort_index()
+        # Same depth, same colour; plain dashed so plain-20 and ResNet-20 stay apart.
+        style = dict(color=colour(model), ls="--" if resolve(model).plain else "-", lw=1.2,
+                     label=label(model))
+        axes[0, 0].plot(s.index.to_numpy(), s.to_numpy(), gid=f"{model}/original", **style)
+        axes[1, 0].plot(range(1, len(s) + 1), sorted(s.to_numpy(), reverse=True), gid=f"{model}/sorted",
+                        **style)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax, order in zip(axes[:, 0], ("original", "sorted by magnitude"), strict=True):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(f"layer index ({order})")
+        ax.set_ylabel("std")
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize="small")
+    figure.suptitle(spec.title + ("" if dataset in (None, spec.dataset) else f" (our runs on {dataset})"))
+    return FigureResult(figure, _caption(spec, table, present, missing, warnings), warnings, tables)
+
+
+def read_responses(path: str | Path, warnings: list[str]) -> pd.DataFrame:
+    """A layer-response CSV with canonical model names; rows of unknown models dropped with a warning."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ResreproError(f"cannot read layer responses {path} ({e}): write them with "
+                            "`resrepro layer-response`") from None
+    if not {"model", "layer", "std"} <= set(table.columns):
+        raise ResreproError(f"{path} lacks model/layer/std columns: write it with `resrepro layer-response`")
+    table = table.assign(model=table["model"].astype(str).map(canonical_model))
+    unknown = sorted(set(table["model"]) - {m for m in table["model"] if _known(m)})
+    if unknown:
+        warnings.append(f"{path}: rows of unknown model(s) {', '.join(unknown)} ignored")
+    return table[~table["model"].isin(unknown)]
+
+
+def _known(model: str) -> bool:
+    try:
+        resolve(model)
+    except ResreproError:
+        return False
+    return True
+
+
+def _responses_of_runs(spec: FigureSpec, runs_dir: str | Path, dataset: str | None, warnings: list[str]
+                       ) -> tuple[pd.DataFrame, str]:
+    from resrepro.analysis.response import COLUMNS, run_layer_responses
+
+    runs, skipped = find_runs(runs_dir)
+    dataset, note = choose_dataset(runs, spec.models, spec.dataset, dataset)
+    warnings += skipped + note
+    paths = []
+    for model in spec.models:
+        chosen, why = select(runs, model, dataset)
+        trained = [r.path for r in chosen if (r.path / CHECKPOINT).exists()]
+        if len(trained) < len(chosen):
+            why.append(f"{model}: {len(chosen) - len(trained)} run(s) without {CHECKPOINT} left out")
+        warnings += why
+        paths += trained
+    if not paths:
+        return pd.DataFrame(columns=list(COLUMNS)), dataset
+    table = run_layer_responses(paths)
+    return table.assign(model=table["model"].map(canonical_model)), dataset
+
+
+def _caption(spec: FigureSpec, table: pd.DataFrame, present: list[str], missing: list[str],
+             warnings: list[str]) -> str:
+    def setting(col: str) -> str:
+        return ", ".join(map(str, table[col].dropna().unique())) if col in table else "not recorded"
+
+    lines = [f"# {spec.title}", "", spec.what, "",
+             f"Split: {setting('split')}; BN mode: {setting('bn_mode')}; pooling: {setting('pooling')}. "
+             "Each curve is the mean over a model's runs at each layer index.", "",
+             "| curve | layers | runs |", "|---|---|---|"]
+    for model in present:
+        rows = table[table["model"] == model]
+        runs = ", ".join(f"`{r}`" for r in rows["run"].unique()) if "run" in rows else "—"
+        lines.append(f"| {label(model)} | {rows['layer'].nunique()} | {runs} |")
+    return "\n".join(lines + caption_tail("fig7", missing, warnings)) + "\n"
