@@ -172,7 +172,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
                     raise Diverged(f"loss became {accum['loss'] / max(accum['images'], 1)} before iteration {step}; "
                                    f"the last good checkpoint ({run.checkpoint}) is kept — try a lower --lr")
                 if step % spec.eval_every == 0 or step == spec.iters:
-                    row = _metrics_row(step, stream.epoch, lr, accum, wall, splits.eval_split,
+                    epoch = step * spec.batch_size / len(splits.train.labels)  # fractional, for smooth x axes
+                    row = _metrics_row(step, round(epoch, 4), lr, accum, wall, splits.eval_split,
                                        evaluate(compiled, splits.eval, spec, device, mean, std))
                     rows.append(row)
                     accum = _zero_accum()
