@@ -7,6 +7,7 @@ array through submitit. A run directory is the state: finished runs are skipped,
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import multiprocessing
 import os
@@ -85,6 +86,8 @@ def plan(experiment: Experiment, runs_root: str | Path) -> list[PlanItem]:
 
 def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float]) -> PlanItem:
     if run.spec is None:
+        run = _imagenet_run(run)
+    if run.spec is None:
         return PlanItem(run, run_dir, "unavailable", note=run.unavailable or "")
     speed = speeds.get(_speed_key(run.spec.to_dict()))
     rd = RunDir(run_dir)
@@ -100,6 +103,21 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float]) -> PlanI
         return PlanItem(run, run_dir, "finished", images_per_s=speed)
     done = max((int(r["iter"]) for r in rd.read_metrics() if isinstance(r.get("iter"), int)), default=0)
     return PlanItem(run, run_dir, "partial", done_iters=done, images_per_s=speed)
+
+
+def _imagenet_run(run: PlannedRun) -> PlannedRun:
+    """An ImageNet run the experiment file could not make a RunSpec of, with its ImageNetSpec if it has one."""
+    from resrepro.models.registry import resolve
+
+    if resolve(run.model).family != "imagenet":
+        return run
+    from resrepro.train.imagenet_spec import ImageNetSpec
+
+    try:
+        spec = ImageNetSpec.from_dict(run.settings)
+    except (ResreproError, TypeError) as e:
+        return dataclasses.replace(run, unavailable=str(e))
+    return dataclasses.replace(run, spec=spec, unavailable=None)
 
 
 def _stored_hash(config: dict[str, Any]) -> str | None:
@@ -187,9 +205,18 @@ def run_sweep(
 
 
 def _default_train(progress: bool) -> TrainFn:
+    return functools.partial(_train_any, progress=progress)
+
+
+def _train_any(spec: Any, run_dir: Path, *, progress: bool = False) -> Any:
+    """The trainer of the spec's family (module-level, so worker processes and Slurm can unpickle it)."""
+    if type(spec).__name__ == "ImageNetSpec":
+        from resrepro.train.imagenet import train_imagenet
+
+        return train_imagenet(spec, run_dir, progress=progress)
     from resrepro.train.loop import train
 
-    return functools.partial(train, progress=progress)
+    return train(spec, run_dir, progress=progress)
 
 
 def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path) -> str | None:

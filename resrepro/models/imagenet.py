@@ -30,18 +30,19 @@ class ImageNetResNet(nn.Module):
         zero_pad: str = "append",
         stride_in_1x1: bool = True,
         num_classes: int = 1000,
+        width: int = 64,  # conv1/conv2_x filters (64 in Table 1); later stages double it, as in the paper
     ) -> None:
         super().__init__()
         if depth not in IMAGENET_LAYERS:
             raise ValueError(f"ImageNet depth must be one of {sorted(IMAGENET_LAYERS)}, got {depth}")
         block, layers = IMAGENET_LAYERS[depth]
         self.depth, self.plain, self.shortcut = depth, plain, shortcut
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         kw = dict(plain=plain, shortcut=shortcut, zero_pad=zero_pad, stride_in_1x1=stride_in_1x1)
-        stages, in_planes = [], 64
-        for i, (planes, count) in enumerate(zip((64, 128, 256, 512), layers, strict=True)):
+        stages, in_planes = [], width
+        for i, (planes, count) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), layers, strict=True)):
             blocks = []
             for j in range(count):
                 stride = 2 if (i > 0 and j == 0) else 1

@@ -1,0 +1,302 @@
+"""`resrepro train cifar|imagenet`, `resrepro eval`, `resrepro bench`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from resrepro.cli.common import app, err
+
+train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+class Shortcut(str, Enum):
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class Dataset(str, Enum):
+    cifar10 = "cifar10"
+    digits = "digits"
+    synthetic = "synthetic"
+
+
+class Normalize(str, Enum):
+    pixel_mean = "pixel-mean"
+    mean_std = "mean-std"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+
+
+def _milestones(text: str) -> tuple[int, ...]:
+    from resrepro.errors import ResreproError
+
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise ResreproError(f"--milestones takes comma-separated iterations, e.g. 32000,48000; got {text!r}") from None
+
+
+@train_app.command("cifar")
+def train_cifar(
+    n: int = typer.Option(3, "--n", help="Blocks per stage: depth 6n+2 (3→20, 5→32, 7→44, 9→56, 18→110, 200→1202)."),
+    plain: bool = typer.Option(False, "--plain", help="The plain counterpart: same layers, no shortcuts."),
+    shortcut: Shortcut = typer.Option(Shortcut.A, help="Shortcut option: A zero-pad identity (paper's CIFAR choice), "
+                                      "B projection where dimensions grow, C projection everywhere."),
+    seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
+    out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>)."),
+    dataset: Dataset = typer.Option(Dataset.cifar10, help="cifar10 (the paper's), digits (real 16×16 images, "
+                                    "offline; the tiny scale) or synthetic (smoke tests)."),
+    data_dir: Path | None = typer.Option(
+        None, help="Folder holding cifar-10-batches-py/ (default: ~/.cache/resrepro/data)."),
+    download: bool = typer.Option(False, help="Download CIFAR-10 into --data-dir first (needs the network)."),
+    skip_checksum: bool = typer.Option(False, help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
+    iters: int = typer.Option(64_000, help="Training iterations (paper: 64k)."),
+    batch_size: int = typer.Option(128, help="Mini-batch size (paper: 128)."),
+    lr: float = typer.Option(0.1, help="Base learning rate (paper: 0.1)."),
+    milestones: str = typer.Option("32000,48000", help="Iterations at which lr is divided by 10 (paper: 32k, 48k)."),
+    momentum: float = typer.Option(0.9, help="SGD momentum (paper: 0.9)."),
+    weight_decay: float = typer.Option(1e-4, help="Weight decay (paper: 1e-4)."),
+    warmup: bool | None = typer.Option(None, "--warmup/--no-warmup", help="Hold lr at 0.01 until training error "
+                                       "< 80%, then use --lr (paper: ResNet-110) (default: on for n >= 18)."),
+    normalize: Normalize = typer.Option(Normalize.pixel_mean, help="pixel-mean (paper) or mean-std (peer style)."),
+    augment: bool = typer.Option(True, help="Pad-4 random crop and horizontal flip (paper)."),
+    val_split: int = typer.Option(0, help="Hold out this many training images and report error on them instead of "
+                                  "the test set (paper: 5000, to choose the schedule)."),
+    width: int = typer.Option(16, help="First-stage filters (paper: 16)."),
+    eval_every: int = typer.Option(1_000, help="Evaluate and log every this many iterations."),
+    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    grad_checkpoint: bool = typer.Option(False, help="Recompute activations per stage in backward (ResNet-1202 on "
+                                         "small GPUs): same result, less memory, more time."),
+    tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs resrepro[tensorboard])."),
+) -> None:
+    """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2); rerun to resume."""
+    import json
+
+    from resrepro.data.cifar import load_dataset
+    from resrepro.models.registry import cifar_spec
+    from resrepro.train.loop import train
+    from resrepro.train.spec import RunSpec
+
+    model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
+    if download:
+        load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
+    spec = RunSpec(
+        model=model, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, lr=lr,
+        momentum=momentum, weight_decay=weight_decay, milestones=_milestones(milestones), warmup=warmup,
+        augment=augment, normalize=normalize.value, val_split=val_split, width=width, eval_every=eval_every,
+        checkpoint_every=eval_every, precision=precision.value, grad_checkpoint=grad_checkpoint,
+        data_dir=str(data_dir) if data_dir else None, device=device, compile=compile, tensorboard=tensorboard,
+        verify=not skip_checksum,
+    )
+    out = out or Path("runs") / f"{model}-s{seed}"
+    err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
+              f"{'on' if spec.uses_warmup else 'off'}) → {out}")
+    summary = train(spec, out, progress=True)
+    final = summary["final"]
+    err.print(f"done: train error {100 * final['train_error']:.2f}%, {final['eval_split']} error "
+              f"{100 * final['eval_error']:.2f}% after {summary['iter']:,} iterations")
+    typer.echo(json.dumps({"run_dir": str(out), **final}))
+
+
+@train_app.command("imagenet")
+def train_imagenet(
+    depth: int = typer.Option(34, help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
+    plain: bool = typer.Option(False, "--plain", help="The plain counterpart (18 and 34 layers in the paper)."),
+    shortcut: Shortcut = typer.Option(Shortcut.B, help="A zero-pad identity (Table 2), B projection where "
+                                      "dimensions grow (paper's choice for 50+), C projection everywhere."),
+    stride_in_3x3: bool = typer.Option(False, "--stride-in-3x3", help="Bottleneck stride on the 3×3 "
+                                       "(torchvision's v1.5); the paper strides the first 1×1."),
+    data_dir: Path | None = typer.Option(None, help="ImageNet as DIR/train/<wnid>/ and DIR/val/<wnid>/ "
+                                         "(default: ~/.cache/resrepro/data/imagenet)."),
+    seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
+    out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>)."),
+    iters: int = typer.Option(600_000, help="Training iterations (paper: 600k)."),
+    batch_size: int = typer.Option(256, help="Global mini-batch over all processes (paper: 256)."),
+    lr: float = typer.Option(0.1, help="Base learning rate (paper: 0.1)."),
+    milestones: str = typer.Option("150000,300000,450000", help="Iterations at which lr is divided by 10. "
+                                   "Deviation: the paper divides 'when the error plateaus'; these are ~30/60/90 "
+                                   "epochs."),
+    momentum: float = typer.Option(0.9, help="SGD momentum (paper: 0.9)."),
+    weight_decay: float = typer.Option(1e-4, help="Weight decay (paper: 1e-4)."),
+    normalize: Normalize = typer.Option(Normalize.pixel_mean, help="pixel-mean (paper) or mean-std."),
+    num_classes: int | None = typer.Option(None, help="Model outputs (default: one per class folder)."),
+    width: int = typer.Option(64, help="conv1/conv2_x filters (paper: 64); smaller for tiny runs."),
+    accumulate: int = typer.Option(1, help="Micro-batches per process per step (BN statistics per micro-batch, "
+                                   "as on that many GPUs)."),
+    eval_every: int = typer.Option(5_000, help="Center-crop validation and checkpoint every this many iterations."),
+    workers: int = typer.Option(8, help="Data-loading processes per GPU."),
+    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ... (under torchrun: each process's own GPU)."),
+) -> None:
+    """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
+
+    Several GPUs: torchrun --nproc-per-node 8 -m resrepro train imagenet ... (DDP, BN per GPU as in the paper).
+    """
+    import json
+    import os
+
+    from resrepro.models.registry import model_name
+    from resrepro.train.imagenet import init_distributed, train_imagenet
+    from resrepro.train.imagenet_spec import ImageNetSpec
+
+    # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    model = model_name("imagenet", depth, plain, None if plain else shortcut.value, not stride_in_3x3)
+    spec = ImageNetSpec(
+        model=model, seed=seed, iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
+        weight_decay=weight_decay, milestones=_milestones(milestones), normalize=normalize.value,
+        num_classes=num_classes, width=width, accumulate=accumulate, eval_every=eval_every,
+        checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile, device=device,
+        data_dir=str(data_dir) if data_dir else None,
+    )
+    if world > 1:
+        spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
+    out = out or Path("runs") / f"{model}-s{seed}"
+    if rank == 0:
+        err.print(f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch {spec.batch_size} over {world} "
+                  f"process{'es' if world > 1 else ''}) → {out}")
+    try:
+        summary = train_imagenet(spec, out, progress=rank == 0)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    if rank == 0:
+        final = summary["final"]
+        err.print(f"done: train error {100 * final['train_error']:.2f}%, val error (center crop) "
+                  f"{100 * final['eval_error']:.2f}% after {summary['iter']:,} iterations")
+        typer.echo(json.dumps({"run_dir": str(out), **final}))
+
+
+class Split(str, Enum):
+    test = "test"
+    val = "val"
+
+
+class OutFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+@app.command("eval")
+def eval_(
+    run: Path | None = typer.Argument(None, help="A run directory or a checkpoint file (not with --import)."),
+    split: Split | None = typer.Option(None, help="CIFAR: test, or val (the run's held-out split) "
+                                       "(default: the run's)."),
+    data_dir: Path | None = typer.Option(None, help="Where the dataset is, if not where the run had it "
+                                         "(ImageNet: the folder holding val/)."),
+    center: bool = typer.Option(False, "--center", help="ImageNet: shorter side 256, center 224 crop (default)."),
+    ten_crop: bool = typer.Option(False, "--ten-crop", help="ImageNet: 10-crop testing (Tables 2-3)."),
+    multi_scale: bool = typer.Option(False, "--multi-scale", help="ImageNet: fully-convolutional multi-scale "
+                                     "testing, shorter side 224..640 (Table 4)."),
+    import_: str | None = typer.Option(None, "--import", help="Evaluate a library model instead of a run: "
+                                       "torchvision:resnet50 or timm:resnet50 (needs --data-dir)."),
+    weights: Path | None = typer.Option(None, help="With --import: a local state-dict file (nothing is "
+                                        "downloaded; without it the model is randomly initialised)."),
+    max_images: int | None = typer.Option(None, help="ImageNet: evaluate this many val images, spread evenly."),
+    workers: int = typer.Option(4, help="ImageNet: data-loading processes."),
+    scales: str | None = typer.Option(None, hidden=True, help="Multi-scale shorter sides, e.g. 64,96 (tests)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    fmt: OutFormat = typer.Option(OutFormat.text, "--format", help="text or json."),
+) -> None:
+    """Evaluate a run: CIFAR error on test/val, or ImageNet top-1/top-5 under a test protocol of §3.4.
+
+    An ImageNet run's result is also written to RUN/eval/<protocol>.json, which the tables read.
+    """
+    import json
+
+    from resrepro.errors import ResreproError
+
+    chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
+    if len(chosen) > 1:
+        raise ResreproError("choose one of --center, --ten-crop, --multi-scale")
+    if import_ is None and run is None:
+        raise ResreproError("name a run directory or checkpoint to evaluate (or --import a library model)")
+    from resrepro.train.imagenet_load import is_imagenet_run
+
+    if import_ is not None or is_imagenet_run(run):
+        if split is not None:
+            raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
+        result = _eval_imagenet(run, import_, weights, chosen[0] if chosen else "center", data_dir, device,
+                                max_images, scales, workers)
+        if fmt is OutFormat.json:
+            typer.echo(json.dumps(result))
+        else:
+            typer.echo(f"{result['model']} on ImageNet val ({result['protocol']}): top-1 error "
+                       f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%, "
+                       f"loss {result['loss']:.4f} ({result['images']} images)")
+        return
+    if chosen or weights:
+        raise ResreproError(f"{run} is a CIFAR run: --center/--ten-crop/--multi-scale/--weights are for ImageNet")
+    from resrepro.train.evaluate import evaluate_run
+
+    result = evaluate_run(run, split=split.value if split else None, data_dir=data_dir, device=device)
+    if fmt is OutFormat.json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{result['model']} on {result['dataset']}/{result['split']}: error {100 * result['error']:.2f}%, "
+                   f"loss {result['loss']:.4f} ({result['images']} images)")
+
+
+def _eval_imagenet(run, import_, weights, protocol, data_dir, device, max_images, scales, workers) -> dict:
+    """Evaluate a run (writing RUN/eval/<protocol>.json) or an imported library model (printing only)."""
+    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+    from resrepro.errors import ResreproError
+    from resrepro.io import write_json
+    from resrepro.train.imagenet_load import import_model, load_trained_imagenet
+    from resrepro.train.imagenet_spec import DEFAULT_DATA_DIR
+    from resrepro.train.loop import resolve_device
+
+    if import_ is not None:
+        if run is not None:
+            raise ResreproError("--import evaluates a library model: give no run directory with it")
+        if data_dir is None:
+            raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
+        # Library models are trained with mean/std normalisation (torchvision's presets).
+        model, name, normalize = import_model(import_, weights), import_, "mean-std"
+    else:
+        spec, model = load_trained_imagenet(run)
+        name, normalize = spec.model, spec.normalize
+        data_dir = data_dir or spec.data_dir or DEFAULT_DATA_DIR
+    sizes = MULTI_SCALES if scales is None else tuple(_milestones(scales))
+    result = evaluate(model, Path(data_dir).expanduser() / "val", protocol, device=resolve_device(device),
+                      normalize=normalize, max_images=max_images, scales=sizes, workers=workers)
+    result = {"model": name, **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+    if import_ is None:
+        folder = run if run.is_dir() else run.parent
+        write_json(folder / "eval" / f"{protocol}.json", result)
+    return result
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("resnet56", help="Registry name of a CIFAR net."),
+    iters: int = typer.Option(50, help="Timed iterations per contender (after warm-up)."),
+    batch_size: int = typer.Option(128, help="Mini-batch size."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
+    workers: int = typer.Option(2, help="DataLoader workers of the peer-style baseline."),
+    out: Path | None = typer.Option(None, help="Also write the results as JSON here."),
+) -> None:
+    """Training throughput of our loop vs the common peer style (DataLoader + transforms, fp32 eager)."""
+    from resrepro.cli.common import Format, print_records
+    from resrepro.io import write_json
+    from resrepro.train.bench import run_bench
+
+    result = run_bench(model, iters=iters, batch_size=batch_size, device=device, workers=workers)
+    print_records(result["rows"], Format.table, title=f"{model}, batch {batch_size}, {result['device']}")
+    err.print(f"ours / baseline: [bold]{result['speedup']:.2f}×[/] images/s")
+    if out:
+        write_json(out, result)

@@ -1,0 +1,149 @@
+"""ImageNet training end to end on CPU with a tiny ImageFolder of real JPEGs: run directory, exact resume,
+evaluation protocols through the CLI, DDP under torchrun (gloo), and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from resrepro.errors import ResreproError
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.imagenet import train_imagenet
+from resrepro.train.imagenet_spec import ImageNetSpec
+from resrepro.train.rundir import METRIC_COLUMNS, RunDir
+
+CLASSES = ["n01440764", "n01443537", "n01484850"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """3 classes × 4 train and × 2 val small JPEGs (64–96 px, assorted aspect ratios)."""
+    root = tmp_path_factory.mktemp("imagenet")
+    rng = np.random.default_rng(0)
+    for wnid in CLASSES:
+        for split, count in (("train", 4), ("val", 2)):
+            for i in range(count):
+                h, w = rng.integers(64, 97, 2)
+                path = root / split / wnid / f"{wnid}_{i}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, "JPEG")
+    return root
+
+
+def tiny(data: Path, **changes) -> ImageNetSpec:
+    settings = dict(model="resnet18", width=8, batch_size=6, iters=4, milestones=(2,), eval_every=2,
+                    checkpoint_every=2, workers=0, device="cpu", data_dir=str(data))
+    return ImageNetSpec(**{**settings, **changes})
+
+
+def cli(*args: str, torchrun: bool = False) -> subprocess.CompletedProcess:
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"] if torchrun \
+        else [sys.executable]
+    return subprocess.run([*head, "-m", "resrepro", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+TRAIN_ARGS = ("train", "imagenet", "--depth", "18", "--width", "8", "--batch-size", "6", "--iters", "4",
+              "--milestones", "2", "--eval-every", "2", "--workers", "0", "--device", "cpu")
+
+
+def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path, data):
+    summary = train_imagenet(tiny(data), tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    config = run.read_config()
+    assert config["family"] == "imagenet" and config["config_hash"] == tiny(data).config_hash()
+    rows = run.read_metrics()
+    assert [r["iter"] for r in rows] == [2, 4] and list(rows[0]) == list(METRIC_COLUMNS)
+    assert all(r["eval_split"] == "val" and 0 <= r["eval_error"] <= 1 for r in rows)
+    assert [r["lr"] for r in rows] == [0.1, pytest.approx(0.01)]
+    final = summary["final"]
+    assert summary["status"] == "finished" and final["eval_top5_error"] == 0.0  # 3 classes: top-3 always hits
+    assert summary["skipped_images"] == {"train": 0, "val": 0}
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 4 and state["num_classes"] == 3 and state["model"]["fc.weight"].shape == (3, 64)
+
+
+def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_path, data):
+    full = train_imagenet(tiny(data), tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_4(step, row):
+        if step == 4:
+            raise Stop
+
+    with pytest.raises(Stop):  # dies after logging iteration 4, before its checkpoint
+        train_imagenet(tiny(data), tmp_path / "cut", on_step=stop_at_4)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 2
+    resumed = train_imagenet(tiny(data), tmp_path / "cut")
+    assert resumed["final"] == full["final"]
+
+
+def test_a_run_dir_with_another_config_is_refused(tmp_path, data):
+    train_imagenet(tiny(data, iters=2), tmp_path / "run")
+    with pytest.raises(ResreproError, match="iters: 2 there, 4 now"):
+        train_imagenet(tiny(data), tmp_path / "run")
+
+
+def test_cli_eval_protocols_write_eval_json(tmp_path, data):
+    out = tmp_path / "run"
+    res = cli(*TRAIN_ARGS, "--data-dir", str(data), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    for protocol, extra in (("ten-crop", ()), ("multi-scale", ("--scales", "64,96"))):
+        ev = cli("eval", str(out), f"--{protocol}", "--workers", "0", "--format", "json", *extra)
+        assert ev.returncode == 0, ev.stderr
+        written = json.loads((out / "eval" / f"{protocol}.json").read_text())
+        assert written == json.loads(ev.stdout)
+        assert written["protocol"] == protocol and written["images"] == 6 and 0 <= written["top1_error"] <= 1
+
+
+def test_ddp_two_processes_match_one_process_with_the_same_micro_batches(tmp_path, data):
+    """torchrun with 2 CPU processes (gloo, per-rank batch 3) vs one process with --accumulate 2 (batch 6).
+
+    Without SyncBN (as in the paper) each rank normalises its own 3 images, so one process with BN over all 6
+    computes a different net. One process that splits each batch into the same strided micro-batches the
+    ranks get (BN per micro-batch, gradients summed) computes the same thing; per-sample augmentation seeds
+    give both the same crops. The training losses agree up to float rounding (summation order differs), which
+    these tiny BN batches amplify a little over steps, hence the loose tolerance.
+    """
+    ddp = cli(*TRAIN_ARGS, "--data-dir", str(data), "--out", str(tmp_path / "ddp"), torchrun=True)
+    assert ddp.returncode == 0, ddp.stderr
+    one = cli(*TRAIN_ARGS, "--accumulate", "2", "--data-dir", str(data), "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    a, b = RunDir(tmp_path / "ddp").read_metrics(), RunDir(tmp_path / "one").read_metrics()
+    assert [r["iter"] for r in a] == [r["iter"] for r in b] == [2, 4]
+    assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-3)
+    assert RunDir(tmp_path / "ddp").read_summary()["world_size"] == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--data-dir", "/nonexistent/imagenet"), "does not exist"),
+    (("--num-classes", "2"), "the model has 2 outputs but the data has 3 classes"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, data, args, message):
+    if "--data-dir" not in args:
+        args = ("--data-dir", str(data), *args)
+    res = cli(*TRAIN_ARGS, *args, "--out", str(tmp_path / "r"))
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and sum(line.startswith("error:") for line in res.stderr.splitlines()) == 1
+
+
+def test_missing_val_split_is_a_clear_error(tmp_path, data):
+    (tmp_path / "d" / "train" / "n0").mkdir(parents=True)
+    with pytest.raises(ResreproError, match="missing .*val"):
+        train_imagenet(tiny(tmp_path / "d"), tmp_path / "run")
+
+
+def test_spec_round_trips_and_rejects_cifar_nets():
+    spec = ImageNetSpec(model="resnet50")
+    assert ImageNetSpec.from_dict(spec.to_dict()) == spec
+    assert spec.milestones == (150_000, 300_000, 450_000) and spec.batch_size == 256 and spec.iters == 600_000
+    assert spec.replace(workers=2, device="cpu").config_hash() == spec.config_hash()  # runtime fields
+    with pytest.raises(ResreproError, match="CIFAR net"):
+        ImageNetSpec(model="resnet20")
