@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from resrepro.cli.common import app, err
+from resrepro.cli.models import Family
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -283,20 +284,29 @@ def _eval_imagenet(run, import_, weights, protocol, data_dir, device, max_images
 
 @app.command()
 def bench(
-    model: str = typer.Option("resnet56", help="Registry name of a CIFAR net."),
-    iters: int = typer.Option(50, help="Timed iterations per contender (after warm-up)."),
-    batch_size: int = typer.Option(128, help="Mini-batch size."),
+    model: str | None = typer.Option(None, help="Registry name (default: resnet56; resnet50 with --family imagenet)."),
+    family: Family = typer.Option(Family.cifar, help="cifar: our loop vs DataLoader + PIL transforms; imagenet: "
+                                  "the model step at 224 px and, with --data-dir, the data pipeline's images/s."),
+    iters: int = typer.Option(50, min=1, help="Timed iterations per contender (after warm-up)."),
+    batch_size: int | None = typer.Option(None, min=1, help="Mini-batch size (default: 128 cifar, 64 imagenet)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
-    workers: int = typer.Option(2, help="DataLoader workers of the peer-style baseline."),
+    workers: int = typer.Option(2, help="DataLoader workers (the CIFAR baseline's; the ImageNet pipeline's)."),
+    data_dir: Path | None = typer.Option(None, help="ImageNet ImageFolder root, to time the data pipeline too."),
     out: Path | None = typer.Option(None, help="Also write the results as JSON here."),
 ) -> None:
     """Training throughput of our loop vs the common peer style (DataLoader + transforms, fp32 eager)."""
     from resrepro.cli.common import Format, print_records
     from resrepro.io import write_json
-    from resrepro.train.bench import run_bench
+    from resrepro.train.bench import run_bench, run_imagenet_bench
 
-    result = run_bench(model, iters=iters, batch_size=batch_size, device=device, workers=workers)
-    print_records(result["rows"], Format.table, title=f"{model}, batch {batch_size}, {result['device']}")
+    if family is Family.cifar:
+        model = model or "resnet56"
+        result = run_bench(model, iters=iters, batch_size=batch_size or 128, device=device, workers=workers)
+    else:
+        model = model or "resnet50"
+        result = run_imagenet_bench(model, iters=iters, batch_size=batch_size or 64, device=device,
+                                    workers=workers, data_dir=str(data_dir) if data_dir else None)
+    print_records(result["rows"], Format.table, title=f"{model}, batch {result['batch_size']}, {result['device']}")
     err.print(f"ours / baseline: [bold]{result['speedup']:.2f}×[/] images/s")
     if out:
         write_json(out, result)

@@ -7,6 +7,7 @@ Both train the same model on the same (random) images; only the pipeline and the
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from resrepro.data.cifar import BatchStream, ImageSet, normalizer
+from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.loop import autocast, resolve_device
 from resrepro.train.provenance import device_name
@@ -84,6 +86,8 @@ def _baseline_batches(data: ImageSet, batch_size: int, workers: int, device):
 
 def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device: str = "auto",
               workers: int = 2) -> dict[str, Any]:
+    if resolve(model_name).family != "cifar":
+        raise ResreproError(f"{model_name} is an ImageNet net: time it with `resrepro bench --family imagenet`")
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     data = _random_cifar()
@@ -111,3 +115,60 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
     return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
             "torch": torch.__version__, "rows": rows,
             "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+
+
+def _random_batches(batch_size: int, size: int, classes: int, device):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, classes, (batch_size,), generator=g).to(device)
+    while True:
+        yield x, y
+
+
+def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64, device: str = "auto",
+                       workers: int = 8, data_dir: str | None = None) -> dict[str, Any]:
+    """The model step (fp32 eager vs our fast path) on resident tensors, and, with ``data_dir``, the images/s
+    the §3.4 data pipeline (JPEG decode, scale augmentation, crop, flip, PCA lighting) delivers with ``workers``.
+    A GPU is fed when the pipeline's images/s exceed the fast step's."""
+    if resolve(model_name).family != "imagenet":
+        raise ResreproError(f"{model_name} is a CIFAR net; `resrepro bench --family imagenet` times ImageNet "
+                            "nets (resnet18 ... resnet152)")
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    # The data pipeline first: a folder too small to time is refused before minutes of model steps.
+    pipeline = [] if data_dir is None else [_time_imagenet_pipeline(data_dir, batch_size, workers, iters)]
+    rows = []
+    for label, precision, fast in (("model step: fp32 eager (peer style)", "fp32", False),
+                                   ("model step: resrepro" + (" bf16, channels_last, compile" if cuda else ""),
+                                    "auto", cuda)):
+        torch.manual_seed(0)
+        model = resolve(model_name).build().to(dev)
+        if fast:
+            model = torch.compile(model.to(memory_format=torch.channels_last))
+        model.train()
+        spec = RunSpec(precision=precision)  # only its precision is read by autocast()
+        timing = _time_steps(_make_step(model, spec, dev), _random_batches(batch_size, 224, 1000, dev), iters, dev)
+        rows.append({"stage": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
+                     "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
+                     "peak_memory_mib": timing["peak_memory_mib"]})
+    return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
+            "torch": torch.__version__, "rows": rows + pipeline,
+            "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+
+
+def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int) -> dict[str, Any]:
+    from resrepro.data.imagenet import imagenet_loaders
+
+    loader, _ = imagenet_loaders(data_dir, batch_size, workers=workers)
+    batches = iter(loader)
+    next(batches, None)  # worker start-up is not throughput
+    start, images, served = time.perf_counter(), 0, 0
+    for batch in itertools.islice(batches, iters):  # a small folder may run out first
+        served += 1
+        images += 0 if batch is None else len(batch[1])
+    seconds = time.perf_counter() - start
+    if served == 0:
+        raise ResreproError(f"{data_dir} holds too few training images to time batches of {batch_size}: "
+                            "it needs at least two full batches")
+    return {"stage": f"data pipeline: {workers} workers", "images_per_s": round(images / seconds, 1),
+            "ms_per_iter": round(1000 * seconds / served, 2), "peak_memory_mib": None}

@@ -7,32 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_checkpoint
 from resrepro.train.imagenet import train_imagenet
 from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
-
-CLASSES = ["n01440764", "n01443537", "n01484850"]
+from tests.imagefolder import write_imagefolder
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """3 classes × 4 train and × 2 val small JPEGs (64–96 px, assorted aspect ratios)."""
-    root = tmp_path_factory.mktemp("imagenet")
-    rng = np.random.default_rng(0)
-    for wnid in CLASSES:
-        for split, count in (("train", 4), ("val", 2)):
-            for i in range(count):
-                h, w = rng.integers(64, 97, 2)
-                path = root / split / wnid / f"{wnid}_{i}.JPEG"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path, "JPEG")
-    return root
+    return write_imagefolder(tmp_path_factory.mktemp("imagenet"))
 
 
 def tiny(data: Path, **changes) -> ImageNetSpec:

@@ -1,0 +1,88 @@
+"""`resrepro bench`: both contenders train the same model, the figures are consistent, and bad input is refused.
+
+Nothing here judges speed (that is what the command is for): the tests check what the rows mean.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from resrepro.errors import ResreproError
+from resrepro.train.bench import _baseline_batches, _random_cifar, run_bench, run_imagenet_bench
+from tests.imagefolder import write_imagefolder
+
+
+def _consistent(row: dict, batch_size: int) -> None:
+    # images/s and ms/iteration are two views of one measurement.
+    assert row["images_per_s"] > 0
+    assert row["images_per_s"] * row["ms_per_iter"] / 1000 == pytest.approx(batch_size, rel=0.02)
+
+
+def test_cifar_bench_times_the_baseline_then_ours_and_reports_their_ratio() -> None:
+    result = run_bench("resnet20", iters=2, batch_size=16, device="cpu", workers=0)
+    baseline, ours = result["rows"]
+    assert baseline["pipeline"].startswith("peer style") and ours["pipeline"].startswith("resrepro")
+    for row in result["rows"]:
+        _consistent(row, 16)
+    assert result["speedup"] == pytest.approx(ours["images_per_s"] / baseline["images_per_s"])
+    assert (result["model"], result["batch_size"], result["iters"]) == ("resnet20", 16, 2)
+
+
+def test_baseline_is_the_peer_pipeline_pad4_crop_flip_normalize() -> None:
+    data = _random_cifar(64)
+    x, y = next(_baseline_batches(data, 32, 0, torch.device("cpu")))
+    assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 and y.shape == (32,)
+    # Normalize((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)) maps [0, 1] to about [-2, 2.1]; a zero-padded border
+    # pixel sits at -mean/std, the lowest value a channel can take.
+    assert x.min() >= -2.0 and x.max() <= 2.2
+    assert set(y.tolist()) <= set(data.labels.tolist())
+
+
+def test_imagenet_bench_times_the_model_step_and_the_data_pipeline(tmp_path) -> None:
+    root = write_imagefolder(tmp_path / "imagenet", train=6, val=1)
+    result = run_imagenet_bench("resnet18", iters=2, batch_size=4, device="cpu", workers=0, data_dir=str(root))
+    eager, ours, pipeline = result["rows"]
+    assert eager["stage"].startswith("model step: fp32") and ours["stage"].startswith("model step: resrepro")
+    assert pipeline["stage"] == "data pipeline: 0 workers"
+    for row in (eager, ours, pipeline):
+        _consistent(row, 4)
+    assert result["speedup"] == pytest.approx(ours["images_per_s"] / eager["images_per_s"])
+
+
+def test_imagenet_bench_refuses_a_cifar_net_and_a_folder_too_small_to_time(tmp_path) -> None:
+    with pytest.raises(ResreproError, match="resnet56 is a CIFAR net"):
+        run_imagenet_bench("resnet56", iters=1, device="cpu")
+    root = write_imagefolder(tmp_path / "imagenet", train=1, val=1)  # 3 images: not even one batch of 4
+    with pytest.raises(ResreproError, match="too few training images"):
+        run_imagenet_bench("resnet18", iters=1, batch_size=4, device="cpu", workers=0, data_dir=str(root))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--family", "foo"], "--family"),
+    (["--family", "imagenet", "--model", "resnet20"], "CIFAR net"),
+    (["--model", "resnet-twenty"], "unknown model"),
+    (["--iters", "0"], "--iters"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--model", "resnet50"], "--family imagenet"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "resrepro", "bench", "--device", "cpu", *args],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout == ""
+
+
+def test_cli_writes_the_json_it_prints(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "resrepro", "bench", "--model", "resnet20", "--iters", "1",
+                        "--batch-size", "8", "--device", "cpu", "--workers", "0", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    assert [row["pipeline"][:8] for row in result["rows"]] == ["peer sty", "resrepro"]
+    assert "ours / baseline" in r.stderr and "resnet20, batch 8" in r.stdout
