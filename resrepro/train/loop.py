@@ -23,7 +23,7 @@ from resrepro.errors import ResreproError
 from resrepro.train.build import build_model
 from resrepro.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from resrepro.train.provenance import provenance
-from resrepro.train.rundir import RunDir
+from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import RunSpec
 
@@ -87,8 +87,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run into ``run_dir``; returns its summary."""
     run = RunDir(run_dir)
-    _claim(run, spec)
-    if run.is_finished():
+    claimed = _holds_this_run(run, spec)
+    if claimed and run.is_finished():
         return run.read_summary()
 
     device = resolve_device(spec.device)
@@ -119,6 +119,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         step, wall, accum = int(state["step"]), float(state["wall_s"]), dict(state["accum"])
         rows = [r for r in run.read_metrics() if r["iter"] <= step]
+    if not claimed:  # only now: a run that cannot start (missing data, a bad setting) leaves no config behind
+        run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
     compiled = torch.compile(model) if (spec.compile if spec.compile is not None else cuda) else model
 
     def checkpoint_state() -> dict[str, Any]:
@@ -212,19 +214,25 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
     return summary
 
 
-def _claim(run: RunDir, spec: RunSpec) -> None:
-    """Write config.json, or check that an existing run directory holds this same configuration."""
-    if (run.path / "config.json").exists():
+def _holds_this_run(run: RunDir, spec: RunSpec) -> bool:
+    """Whether ``run`` already holds this configuration; raise if it holds another run that has started.
+
+    A config.json with no checkpoint, metrics or summary beside it is a run that failed before its first
+    checkpoint (diverged, out of memory, killed): nothing is lost by letting a corrected command take it.
+    """
+    if (run.path / CONFIG).exists():
         existing = RunSpec.from_dict({k: v for k, v in run.read_config().items() if k != "config_hash"})
-        if existing.config_hash() != spec.config_hash():
-            diff = {k: (v, spec.identity()[k]) for k, v in existing.identity().items() if spec.identity()[k] != v}
-            shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise ResreproError(f"{run.path} holds a different run ({shown}); choose another --out "
-                                "directory (nothing was overwritten)")
-        return
+        if existing.config_hash() == spec.config_hash():
+            return True
+        if not any((run.path / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY)):
+            return False
+        diff = {k: (v, spec.identity()[k]) for k, v in existing.identity().items() if spec.identity()[k] != v}
+        shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise ResreproError(f"{run.path} holds a different run ({shown}); choose another --out "
+                            "directory (nothing was overwritten)")
     if run.path.exists() and any(run.path.iterdir()):
         raise ResreproError(f"{run.path} is not empty and is not a resrepro run; choose another --out")
-    run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+    return False
 
 
 def _zero_accum() -> dict[str, float]:

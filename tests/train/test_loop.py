@@ -106,6 +106,29 @@ def test_a_run_dir_with_another_config_is_refused_and_untouched(tmp_path):
     assert (tmp_path / "run" / "config.json").read_text() == before
 
 
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_directory(tmp_path):
+    with pytest.raises(ResreproError, match="loss became"):  # diverges within the first checkpoint interval
+        train(RunSpec(**{**TINY, "lr": 1e12, "warmup": False}), tmp_path / "run")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["config.json"]
+    corrected = RunSpec(**TINY)
+    assert train(corrected, tmp_path / "run")["status"] == "finished"
+    assert RunDir(tmp_path / "run").read_config()["config_hash"] == corrected.config_hash()
+
+
+def test_cli_run_that_cannot_start_claims_nothing_and_the_corrected_command_runs(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "cifar", "--n", "1", "--width", "8", "--iters", "4", "--batch-size", "16", "--eval-every", "2",
+            "--out", str(out)]
+    res = subprocess.run([sys.executable, "-m", "resrepro", *args, "--data-dir", str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2 and "cifar-10-batches-py" in res.stderr
+    assert not (out / "config.json").exists()
+    res = subprocess.run([sys.executable, "-m", "resrepro", *args, "--dataset", "synthetic"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert RunDir(out).read_config()["dataset"] == "synthetic" and RunDir(out).is_finished()
+
+
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     spec = RunSpec(**TINY)
     train(spec, tmp_path / "run")
