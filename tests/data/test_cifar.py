@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import urllib.error
@@ -9,9 +10,12 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from resrepro.cli import app
 from resrepro.data import cifar, load_dataset
 from resrepro.errors import ResreproError
+from resrepro.train.rundir import RunDir
 
 
 def test_cifar10_files_load_as_uint8_nchw(fake_cifar):
@@ -122,6 +126,34 @@ def test_val_split_holds_out_a_fixed_disjoint_part_of_train(fake_cifar):
     held_out, kept = _rows(splits.eval.images), _rows(splits.train.images)
     assert not held_out & kept
     assert held_out | kept == _rows(torch.from_numpy(fake_cifar.train_data))
+
+
+def _resrepro(*args: object) -> str:
+    """Run a resrepro command in this process (a subprocess would spend seconds importing torch)."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize(("val_split", "eval_args", "split", "images"),
+                         [(0, [], "test", 20), (10, ["--split", "val"], "val", 10)])
+def test_cli_trains_and_evaluates_from_cifar10_files(fake_cifar, tmp_path, val_split, eval_args, split, images):
+    run = tmp_path / "run"
+    _resrepro("train", "cifar", "--dataset", "cifar10", "--data-dir", fake_cifar.root, "--skip-checksum",
+              "--n", "1", "--width", "8", "--iters", "6", "--batch-size", "16", "--eval-every", "3",
+              "--val-split", val_split, "--out", run)
+    config, summary = RunDir(run).read_config(), RunDir(run).read_summary()
+    assert config["dataset"] == summary["dataset"] == "cifar10" and config["data_dir"] == str(fake_cifar.root)
+    assert summary["final"]["eval_split"] == split
+    # Fractional epochs count the training images: the fixture's 100 less the held-out ones.
+    assert RunDir(run).read_metrics()[-1]["epoch"] == pytest.approx(6 * 16 / (100 - val_split), abs=1e-4)
+    result = json.loads(_resrepro("eval", run, "--format", "json", *eval_args))
+    assert (result["dataset"], result["split"], result["images"]) == ("cifar10", split, images)
+    assert result["error"] == summary["final"]["eval_error"]
+    assert result["loss"] == pytest.approx(summary["final"]["eval_loss"], rel=1e-6)
+    if val_split:
+        test = json.loads(_resrepro("eval", run, "--format", "json", "--split", "test"))
+        assert (test["split"], test["images"]) == ("test", 20)
 
 
 @pytest.mark.parametrize("val_split", [-1, 2_000])
