@@ -2,6 +2,9 @@
 
 import pytest
 
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.loop import train
+from resrepro.train.rundir import RunDir
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import RunSpec
 
@@ -55,3 +58,41 @@ def test_warmup_defaults_on_for_n_at_least_18():
     assert RunSpec(model="resnet110").uses_warmup
     assert RunSpec(model="resnet1202").uses_warmup
     assert RunSpec(model="resnet20", warmup=True).uses_warmup
+
+
+# A ResNet-8 on the synthetic set with the warm-up forced on. lr 0.05, not the default 0.1, so the release is
+# seen to restore --lr. At lr 0.01 it learns slowly; a release threshold of 86% (not the paper's 80%) ends the
+# warm-up within the first 25 iterations. eval_every=1: each metrics row is one mini-batch.
+WARMUP = dict(model="resnet8", dataset="synthetic", width=4, batch_size=32, iters=30, milestones=(25,), lr=0.05,
+              warmup=True, warmup_until_error=0.86, seed=1, eval_every=1, checkpoint_every=4, eval_batch_size=500)
+
+
+def test_warmup_inside_train_holds_001_until_release_then_exactly_lr_and_resumes_mid_warmup(tmp_path):
+    spec = RunSpec(**WARMUP)
+    full = train(spec, tmp_path / "full")
+    released = full["warmup_released_at"]
+    assert released is not None and 10 <= released < 25
+    rows = RunDir(tmp_path / "full").read_metrics()
+    # Row i holds the lr and error of the mini-batch of (0-based) iteration i - 1.
+    expected = [0.01 if r["iter"] <= released else 0.05 if r["iter"] <= 25 else pytest.approx(0.005) for r in rows]
+    assert [r["lr"] for r in rows] == expected
+    errors = [r["train_error"] for r in rows]
+    window = [sum(errors[k - 10 : k]) / 10 for k in range(10, released + 1)]
+    assert all(e >= 0.86 for e in window[:-1]) and window[-1] < 0.86  # released on the first window below 86%
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_9(step, row):
+        if step == 9:
+            raise Stop
+
+    with pytest.raises(Stop):  # no window of 10 batches yet: the checkpoint at 8 is mid-warm-up
+        train(spec, tmp_path / "cut", on_step=stop_at_9)
+    state = load_checkpoint(tmp_path / "cut")
+    assert state["step"] == 8 and state["schedule"]["released_at"] == -1 and len(state["schedule"]["recent"]) == 8
+    resumed = train(spec, tmp_path / "cut")
+    assert resumed["warmup_released_at"] == released and resumed["final"] == full["final"]
+    cut = RunDir(tmp_path / "cut").read_metrics()
+    for key in ("iter", "lr", "train_error", "train_loss", "eval_error", "eval_loss"):
+        assert [r[key] for r in cut] == [r[key] for r in rows]
