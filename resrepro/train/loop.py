@@ -119,6 +119,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
             torch.cuda.set_rng_state(state["rng"]["cuda"])
         step, wall, accum = int(state["step"]), float(state["wall_s"]), dict(state["accum"])
         rows = [r for r in run.read_metrics() if r["iter"] <= step]
+    saved_at = step if run.checkpoint.exists() else None  # the iteration of the last good checkpoint
     if not claimed:  # only now: a run that cannot start (missing data, a bad setting) leaves no config behind
         run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
     compiled = torch.compile(model) if (spec.compile if spec.compile is not None else cuda) else model
@@ -170,9 +171,15 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
                 accum["seconds"] += elapsed
                 loss_sum.zero_()
                 wrong_sum.zero_()
-                if not math.isfinite(accum["loss"]):
-                    raise Diverged(f"loss became {accum['loss'] / max(accum['images'], 1)} before iteration {step}; "
-                                   f"the last good checkpoint ({run.checkpoint}) is kept — try a lower --lr")
+                # Checked here, once per interval, not per step: a per-step check is a host sync that stalls
+                # the GPU's queue. Checking the weights as well as the losses catches an update that broke
+                # them on the interval's last step, so a non-finite state is never logged or checkpointed.
+                if not (math.isfinite(accum["loss"]) and _all_finite(model, optimizer)):
+                    what = (f"the loss became {accum['loss'] / max(accum['images'], 1)}"
+                            if not math.isfinite(accum["loss"]) else "the weights became NaN/inf")
+                    kept = ("no checkpoint had been written yet" if saved_at is None else
+                            f"the last good checkpoint ({run.checkpoint}, iteration {saved_at}) is kept")
+                    raise Diverged(f"{what} before iteration {step}; {kept} — try a lower --lr")
                 if step % spec.eval_every == 0 or step == spec.iters:
                     epoch = step * spec.batch_size / len(splits.train.labels)  # fractional, for smooth x axes
                     row = _metrics_row(step, round(epoch, 4), lr, accum, wall, splits.eval_split,
@@ -187,6 +194,7 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
                     run.write_metrics(rows)
                 if step % spec.checkpoint_every == 0 or step == spec.iters or stop["signal"] is not None:
                     save_checkpoint(run.checkpoint, checkpoint_state())
+                    saved_at = step
                 if stop["signal"] is not None:
                     raise TrainingInterrupted(
                         f"stopped by signal {stop['signal']} at iteration {step}; checkpoint saved in {run.path} — "
@@ -233,6 +241,13 @@ def _holds_this_run(run: RunDir, spec: RunSpec) -> bool:
     if run.path.exists() and any(run.path.iterdir()):
         raise ResreproError(f"{run.path} is not empty and is not a resrepro run; choose another --out")
     return False
+
+
+def _all_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every weight, BN statistic and momentum buffer is finite, with one host sync for all."""
+    tensors = [*model.state_dict().values(), *(s["momentum_buffer"] for s in optimizer.state.values()
+                                               if s.get("momentum_buffer") is not None)]
+    return bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
 
 
 def _zero_accum() -> dict[str, float]:

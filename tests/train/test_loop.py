@@ -1,6 +1,7 @@
 """Training runs end to end on CPU: run directory contents, exact resume, SIGTERM, bad input."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -138,11 +139,19 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(spec, tmp_path / "run")
 
 
-def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path):
-    spec = RunSpec(**{**TINY, "lr": 1e12, "iters": 12, "warmup": False})
-    with pytest.raises(ResreproError, match="loss became"):
+@pytest.mark.parametrize("blow_up_at", [13, 17])
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, blow_up_at):
+    """An infinite lr from iteration ``blow_up_at``: at 13 the next losses are NaN; at 17, the interval's last
+    update, every loss of the interval is finite and only the weights show the damage."""
+    spec = RunSpec(**{**TINY, "milestones": (blow_up_at,), "lr_decay": math.inf, "checkpoint_every": 6})
+    with pytest.raises(ResreproError, match=r"became .* before iteration 18; the last good checkpoint .*iteration 12"):
         train(spec, tmp_path / "run")
-    assert not (tmp_path / "run" / "summary.json").exists()
+    run = RunDir(tmp_path / "run")
+    state = load_checkpoint(run.path)
+    assert state["step"] == 12
+    assert all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
+    assert [r["iter"] for r in run.read_metrics()] == [6, 12]
+    assert run.read_summary() is None
 
 
 def test_grad_checkpoint_gives_the_same_losses(tmp_path):
