@@ -53,7 +53,8 @@ def train_cifar(
     shortcut: Shortcut = typer.Option(Shortcut.A, help="Shortcut option: A zero-pad identity (paper's CIFAR choice), "
                                       "B projection where dimensions grow, C projection everywhere."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
-    out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>)."),
+    out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>). If it holds this "
+                                    "run, training resumes from its checkpoint."),
     dataset: Dataset = typer.Option(Dataset.cifar10, help="cifar10 (the paper's), digits (real 16×16 images, "
                                     "offline; the tiny scale) or synthetic (smoke tests)."),
     data_dir: Path | None = typer.Option(
@@ -81,7 +82,12 @@ def train_cifar(
                                          "small GPUs): same result, less memory, more time."),
     tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs resrepro[tensorboard])."),
 ) -> None:
-    """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2); rerun to resume."""
+    """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
+
+    Rerun the same command to resume from its last checkpoint: an interrupted run ends with the same numbers.
+
+    A finished run is not retrained; a directory holding a run with other settings is refused, never overwritten.
+    """
     import json
 
     from resrepro.data.cifar import load_dataset

@@ -184,6 +184,14 @@ def test_cli_train_and_eval(tmp_path):
     assert json.loads(ev.stdout)["error"] == pytest.approx(final["eval_error"])
 
 
+def test_cli_help_says_that_rerunning_resumes():
+    res = subprocess.run([sys.executable, "-m", "resrepro", "train", "cifar", "--help"], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": "100"})
+    text = " ".join(res.stdout.replace("│", " ").split())
+    assert "Rerun the same command to resume from its last checkpoint" in text
+    assert "If it holds this run, training resumes from its checkpoint" in text
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--n", "0"], "n must be at least 1"),
     (["--shortcut", "D"], "--shortcut"),
