@@ -2,10 +2,10 @@
 
     title = "..."                      renders = ["table:table6", "figure:fig6"]
     group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed> [default: file stem]
-    [defaults]                         RunSpec settings of every run
-    [scale.tiny] / [scale.full]        RunSpec settings of one scale (they win over everything else)
+    [defaults]                         settings of every run (RunSpec's; ImageNetSpec's for ImageNet nets)
+    [scale.tiny] / [scale.full]        settings of one scale (they win over everything else)
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
-                                       and any RunSpec setting for these runs only
+                                       and any setting for these runs only
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
+from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.spec import RunSpec
 
 try:
@@ -29,8 +30,10 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 RENDER_KINDS = ("table", "figure")
 _TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
 _RUN_KEYS = ("models", "seeds", "skip_at")
-# `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table.
-_SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in ("model", "seed"))
+# `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
+# setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
+_SETTINGS = tuple(dict.fromkeys(f.name for spec in (RunSpec, ImageNetSpec) for f in dataclasses.fields(spec)
+                                if f.name not in ("model", "seed")))
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,7 @@ class PlannedRun:
     seed: int
     run_dir_rel: Path  # <group>/<scale>/<name>, relative to the runs root
     settings: dict[str, Any] = field(compare=False)  # everything the TOML set, model and seed included
-    spec: RunSpec | None  # None when no trainer takes this run yet; `unavailable` says why
-    unavailable: str | None = None
+    spec: RunSpec | ImageNetSpec  # by the model's family: CIFAR nets train with RunSpec, ImageNet nets not
 
 
 @dataclass(frozen=True)
@@ -162,12 +164,12 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
         raise ctx.error(f"{where}: {e}", model) from None
     name = f"{arch.name}-s{seed}"
     full = {**settings, "model": arch.name, "seed": seed}
+    spec_type = ImageNetSpec if arch.family == "imagenet" else RunSpec
     try:
-        return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, RunSpec.from_dict(full))
+        spec = spec_type.from_dict(full)
     except (ResreproError, TypeError, ValueError) as e:
-        if arch.family == "imagenet":  # RunSpec trains CIFAR-style nets; ImageNet runs await their trainer
-            return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, None, str(e))
         raise ctx.error(f"{where}: run {name} at scale {scale!r}: {e}") from None
+    return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, spec)
 
 
 def _seeds(ctx: _Context, block: dict, where: str) -> list[int]:

@@ -7,7 +7,6 @@ array through submitit. A run directory is the state: finished runs are skipped,
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import multiprocessing
 import os
@@ -22,17 +21,19 @@ import submitit.helpers
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
+from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.rundir import CONFIG, SUMMARY, RunDir
 from resrepro.train.spec import RunSpec
 
-TrainFn = Callable[[RunSpec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
+Spec = RunSpec | ImageNetSpec
+TrainFn = Callable[[Spec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
 Report = Callable[[str], None]
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
 
 
 @dataclass(frozen=True)
 class PlanItem:
-    """A planned run and where it stands: finished | partial | todo | conflict | unavailable."""
+    """A planned run and where it stands: finished | partial | todo | conflict."""
 
     run: PlannedRun
     run_dir: Path
@@ -44,9 +45,9 @@ class PlanItem:
     @property
     def gpu_hours(self) -> float | None:
         """Estimated time still to train: remaining iterations × batch / measured images per second."""
-        if self.status in ("finished", "conflict", "unavailable"):
+        if self.status in ("finished", "conflict"):
             return 0.0 if self.status == "finished" else None
-        if not self.images_per_s or self.run.spec is None:
+        if not self.images_per_s:
             return None
         remaining = max(self.run.spec.iters - self.done_iters, 0)
         return remaining * self.run.spec.batch_size / self.images_per_s / 3600
@@ -85,10 +86,6 @@ def plan(experiment: Experiment, runs_root: str | Path) -> list[PlanItem]:
 
 
 def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float]) -> PlanItem:
-    if run.spec is None:
-        run = _imagenet_run(run)
-    if run.spec is None:
-        return PlanItem(run, run_dir, "unavailable", note=run.unavailable or "")
     speed = speeds.get(_speed_key(run.spec.to_dict()))
     rd = RunDir(run_dir)
     if not (run_dir / CONFIG).exists() and not rd.checkpoint.exists():
@@ -105,22 +102,13 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float]) -> PlanI
     return PlanItem(run, run_dir, "partial", done_iters=done, images_per_s=speed)
 
 
-def _imagenet_run(run: PlannedRun) -> PlannedRun:
-    """An ImageNet run the experiment file could not make a RunSpec of, with its ImageNetSpec if it has one."""
-    from resrepro.models.registry import resolve
-
-    if resolve(run.model).family != "imagenet":
-        return run
-    from resrepro.train.imagenet_spec import ImageNetSpec
-
-    try:
-        spec = ImageNetSpec.from_dict(run.settings)
-    except (ResreproError, TypeError) as e:
-        return dataclasses.replace(run, unavailable=str(e))
-    return dataclasses.replace(run, spec=spec, unavailable=None)
-
-
 def _stored_hash(config: dict[str, Any]) -> str | None:
+    if config.get("family") == "imagenet":
+        # Recomputed, not read: a run written before a setting existed (scale, crop) ran with its default.
+        try:
+            return ImageNetSpec.from_dict(config).config_hash()
+        except (ResreproError, TypeError):
+            return None
     if "config_hash" in config:
         return config["config_hash"]
     try:
@@ -177,10 +165,6 @@ def run_sweep(
     for item in result.plan:
         if item.status == "conflict":
             result.failed[item.run_dir] = item.note
-    unavailable = [i for i in result.plan if i.status == "unavailable"]
-    if unavailable:
-        result.warnings.append(f"{len(unavailable)} runs are not trainable yet (e.g. {unavailable[0].note}): "
-                               + ", ".join(i.run.name for i in unavailable))
     todo = [i for i in result.plan if i.status in ("todo", "partial")]
     if todo:
         train_fn = train_fn or _default_train(progress and executor == "local" and not gpus)
@@ -208,9 +192,9 @@ def _default_train(progress: bool) -> TrainFn:
     return functools.partial(_train_any, progress=progress)
 
 
-def _train_any(spec: Any, run_dir: Path, *, progress: bool = False) -> Any:
+def _train_any(spec: Spec, run_dir: Path, *, progress: bool = False) -> Any:
     """The trainer of the spec's family (module-level, so worker processes and Slurm can unpickle it)."""
-    if type(spec).__name__ == "ImageNetSpec":
+    if isinstance(spec, ImageNetSpec):
         from resrepro.train.imagenet import train_imagenet
 
         return train_imagenet(spec, run_dir, progress=progress)
@@ -219,7 +203,7 @@ def _train_any(spec: Any, run_dir: Path, *, progress: bool = False) -> Any:
     return train(spec, run_dir, progress=progress)
 
 
-def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path) -> str | None:
+def _attempt(train_fn: TrainFn, spec: Spec, run_dir: Path) -> str | None:
     """Train one run; return None, or a one-line error naming the run directory. Raises only on Ctrl-C."""
     try:
         train_fn(spec, run_dir)
@@ -285,7 +269,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __init__(self, train_fn: TrainFn) -> None:
         self.train_fn = train_fn
 
-    def __call__(self, spec: RunSpec, run_dir: Path) -> str | None:
+    def __call__(self, spec: Spec, run_dir: Path) -> str | None:
         # Errors come back as values: submitit's debug executor opens pdb on an exception.
         return _attempt(self.train_fn, spec, run_dir)
 

@@ -10,6 +10,7 @@ import pytest
 from resrepro.errors import ResreproError
 from resrepro.experiments import list_experiments, load_experiment
 from resrepro.models.registry import resolve
+from resrepro.train.imagenet_spec import ImageNetSpec
 
 PAPER_ARTEFACTS = {"fig1", "fig4", "fig6", "fig7", "table2", "table3", "table4", "table6", "ablation-cifar"}
 
@@ -27,19 +28,29 @@ def test_loads_at_both_scales(name, scale):
     for run in exp.runs:
         assert resolve(run.model).name == run.model
         assert run.run_dir_rel == Path(exp.group) / scale / f"{run.model}-s{run.seed}"
-        if run.spec is None:  # only ImageNet runs may wait for their trainer
-            assert resolve(run.model).family == "imagenet" and run.unavailable
-        else:
-            assert (run.spec.model, run.spec.seed) == (run.model, run.seed)
+        assert (run.spec.model, run.spec.seed) == (run.model, run.seed)
+        assert isinstance(run.spec, ImageNetSpec) == (resolve(run.model).family == "imagenet")
     if scale == "tiny":
         assert exp.dataset == "digits"
-        assert all(r.spec.iters <= 1000 and r.spec.width <= 8 for r in exp.runs if r.spec)
+        assert all(r.spec.iters <= 1000 and r.spec.width <= 8 for r in exp.runs)
 
 
 def test_full_scale_is_the_papers_recipe():
     spec = load_experiment("fig1", "full").runs[0].spec
     assert (spec.dataset, spec.iters, spec.batch_size, spec.milestones, spec.width) == (
         "cifar10", 64_000, 128, (32_000, 48_000), 16)
+
+
+@pytest.mark.parametrize("name", ["table2", "table3", "table4", "fig4"])
+def test_imagenet_experiments_full_is_the_papers_recipe_and_tiny_fits_the_digits(name):
+    from resrepro.data.imagenet_digits import SIDE
+
+    for run in load_experiment(name, "full").runs:
+        assert run.spec == ImageNetSpec(model=run.model, seed=run.seed)  # §3.4 as the trainer's defaults
+    for run in load_experiment(name, "tiny").runs:
+        spec = run.spec
+        assert (spec.dataset, spec.width) == ("digits", 8)
+        assert spec.crop <= spec.scale[0] and spec.scale[0] == SIDE  # the crop never leaves the image
 
 
 def test_table6_has_resnet110_over_five_seeds():
@@ -75,7 +86,7 @@ def test_experiments_of_a_group_agree_on_shared_runs():
         seen: dict[Path, str] = {}
         for name in list_experiments():
             for run in load_experiment(name, scale).runs:
-                key = run.spec.config_hash() if run.spec else repr(sorted(run.settings.items()))
+                key = run.spec.config_hash()
                 assert seen.setdefault(run.run_dir_rel, key) == key, f"{name}: {run.run_dir_rel}"
 
 
@@ -121,6 +132,8 @@ def test_unknown_key_is_named(tmp_path, text, key, where, line):
     (GOOD + "seeds = 0\n", "seeds should be"),
     (GOOD + 'skip_at = ["huge"]\n', "unknown scale 'huge'"),
     (GOOD.replace('"digits"', '"mnist"'), "plain20-s0 at scale 'tiny': unknown dataset"),
+    (GOOD.replace("plain20", "resnet18") + "scale = [32, 40]\ncrop = 36\n", "resnet18-s0 .*crop <= low"),
+    (GOOD + "accumulate = 2\n", "plain20-s0 at scale 'tiny': unknown run setting.*accumulate"),
 ])
 def test_bad_values_are_named(tmp_path, text, match):
     with pytest.raises(ResreproError, match=match):

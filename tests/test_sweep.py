@@ -3,13 +3,14 @@ runs through worker processes and submitit's debug executor."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
 import pytest
 
-from resrepro.experiments import load_experiment
+from resrepro.experiments import Experiment, load_experiment
 from resrepro.sweep import PlanItem, SlurmOptions, plan, run_sweep
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import RunSpec
@@ -130,11 +131,33 @@ def test_partial_estimate_counts_only_the_remaining_iterations(fig1):
     assert item.gpu_hours == pytest.approx(spec.iters / 2 * spec.batch_size / 100.0 / 3600)
 
 
-def test_unavailable_runs_are_reported_not_trained(tmp_path):
-    exp = load_experiment("table2", "tiny")
-    result = run_sweep(exp, tmp_path, train_fn=fake_train, render=False)
-    assert not result.trained and not result.failed and not any(tmp_path.iterdir())
-    assert result.warnings[0].startswith(f"{len(exp.runs)} runs are not trainable yet")
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory) -> Path:
+    from resrepro.data.imagenet_digits import digits_imagefolder
+
+    return digits_imagefolder(tmp_path_factory.mktemp("data") / "digits-imagefolder")
+
+
+def short(exp: Experiment, data_dir: Path, models: tuple[str, ...]) -> Experiment:
+    """The experiment's tiny runs of ``models``, cut to 4 iterations, reading ``data_dir``."""
+    runs = tuple(dataclasses.replace(r, spec=r.spec.replace(iters=4, milestones=(2,), eval_every=2, workers=0,
+                                                            device="cpu", data_dir=str(data_dir)))
+                 for r in exp.runs if r.model in models)
+    return dataclasses.replace(exp, runs=runs)
+
+
+def test_tiny_imagenet_experiment_trains_from_the_digits_imagefolder_and_renders(tmp_path, digits_dir):
+    exp = short(load_experiment("table2", "tiny"), digits_dir, ("plain18", "resnet18-A"))
+    assert [i.status for i in plan(exp, tmp_path / "runs")] == ["todo", "todo"]
+    result = run_sweep(exp, tmp_path / "runs", out_dir=tmp_path / "out")
+    assert sorted(p.name for p in result.trained) == ["plain18-s0", "resnet18-A-s0"] and not result.failed
+    summary = RunDir(tmp_path / "runs/imagenet/tiny/plain18-s0").read_summary()
+    assert (summary["family"], summary["dataset"], summary["iter"]) == ("imagenet", "digits", 4)
+    assert result.rendered == [tmp_path / "out" / "table2.md"]
+    text = (tmp_path / "out" / "table2.md").read_text()
+    assert "trained and evaluated on digits, not imagenet" in text
+    assert any("without a ten-crop evaluation" in w for w in result.warnings)
+    assert all(i.status == "finished" for i in plan(exp, tmp_path / "runs"))
 
 
 def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
@@ -197,3 +220,13 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys):
     code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={tmp_path}", "--dry-run")
     assert code == 0 and "resnet110-s0" in out and "9 todo" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_path):
+    # Written before ImageNetSpec had scale/crop/test_scales: the same run, with the old stored hash.
+    run = load_experiment("table2", "full").runs[0]
+    old = {k: v for k, v in run.spec.to_dict().items() if k not in ("scale", "crop", "test_scales")}
+    rd = RunDir(tmp_path / run.run_dir_rel)
+    rd.write_config({**old, "config_hash": "0123456789ab"})
+    rd.write_summary({"status": "finished"})
+    assert [i.status for i in plan(load_experiment("table2", "full"), tmp_path)][0] == "finished"

@@ -184,8 +184,13 @@ def imagenet_loaders(
     normalize: str = "pixel-mean",
     distributed: bool = False,
     seed: int = 0,
+    scale: tuple[int, int] = (256, 480),
+    crop: int = 224,
 ) -> tuple[DataLoader, DataLoader]:
     """Train (§3.4 augmentation, shuffled, drop_last) and center-crop val loaders, ``batch_size`` per process.
+
+    Training crops ``crop`` squares of images whose shorter side is uniform in ``scale``; validation takes
+    the center ``crop`` of the image with shorter side ``scale[0]``.
 
     Batches are ``(images, targets)``, a batch may be short by the images that failed to decode (counted in
     ``loader.dataset.skipped``), and is None in the unlikely case that all did. With ``distributed`` the
@@ -193,8 +198,8 @@ def imagenet_loaders(
     with up to world_size - 1 repeated images so every process gets the same number.
     """
     train_dir, val_dir, _ = check_imagenet_dir(data_dir)
-    train_set = SkippingImageFolder(train_dir, train_transform(normalize))
-    val_set = SkippingImageFolder(val_dir, eval_transform(normalize))
+    train_set = SkippingImageFolder(train_dir, train_transform(normalize, scale, crop))
+    val_set = SkippingImageFolder(val_dir, eval_transform(normalize, scale[0], crop))
     rank = 0
     train_sampler = val_sampler = None
     if distributed:

@@ -90,12 +90,14 @@ def evaluate(
     max_images: int | None = None,
     scales: Sequence[int] = MULTI_SCALES,
     workers: int = 4,
+    resize: int = 256,
+    crop: int = 224,
 ) -> dict[str, Any]:
     """Top-1/top-5 error (fractions) and loss of ``model`` on the val ImageFolder under ``protocol``.
 
-    ``protocol``: "center" (shorter side 256, center 224 crop), "ten-crop" (``ten_crop_scores``) or
-    "multi-scale" (``multi_scale_scores`` over ``scales``, one image at a time). ``loss`` is the negative
-    log of the (averaged) probability of the true class, so for "center" it is the cross-entropy.
+    ``protocol``: "center" (shorter side ``resize``, center ``crop``), "ten-crop" (``ten_crop_scores`` of
+    the same sizes) or "multi-scale" (``multi_scale_scores`` over ``scales``, one image at a time). ``loss``
+    is the negative log of the (averaged) probability of the true class, so for "center" the cross-entropy.
     ``max_images`` evaluates that many images spread evenly over the folder. With fewer than 5 classes
     "top5_error" is the top-min(5, classes) error. Images that fail to decode are skipped and counted in
     "skipped"; "images" counts those evaluated. The model is moved to ``device`` and left in its mode.
@@ -103,8 +105,8 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise ResreproError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     transform = {
-        "center": eval_transform(normalize),
-        "ten-crop": ten_crop_transform(normalize),
+        "center": eval_transform(normalize, resize, crop),
+        "ten-crop": ten_crop_transform(normalize, resize, crop),
         "multi-scale": full_image_transform(normalize),
     }[protocol]
     dataset = SkippingImageFolder(_check_val_dir(dataset_root_val), transform)

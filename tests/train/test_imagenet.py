@@ -135,3 +135,32 @@ def test_spec_round_trips_and_rejects_cifar_nets():
     assert spec.replace(workers=2, device="cpu").config_hash() == spec.config_hash()  # runtime fields
     with pytest.raises(ResreproError, match="CIFAR net"):
         ImageNetSpec(model="resnet20")
+
+
+def test_image_sizes_default_to_the_paper_and_are_checked():
+    spec = ImageNetSpec()
+    assert (spec.scale, spec.crop, spec.test_scales) == ((256, 480), 224, (224, 256, 384, 480, 640))
+    tiny_sizes = ImageNetSpec.from_dict({**spec.to_dict(), "scale": [32, 40], "crop": 28})
+    assert tiny_sizes.scale == (32, 40) and tiny_sizes.config_hash() != spec.config_hash()
+    for bad in ({"crop": 300}, {"scale": (480, 256)}, {"scale": (256,)}, {"test_scales": ()}):
+        with pytest.raises(ResreproError, match="scale"):
+            ImageNetSpec(**bad)
+    with pytest.raises(ResreproError, match="'imagenet' .* or 'digits'"):
+        ImageNetSpec(dataset="cifar10")
+
+
+def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
+    """Training on 28-px crops of 32..40-px images, validating on the center 28 of 32."""
+    import resrepro.train.imagenet as trainer
+
+    made = []
+
+    def loaders(*args, **kwargs):
+        made.append(trainer_loaders(*args, **kwargs))
+        return made[-1]
+
+    trainer_loaders = trainer.imagenet_loaders
+    monkeypatch.setattr(trainer, "imagenet_loaders", loaders)
+    assert train_imagenet(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
+    train, val = made[0]
+    assert train.dataset[0][0].shape == val.dataset[0][0].shape == (3, 28, 28)
