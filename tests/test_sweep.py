@@ -4,6 +4,7 @@ runs through worker processes and submitit's debug executor."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -139,25 +140,51 @@ def digits_dir(tmp_path_factory) -> Path:
 
 
 def short(exp: Experiment, data_dir: Path, models: tuple[str, ...]) -> Experiment:
-    """The experiment's tiny runs of ``models``, cut to 4 iterations, reading ``data_dir``."""
+    """The experiment's tiny runs of ``models``, cut to 4 iterations and 2 test scales, reading ``data_dir``."""
     runs = tuple(dataclasses.replace(r, spec=r.spec.replace(iters=4, milestones=(2,), eval_every=2, workers=0,
-                                                            device="cpu", data_dir=str(data_dir)))
+                                                            test_scales=(28, 36), device="cpu",
+                                                            data_dir=str(data_dir)))
                  for r in exp.runs if r.model in models)
     return dataclasses.replace(exp, runs=runs)
 
 
-def test_tiny_imagenet_experiment_trains_from_the_digits_imagefolder_and_renders(tmp_path, digits_dir):
+def never_train(spec, run_dir):
+    raise AssertionError(f"trained {run_dir} again")
+
+
+def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_dir):
     exp = short(load_experiment("table2", "tiny"), digits_dir, ("plain18", "resnet18-A"))
-    assert [i.status for i in plan(exp, tmp_path / "runs")] == ["todo", "todo"]
+    runs = tmp_path / "runs" / "imagenet" / "tiny"
+    items = plan(exp, tmp_path / "runs")
+    assert [(i.status, i.evals) for i in items] == [("todo", ("ten-crop",))] * 2
     result = run_sweep(exp, tmp_path / "runs", out_dir=tmp_path / "out")
     assert sorted(p.name for p in result.trained) == ["plain18-s0", "resnet18-A-s0"] and not result.failed
-    summary = RunDir(tmp_path / "runs/imagenet/tiny/plain18-s0").read_summary()
+    assert result.evaluated == [runs / n / "eval" / "ten-crop.json" for n in ("plain18-s0", "resnet18-A-s0")]
+    summary = RunDir(runs / "plain18-s0").read_summary()
     assert (summary["family"], summary["dataset"], summary["iter"]) == ("imagenet", "digits", 4)
-    assert result.rendered == [tmp_path / "out" / "table2.md"]
+    ten_crop = {n: json.loads((runs / n / "eval" / "ten-crop.json").read_text()) for n in ("plain18-s0",
+                                                                                           "resnet18-A-s0")}
+    assert {(e["protocol"], e["images"], e["model"]) for e in ten_crop.values()} == {
+        ("ten-crop", 300, "plain18"), ("ten-crop", 300, "resnet18-A")}
+    assert result.rendered == [tmp_path / "out" / "table2.md"] and not result.warnings
     text = (tmp_path / "out" / "table2.md").read_text()
     assert "trained and evaluated on digits, not imagenet" in text
-    assert any("without a ten-crop evaluation" in w for w in result.warnings)
+    row = next(line for line in text.splitlines() if line.startswith("| plain-18 "))
+    assert f"{100 * ten_crop['plain18-s0']['top1_error']:.2f}" in row
     assert all(i.status == "finished" for i in plan(exp, tmp_path / "runs"))
+
+    # Table 4 reads the same runs under another protocol: evaluated where they stand, never retrained, and
+    # (here through the Slurm path's in-process executor) the ten-crop results are left as they were.
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("ten-crop.json")}
+    table4 = dataclasses.replace(exp, renders=("table:table4",))
+    assert [(i.status, i.evals) for i in plan(table4, tmp_path / "runs")] == [("evaluate", ("multi-scale",))] * 2
+    again = run_sweep(table4, tmp_path / "runs", train_fn=never_train, executor="debug", render=False,
+                      slurm=SlurmOptions(folder=tmp_path / "logs"))
+    assert not again.trained and not again.failed and len(again.evaluated) == 2
+    written = json.loads((runs / "plain18-s0" / "eval" / "multi-scale.json").read_text())
+    assert (written["protocol"], written["scales"], written["images"]) == ("multi-scale", [28, 36], 300)
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("ten-crop.json")} == before
+    assert not run_sweep(table4, tmp_path / "runs", train_fn=never_train, render=False).evaluated
 
 
 def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
@@ -229,4 +256,5 @@ def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_p
     rd = RunDir(tmp_path / run.run_dir_rel)
     rd.write_config({**old, "config_hash": "0123456789ab"})
     rd.write_summary({"status": "finished"})
-    assert [i.status for i in plan(load_experiment("table2", "full"), tmp_path)][0] == "finished"
+    item = plan(load_experiment("table2", "full"), tmp_path)[0]
+    assert (item.status, item.evals) == ("evaluate", ("ten-crop",))  # trained; no conflict

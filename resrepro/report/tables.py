@@ -31,7 +31,14 @@ class Metric:
     column: str  # a runs_frame column, in percent
     suffix: str = ""  # appended to this metric's CSV columns when a table has several ("_top1")
     header: str = ""  # prefix of its display headers ("top-1 ")
-    how: str = ""  # how to produce it for a finished run that lacks it
+    protocol: str = ""  # the ImageNet test protocol (§3.4) that produces it: RUN/eval/<protocol>.json
+
+    @property
+    def how(self) -> str:
+        """How to produce the metric for a finished run that lacks it."""
+        if not self.protocol:
+            return self.column
+        return f"a {self.protocol} evaluation (`resrepro eval RUN --{self.protocol}`; `resrepro sweep` runs it)"
 
 
 @dataclass(frozen=True)
@@ -100,21 +107,19 @@ def _calibration_notes() -> tuple[str, ...]:
 
 
 _CIFAR = Metric("eval_error")
-_TEN_CROP = "a ten-crop evaluation (`resrepro eval RUN --ten-crop`)"
-_MULTI_SCALE = "a multi-scale evaluation (`resrepro eval RUN --multi-scale`)"
 TABLES: dict[str, Callable[[], TableSpec]] = {
     "table2": lambda: TableSpec(
         "Table 2: top-1 error (%) on ImageNet validation, 10-crop testing", "imagenet",
-        (Metric("ten_crop_top1", how=_TEN_CROP),), _rows("table2", paper="top1")),
+        (Metric("ten_crop_top1", protocol="ten-crop"),), _rows("table2", paper="top1")),
     "table3": lambda: TableSpec(
         "Table 3: error (%) on ImageNet validation, 10-crop testing", "imagenet",
-        (Metric("ten_crop_top1", "_top1", "top-1 ", _TEN_CROP),
-         Metric("ten_crop_top5", "_top5", "top-5 ", _TEN_CROP)),
+        (Metric("ten_crop_top1", "_top1", "top-1 ", "ten-crop"),
+         Metric("ten_crop_top5", "_top5", "top-5 ", "ten-crop")),
         _rows("table3", paper_top1="top1", paper_top5="top5")),
     "table4": lambda: TableSpec(
         "Table 4: single-model error (%) on ImageNet validation, multi-scale testing", "imagenet",
-        (Metric("multi_scale_top1", "_top1", "top-1 ", _MULTI_SCALE),
-         Metric("multi_scale_top5", "_top5", "top-5 ", _MULTI_SCALE)),
+        (Metric("multi_scale_top1", "_top1", "top-1 ", "multi-scale"),
+         Metric("multi_scale_top5", "_top5", "top-5 ", "multi-scale")),
         _rows("table4", paper_top1="top1", paper_top5="top5")),
     "table6": lambda: TableSpec(
         "Table 6: classification error (%) on the CIFAR-10 test set", "cifar", (_CIFAR,),
@@ -135,6 +140,13 @@ TABLES: dict[str, Callable[[], TableSpec]] = {
 
 def table_names() -> list[str]:
     return list(TABLES)
+
+
+def table_protocols(name: str) -> tuple[str, ...]:
+    """The ImageNet test protocols whose RUN/eval/<protocol>.json the table reads (none for CIFAR tables)."""
+    if name not in TABLES:
+        raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+    return tuple(dict.fromkeys(m.protocol for m in TABLES[name]().metrics if m.protocol))
 
 
 def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | None = None) -> Table:
@@ -160,7 +172,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
         rows[f"delta{m.suffix}"] = rows[f"ours_mean{m.suffix}"] - paper
         without = runs[runs[m.column].isna()] if m.column in runs else runs
         for model, g in without.groupby("model"):
-            warnings.append(f"{model}: {len(g)} finished run(s) without {m.how or m.column} not counted")
+            warnings.append(f"{model}: {len(g)} finished run(s) without {m.how} not counted")
     ours = keys.notna()
     n_cols = [f"_n{m.suffix}" for m in spec.metrics]
     rows["n"] = rows[n_cols].max(axis=1).astype("Int64").where(ours, pd.NA)

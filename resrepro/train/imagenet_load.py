@@ -1,14 +1,17 @@
-"""Models to evaluate on ImageNet: a trained run of ours, or a torchvision/timm model for calibration."""
+"""Models to evaluate on ImageNet: a trained run of ours, or a torchvision/timm model for calibration; and a
+run's evaluation under a test protocol of §3.4, written to RUN/eval/<protocol>.json for the tables."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_checkpoint
-from resrepro.train.imagenet_spec import ImageNetSpec
+from resrepro.train.imagenet_spec import ImageNetSpec, data_root
 from resrepro.train.rundir import RunDir
 
 
@@ -30,6 +33,36 @@ def load_trained_imagenet(path: str | Path) -> tuple[ImageNetSpec, torch.nn.Modu
     model = resolve(spec.model).build(num_classes=int(state["num_classes"]), width=spec.width)
     model.load_state_dict(clean_state_dict(state["model"]))
     return spec, model.eval()
+
+
+def eval_path(run: str | Path, protocol: str) -> Path:
+    """Where an ImageNet run directory (or the one holding a checkpoint file) keeps a protocol's result."""
+    run = Path(run)
+    return (run if run.is_dir() else run.parent) / "eval" / f"{protocol}.json"
+
+
+def evaluate_run(run: str | Path, protocol: str, *, data_dir: str | Path | None = None, device: str = "auto",
+                 max_images: int | None = None, scales: Sequence[int] | None = None,
+                 workers: int | None = None) -> dict[str, Any]:
+    """Top-1/top-5 error of a trained ImageNet run under ``protocol``, written to :func:`eval_path`.
+
+    The images are the run's val/ (``data_dir`` overrides where its ImageFolder is) at the run's own sizes:
+    shorter side ``scale[0]`` and ``crop`` for the center and 10 crops, ``test_scales`` (or ``scales``)
+    for multi-scale. ``workers`` defaults to the run's.
+    """
+    from resrepro.data.imagenet_eval import evaluate
+    from resrepro.io import write_json
+    from resrepro.train.loop import resolve_device
+
+    spec, model = load_trained_imagenet(run)
+    root = Path(data_dir).expanduser() if data_dir is not None else data_root(spec)
+    sizes = tuple(scales or spec.test_scales)
+    result = evaluate(model, root / "val", protocol, device=resolve_device(device), normalize=spec.normalize,
+                      max_images=max_images, scales=sizes, workers=spec.workers if workers is None else workers,
+                      resize=spec.scale[0], crop=spec.crop)
+    result = {"model": spec.model, **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+    write_json(eval_path(run, protocol), result)
+    return result
 
 
 def import_model(name: str, weights: str | Path | None = None) -> torch.nn.Module:

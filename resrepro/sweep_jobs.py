@@ -1,0 +1,181 @@
+"""Where a sweep's runs go: one at a time in this process, one worker process per GPU, or a Slurm job array
+through submitit. Each job trains its run unless finished, then runs the evaluations its tables need."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import submitit.helpers
+
+from resrepro.errors import ResreproError
+from resrepro.train.imagenet_spec import ImageNetSpec
+from resrepro.train.rundir import RunDir
+from resrepro.train.spec import RunSpec
+
+if TYPE_CHECKING:
+    from resrepro.sweep import PlanItem
+
+Spec = RunSpec | ImageNetSpec
+TrainFn = Callable[[Spec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Slurm resources for each run of a job array (``resrepro sweep --executor slurm``)."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    time_min: int = 24 * 60  # a run that outlives it is requeued and resumes from its checkpoint
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    array_parallelism: int = 64  # at most this many runs of the array at once
+    folder: Path | None = None  # submitit's logs and pickles; default <runs>/.submitit/<group>-<scale>
+
+
+
+def train_any(spec: Spec, run_dir: Path, *, progress: bool = False) -> Any:
+    """The trainer of the spec's family (module-level, so worker processes and Slurm can unpickle it)."""
+    if isinstance(spec, ImageNetSpec):
+        from resrepro.train.imagenet import train_imagenet
+
+        return train_imagenet(spec, run_dir, progress=progress)
+    from resrepro.train.loop import train
+
+    return train(spec, run_dir, progress=progress)
+
+
+def _attempt(train_fn: TrainFn, spec: Spec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
+    """Train one run unless it has finished, then evaluate it under each protocol of ``evals`` it lacks;
+    return None, or a one-line error naming the run directory. Raises only on Ctrl-C."""
+    try:
+        if not RunDir(run_dir).is_finished():
+            train_fn(spec, run_dir)
+        for protocol in evals:
+            _evaluate(spec, run_dir, protocol)
+    except Exception as e:  # a failed run is reported and must not stop the others...
+        if _interrupted(e):  # ...but Ctrl-C (which the trainer turns into an exception) stops the sweep
+            raise
+        return f"{run_dir}: {e}" if isinstance(e, ResreproError) else f"{run_dir}: {type(e).__name__}: {e}"
+    return None
+
+
+def _evaluate(spec: ImageNetSpec, run_dir: Path, protocol: str) -> None:
+    """RUN/eval/<protocol>.json, as `resrepro eval RUN --<protocol>` writes it, unless it is there already."""
+    from resrepro.train.imagenet_load import eval_path, evaluate_run
+
+    if not eval_path(run_dir, protocol).exists():
+        try:
+            evaluate_run(run_dir, protocol, device=spec.device)
+        except ResreproError as e:
+            raise ResreproError(f"{protocol} evaluation: {e}") from None
+
+
+def _interrupted(e: Exception) -> bool:
+    loop = sys.modules.get("resrepro.train.loop")  # loaded if a real training ran; it imports torch
+    return loop is not None and isinstance(e, loop.TrainingInterrupted)
+
+
+def _done(k: int, n: int, run_dir: Path, error: str | None) -> str:
+    return f"[{k}/{n}] " + (f"failed {error}" if error else f"done {run_dir}")
+
+
+def _verb(item: PlanItem) -> str:
+    verb = {"partial": "resuming", "evaluate": "evaluating"}.get(item.status, "training")
+    if item.evals and item.status != "evaluate":
+        verb += ", then evaluating"
+    return verb + (f" ({', '.join(item.evals)})" if item.evals else "")
+
+
+def in_process(todo: list[PlanItem], train_fn: TrainFn, report: Report) -> dict[Path, str | None]:
+    outcomes = {}
+    for k, item in enumerate(todo, 1):
+        report(f"[{k}/{len(todo)}] {_verb(item)} {item.run_dir}")
+        outcomes[item.run_dir] = _attempt(train_fn, item.run.spec, item.run_dir, item.evals)
+        report(_done(k, len(todo), item.run_dir, outcomes[item.run_dir]))
+    return outcomes
+
+
+def _claim_gpu(free_gpus: Any) -> None:
+    # Each worker takes one GPU for its lifetime; it is spawned (not forked), so CUDA is not initialised
+    # yet when CUDA_VISIBLE_DEVICES is set.
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(free_gpus.get())
+
+
+def per_gpu(todo: list[PlanItem], gpus: list[int], train_fn: TrainFn,
+             report: Report) -> dict[Path, str | None]:
+    ctx = multiprocessing.get_context("spawn")
+    free_gpus = ctx.Queue()
+    for g in gpus:
+        free_gpus.put(g)
+    report(f"{len(todo)} runs on GPUs {','.join(map(str, gpus))}, one worker process per GPU")
+    outcomes: dict[Path, str | None] = {}
+    pool = ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_claim_gpu, initargs=(free_gpus,))
+    futures = {pool.submit(_attempt, train_fn, i.run.spec, i.run_dir, i.evals): i.run_dir for i in todo}
+    try:
+        for k, future in enumerate(as_completed(futures), 1):
+            run_dir = futures[future]
+            try:
+                outcomes[run_dir] = future.result()
+            except Exception as e:  # the worker process died (killed, out of memory): others go on
+                outcomes[run_dir] = f"{run_dir}: worker process failed: {type(e).__name__}: {e}"
+            report(_done(k, len(todo), run_dir, outcomes[run_dir]))
+    finally:  # on Ctrl-C, start no queued run (running ones get the signal too, checkpoint and stop)
+        pool.shutdown(wait=True, cancel_futures=True)
+    return outcomes
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """One Slurm array task. On timeout or preemption submitit requeues it with the same arguments, and
+    the trainer resumes from the run's last checkpoint."""
+
+    def __init__(self, train_fn: TrainFn) -> None:
+        self.train_fn = train_fn
+
+    def __call__(self, spec: Spec, run_dir: Path, evals: tuple[str, ...]) -> str | None:
+        # Errors come back as values: submitit's debug executor opens pdb on an exception.
+        return _attempt(self.train_fn, spec, run_dir, evals)
+
+
+def slurm_array(todo: list[PlanItem], cluster: str, opts: SlurmOptions, folder: Path, train_fn: TrainFn,
+              report: Report) -> dict[Path, str | None]:
+    import submitit
+
+    try:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
+    except RuntimeError as e:  # no srun/sbatch here: a user error, not a crash
+        raise ResreproError(f"cannot use --executor {cluster}: {e}") from None
+    params: dict[str, Any] = {
+        "name": "resrepro", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_job,
+        "cpus_per_task": opts.cpus_per_job, "slurm_array_parallelism": opts.array_parallelism,
+    }
+    if opts.partition:
+        params["slurm_partition"] = opts.partition
+    executor.update_parameters(**params)
+    try:
+        jobs = executor.map_array(TrainJob(train_fn), [i.run.spec for i in todo], [i.run_dir for i in todo],
+                                  [i.evals for i in todo])
+    except Exception as e:  # sbatch refused (unknown partition, limits): its message says why
+        raise ResreproError(f"could not submit the job array: {str(e).strip()}") from None
+    array_id = jobs[0].job_id.split("_")[0]
+    report(f"submitted {len(jobs)} runs as {cluster} job array {array_id}; logs in {folder}")
+    outcomes: dict[Path, str | None] = {}
+    for k, (item, job) in enumerate(zip(todo, jobs, strict=True), 1):
+        try:
+            outcomes[item.run_dir] = job.result()
+        except KeyboardInterrupt:
+            raise ResreproError(
+                f"stopped waiting; job array {array_id} keeps running (scancel {array_id} stops it). "
+                "Sweep again only after it ends: a sweep now would train its unfinished runs twice at once"
+            ) from None
+        except Exception as e:  # the job itself failed (node failure, out of memory, cancelled)
+            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            outcomes[item.run_dir] = f"{item.run_dir}: job {job.job_id} failed: {last}"
+        report(_done(k, len(todo), item.run_dir, outcomes[item.run_dir]))
+    return outcomes
