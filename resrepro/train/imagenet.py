@@ -32,6 +32,8 @@ from resrepro.train.provenance import provenance
 from resrepro.train.rundir import RunDir
 from resrepro.train.schedule import Schedule
 
+STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see _agreed_stop)
+
 
 def init_distributed(local_rank: int, device: str = "auto") -> str:
     """Join torchrun's process group (its env:// rendezvous); return this process's device."""
@@ -82,6 +84,20 @@ def _reduce(t: torch.Tensor, world: int) -> torch.Tensor:
     if world > 1:
         dist.all_reduce(t)
     return t
+
+
+def _agreed_stop(requested: bool, step: int, world: int, device: torch.device) -> bool:
+    """Whether to checkpoint and stop after ``step``, the same answer on every rank.
+
+    A rank that stopped alone would leave the others waiting in the next collective. The ranks agree every
+    STOP_CHECK_EVERY steps, not every step: reading the all-reduced flag would stall the GPU queue each step.
+    A stop requested in between (SIGTERM/Ctrl-C reach the ranks at different steps) waits for the next one.
+    """
+    if world == 1:
+        return requested
+    if step % STOP_CHECK_EVERY:
+        return False
+    return bool(_reduce(torch.tensor(float(requested), device=device), world).item())
 
 
 @torch.no_grad()
@@ -206,9 +222,7 @@ def train_imagenet(spec: ImageNetSpec, run_dir: str | Path, *, progress: bool = 
             if live is not None and (step % 20 == 0 or step == spec.iters):  # the last micro-batch's numbers
                 live.update(step, lr, F.cross_entropy(out.detach().float(), yj).item(),
                             (out.argmax(1) != yj).float().mean().item())
-            stopping = stop["signal"] is not None
-            if world > 1 and step % 20 == 0:  # every rank must stop at the same step
-                stopping = bool(_reduce(torch.tensor(float(stopping), device=device), world).item())
+            stopping = _agreed_stop(stop["signal"] is not None, step, world, device)
             evaluating = step % spec.eval_every == 0 or step == spec.iters
             if not (evaluating or stopping or step % spec.checkpoint_every == 0):
                 continue

@@ -3,6 +3,7 @@ evaluation protocols through the CLI, DDP under torchrun (gloo), and bad input."
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -108,6 +109,53 @@ def test_ddp_two_processes_match_one_process_with_the_same_micro_batches(tmp_pat
     assert [r["iter"] for r in a] == [r["iter"] for r in b] == [2, 4]
     assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-3)
     assert RunDir(tmp_path / "ddp").read_summary()["world_size"] == 2
+
+
+def _stop_requested_on_rank_1_only(rank: int, spec: ImageNetSpec, run_dir: Path, port: int) -> None:
+    """One of two gloo processes: rank 1 alone has had SIGTERM since step 1; say where each rank stopped."""
+    from contextlib import contextmanager
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    import resrepro.train.imagenet as trainer
+    from resrepro.train.loop import TrainingInterrupted
+
+    @contextmanager
+    def stop_requests():
+        yield {"signal": signal.SIGTERM if rank == 1 else None}
+
+    trainer.stop_requests = stop_requests
+    # A rank that stopped alone would wait in a collective the other never joins: fail after 60 s, not hang.
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        trainer.train_imagenet(spec, run_dir)
+        outcome = "finished"
+    except TrainingInterrupted as e:
+        outcome = str(e).split(";")[0]
+    finally:
+        dist.destroy_process_group()
+    (run_dir.parent / f"rank{rank}").write_text(outcome)
+
+
+def test_ddp_ranks_agree_on_the_step_to_stop_at(tmp_path, data):
+    """SIGTERM that reaches one rank between agreement steps: both ranks train on and stop together."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from resrepro.train.imagenet import STOP_CHECK_EVERY
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tiny(data, iters=2 * STOP_CHECK_EVERY, milestones=(), eval_every=1000, checkpoint_every=1000,
+                scale=(32, 40), crop=28)
+    mp.spawn(_stop_requested_on_rank_1_only, (spec, tmp_path / "run", port), nprocs=2)
+    stopped = f"stopped at iteration {STOP_CHECK_EVERY}"
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == [stopped, stopped]
+    assert load_checkpoint(tmp_path / "run")["step"] == STOP_CHECK_EVERY
 
 
 @pytest.mark.parametrize(("args", "message"), [
