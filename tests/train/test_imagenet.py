@@ -111,6 +111,43 @@ def test_ddp_two_processes_match_one_process_with_the_same_micro_batches(tmp_pat
     assert RunDir(tmp_path / "ddp").read_summary()["world_size"] == 2
 
 
+def in_process_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """`resrepro ARGS` in this process (no interpreter start-up): exit code, stdout, stderr."""
+    from resrepro.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["resrepro", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_eval_import_scores_the_given_weights_and_refuses_without(tmp_path, data, monkeypatch, capsys):
+    import torch
+    import torchvision
+
+    from resrepro.data.imagenet_eval import evaluate
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    torch.save(model.state_dict(), tmp_path / "resnet18.pth")
+    common = ("eval", "--import", "torchvision:resnet18", "--data-dir", str(data), "--workers", "0",
+              "--device", "cpu", "--format", "json")
+    code, out, err = in_process_cli(monkeypatch, capsys, *common, "--weights", str(tmp_path / "resnet18.pth"))
+    assert code == 0, err
+    ours = evaluate(model, data / "val", "center", normalize="mean-std", workers=0)
+    assert json.loads(out)["loss"] == pytest.approx(ours["loss"], rel=1e-5)  # these weights, not fresh ones
+    assert not (data / "eval").exists()  # a library model's result is printed, never written into the data
+
+    code, _, err = in_process_cli(monkeypatch, capsys, *common)
+    assert code == 2 and err.count("\n") == 1, err
+    message = " ".join(err.split())
+    assert "needs --weights FILE" in message and "resnet18-f37072fd.pth" in message
+
+
 def _stop_requested_on_rank_1_only(rank: int, spec: ImageNetSpec, run_dir: Path, port: int) -> None:
     """One of two gloo processes: rank 1 alone has had SIGTERM since step 1; say where each rank stopped."""
     from contextlib import contextmanager
