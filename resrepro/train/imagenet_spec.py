@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,10 +94,7 @@ def data_root(spec: ImageNetSpec) -> Path:
 
 def check(spec: ImageNetSpec) -> None:
     """Raise a ResreproError for a spec that cannot run, naming the setting."""
-    from resrepro.models.registry import resolve
-
-    if resolve(spec.model).family != "imagenet":
-        raise ResreproError(f"{spec.model} is a CIFAR net; use `resrepro train cifar`")
+    _check_model(spec.model)
     if spec.dataset not in DATASETS:
         raise ResreproError(f"the ImageNet trainer reads an ImageFolder: dataset 'imagenet' (ImageNet-1k) or "
                             f"'digits' (the tiny scale's, written on first use), not {spec.dataset!r}")
@@ -116,3 +114,20 @@ def check(spec: ImageNetSpec) -> None:
     if spec.lr <= 0 or spec.workers < 0 or (spec.num_classes is not None and spec.num_classes < 1):
         raise ResreproError("lr must be positive, workers non-negative and num-classes at least 1")
 
+
+def _check_model(name: str) -> None:
+    """Raise unless ``name`` is an ImageNet net. A depth that is not one of Table 1's is answered with those
+    depths, not with the CIFAR rule (depth 6n+2) by which the registry reads a name like resnet19."""
+    from resrepro.models.registry import IMAGENET_DEPTHS, UnknownModelError, resolve
+
+    try:
+        imagenet = resolve(name).family == "imagenet"
+    except UnknownModelError:
+        depth = re.search(r"(?:resnet|plain)(\d+)", name.lower())
+        if depth is None or int(depth[1]) in IMAGENET_DEPTHS:
+            raise  # not a depth problem (a misspelling, plain18-A): the registry's message says what is wrong
+        imagenet = False
+    if not imagenet:
+        raise ResreproError(f"{name} is not an ImageNet net: ImageNet depths are "
+                            f"{', '.join(map(str, IMAGENET_DEPTHS))} (Table 1); CIFAR nets (depth 6n+2) train "
+                            "with `resrepro train cifar`")

@@ -249,3 +249,12 @@ def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
     assert train_imagenet(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
     train, val = made[0]
     assert train.dataset[0][0].shape == val.dataset[0][0].shape == (3, 28, 28)
+
+
+@pytest.mark.parametrize("depth", ["19", "20"])
+def test_cli_train_imagenet_with_another_depth_names_the_imagenet_depths(tmp_path, monkeypatch, capsys, depth):
+    code, _, err = in_process_cli(monkeypatch, capsys, "train", "imagenet", "--depth", depth,
+                                  "--out", str(tmp_path / "run"))
+    message = " ".join(err.split())
+    assert code == 2 and "ImageNet depths are 18, 34, 50, 101, 152" in message and "(8, 14, 20" not in message
+    assert not (tmp_path / "run").exists()
