@@ -78,6 +78,14 @@ def test_run_dir_with_another_config_is_a_conflict_not_overwritten(tmp_path, fig
     assert calls(tmp_path / run.run_dir_rel) == 0 and len(result.trained) == 1
 
 
+def test_run_dir_holding_only_another_config_is_free_to_train(tmp_path, fig1):
+    run = fig1.runs[0]  # a run that failed before its first checkpoint left config.json alone
+    RunDir(tmp_path / run.run_dir_rel).write_config(run.spec.replace(iters=999).to_dict())
+    assert {i.run.name: i.status for i in plan(fig1, tmp_path)}[run.name] == "todo"
+    result = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert not result.failed and calls(tmp_path / run.run_dir_rel) == 1
+
+
 def test_a_failing_run_does_not_stop_the_others(tmp_path, fig1):
     messages: list[str] = []
     result = run_sweep(fig1, tmp_path, train_fn=flaky_train, render=False, report=messages.append)

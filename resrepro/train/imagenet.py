@@ -29,7 +29,7 @@ from resrepro.train.loop import (
     stop_requests,
 )
 from resrepro.train.provenance import provenance
-from resrepro.train.rundir import RunDir
+from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.schedule import Schedule
 
 STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see _agreed_stop)
@@ -286,7 +286,8 @@ def train_imagenet(spec: ImageNetSpec, run_dir: str | Path, *, progress: bool = 
 
 def _claim(run: RunDir, spec: ImageNetSpec, *, write: bool) -> None:
     """Write config.json (``write``), or check that the run directory holds this same configuration."""
-    if (run.path / "config.json").exists():
+    started = any((run.path / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY))
+    if (run.path / CONFIG).exists() and (started or not write):
         existing = ImageNetSpec.from_dict(run.read_config())
         if existing.config_hash() != spec.config_hash():
             mine = spec.identity()
@@ -295,7 +296,7 @@ def _claim(run: RunDir, spec: ImageNetSpec, *, write: bool) -> None:
             raise ResreproError(f"{run.path} holds a different run ({shown}); choose another --out "
                                 "directory (nothing was overwritten)")
         return
-    if run.path.exists() and any(run.path.iterdir()):
+    if run.path.exists() and any(p.name != CONFIG for p in run.path.iterdir()):
         raise ResreproError(f"{run.path} is not empty and is not a resrepro run; choose another --out")
-    if write:
+    if write:  # a config.json alone is a run that failed before its first checkpoint: free to take
         run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})

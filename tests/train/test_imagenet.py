@@ -80,6 +80,12 @@ def test_a_run_dir_with_another_config_is_refused(tmp_path, data):
         train_imagenet(tiny(data), tmp_path / "run")
 
 
+def test_a_run_dir_holding_only_a_config_is_taken_by_the_next_run(tmp_path, data):
+    RunDir(tmp_path / "run").write_config(tiny(data, iters=2).to_dict())  # never reached a checkpoint
+    assert train_imagenet(tiny(data), tmp_path / "run")["status"] == "finished"
+    assert RunDir(tmp_path / "run").read_config()["config_hash"] == tiny(data).config_hash()
+
+
 def test_cli_eval_protocols_write_eval_json(tmp_path, data):
     out = tmp_path / "run"
     res = cli(*TRAIN_ARGS, "--data-dir", str(data), "--out", str(out))
@@ -258,3 +264,23 @@ def test_cli_train_imagenet_with_another_depth_names_the_imagenet_depths(tmp_pat
     message = " ".join(err.split())
     assert code == 2 and "ImageNet depths are 18, 34, 50, 101, 152" in message and "(8, 14, 20" not in message
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_eval_tests_a_run_at_its_own_sizes(tmp_path, data, monkeypatch, capsys):
+    """A tiny-scale run (28-px crops of 32-px images) is 10-crop tested at 32/28, not at the paper's 256/224."""
+    import resrepro.data.imagenet_eval as imagenet_eval
+
+    train_imagenet(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append({k: kwargs[k] for k in ("resize", "crop", "workers")})
+        return real(*args, **kwargs)
+
+    real = imagenet_eval.evaluate
+    monkeypatch.setattr(imagenet_eval, "evaluate", spy)
+    code, out, err = in_process_cli(monkeypatch, capsys, "eval", str(tmp_path / "run"), "--ten-crop", "--device",
+                                    "cpu", "--format", "json")
+    assert code == 0, err
+    assert seen == [{"resize": 32, "crop": 28, "workers": 0}]  # the run's sizes and its workers
+    assert json.loads((tmp_path / "run" / "eval" / "ten-crop.json").read_text()) == json.loads(out)
