@@ -205,16 +205,18 @@ def eval_(
                                        "(default: the run's)."),
     data_dir: Path | None = typer.Option(None, help="Where the dataset is, if not where the run had it "
                                          "(ImageNet: the folder holding val/)."),
-    center: bool = typer.Option(False, "--center", help="ImageNet: shorter side 256, center 224 crop (default)."),
+    center: bool = typer.Option(False, "--center", help="ImageNet: shorter side 256, center 224 crop (default; a "
+                            "run is tested at its own sizes)."),
     ten_crop: bool = typer.Option(False, "--ten-crop", help="ImageNet: 10-crop testing (Tables 2-3)."),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="ImageNet: fully-convolutional multi-scale "
                                      "testing, shorter side 224..640 (Table 4)."),
     import_: str | None = typer.Option(None, "--import", help="Evaluate a library model instead of a run: "
                                        "torchvision:resnet50 or timm:resnet50 (needs --data-dir)."),
-    weights: Path | None = typer.Option(None, help="With --import: a local state-dict file (nothing is "
-                                        "downloaded; without it the model is randomly initialised)."),
+    weights: Path | None = typer.Option(None, help="Required with --import: a local state-dict file of its "
+                                        "trained weights (nothing is downloaded)."),
     max_images: int | None = typer.Option(None, help="ImageNet: evaluate this many val images, spread evenly."),
-    workers: int = typer.Option(4, help="ImageNet: data-loading processes."),
+    workers: int | None = typer.Option(None, help="ImageNet: data-loading processes (default: the run's; 4 "
+                                       "with --import)."),
     scales: str | None = typer.Option(None, hidden=True, help="Multi-scale shorter sides, e.g. 64,96 (tests)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     fmt: OutFormat = typer.Option(OutFormat.text, "--format", help="text or json."),
@@ -262,30 +264,23 @@ def _eval_imagenet(run, import_, weights, protocol, data_dir, device, max_images
     """Evaluate a run (writing RUN/eval/<protocol>.json) or an imported library model (printing only)."""
     from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
     from resrepro.errors import ResreproError
-    from resrepro.io import write_json
-    from resrepro.train.imagenet_load import import_model, load_trained_imagenet
-    from resrepro.train.imagenet_spec import DEFAULT_DATA_DIR
+    from resrepro.train.imagenet_load import evaluate_run, import_model
     from resrepro.train.loop import resolve_device
 
-    if import_ is not None:
-        if run is not None:
-            raise ResreproError("--import evaluates a library model: give no run directory with it")
-        if data_dir is None:
-            raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
-        # Library models are trained with mean/std normalisation (torchvision's presets).
-        model, name, normalize = import_model(import_, weights), import_, "mean-std"
-    else:
-        spec, model = load_trained_imagenet(run)
-        name, normalize = spec.model, spec.normalize
-        data_dir = data_dir or spec.data_dir or DEFAULT_DATA_DIR
-    sizes = MULTI_SCALES if scales is None else tuple(_milestones(scales))
-    result = evaluate(model, Path(data_dir).expanduser() / "val", protocol, device=resolve_device(device),
-                      normalize=normalize, max_images=max_images, scales=sizes, workers=workers)
-    result = {"model": name, **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
-    if import_ is None:
-        folder = run if run.is_dir() else run.parent
-        write_json(folder / "eval" / f"{protocol}.json", result)
-    return result
+    sizes = None if scales is None else tuple(_milestones(scales))
+    if import_ is None:  # at the run's own sizes (a tiny-scale run's crop is 28 px, not 224)
+        return evaluate_run(run, protocol, data_dir=data_dir, device=device, max_images=max_images,
+                            scales=sizes, workers=workers)
+    if run is not None:
+        raise ResreproError("--import evaluates a library model: give no run directory with it")
+    if data_dir is None:
+        raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
+    # Library models are trained with mean/std normalisation (torchvision's presets), at the paper's sizes.
+    sizes = sizes or MULTI_SCALES
+    result = evaluate(import_model(import_, weights), Path(data_dir).expanduser() / "val", protocol,
+                      device=resolve_device(device), normalize="mean-std", max_images=max_images, scales=sizes,
+                      workers=4 if workers is None else workers)
+    return {"model": import_, **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
 @app.command()
