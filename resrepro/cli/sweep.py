@@ -72,7 +72,8 @@ def sweep(
     for path in result.rendered:
         err.print(f"wrote {path}", highlight=False)
     err.print(f"{len(result.skipped)} finished before, {len(result.trained)} trained, "
-              f"{len(result.failed)} failed")
+              f"{len(result.failed)} failed" + (f"; {len(result.evaluated)} evaluations written under RUN/eval/"
+                                                if result.evaluated else ""))
     if result.failed:
         for message in result.failed.values():
             err.print(f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True)
@@ -104,10 +105,6 @@ def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
     err.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(left)} to train"
               + (f", about {sum(h for h in left if h is not None):.1f} GPU-hours" if left else "")
               + (f" plus {unknown} never measured" if unknown else ""))
-    unavailable = [i for i in items if i.status == "unavailable"]
-    if unavailable:
-        note = unavailable[0].note
-        err.print(f"[yellow]unavailable:[/] {len(unavailable)} runs, e.g. {note}", highlight=False)
     for i in items:
         if i.status == "conflict":
             err.print(f"[yellow]conflict:[/] {i.note}", highlight=False, soft_wrap=True)
