@@ -18,7 +18,7 @@ from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
 from resrepro.sweep_jobs import Report, SlurmOptions, TrainFn, in_process, per_gpu, slurm_array, train_any
 from resrepro.train.imagenet_spec import ImageNetSpec
-from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
+from resrepro.train.rundir import CONFIG, SUMMARY, RunDir
 from resrepro.train.spec import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
@@ -91,8 +91,7 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocol
         return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
     if (run_dir / CONFIG).exists():
         stored = _stored_hash(rd.read_config())
-        started = any((run_dir / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY))
-        if stored != run.spec.config_hash() and not started:  # failed before its first checkpoint: free
+        if stored != run.spec.config_hash() and not rd.has_started():  # died before its first checkpoint
             return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
         if stored != run.spec.config_hash():
             note = (f"{run_dir} holds another configuration (hash {stored}, the experiment wants "

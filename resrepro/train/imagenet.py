@@ -29,7 +29,7 @@ from resrepro.train.loop import (
     stop_requests,
 )
 from resrepro.train.provenance import provenance
-from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
+from resrepro.train.rundir import CONFIG, RunDir
 from resrepro.train.schedule import Schedule
 
 STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see _agreed_stop)
@@ -286,8 +286,7 @@ def train_imagenet(spec: ImageNetSpec, run_dir: str | Path, *, progress: bool = 
 
 def _claim(run: RunDir, spec: ImageNetSpec, *, write: bool) -> None:
     """Write config.json (``write``), or check that the run directory holds this same configuration."""
-    started = any((run.path / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY))
-    if (run.path / CONFIG).exists() and (started or not write):
+    if (run.path / CONFIG).exists() and (run.has_started() or not write):
         existing = ImageNetSpec.from_dict(run.read_config())
         if existing.config_hash() != spec.config_hash():
             mine = spec.identity()
@@ -298,5 +297,5 @@ def _claim(run: RunDir, spec: ImageNetSpec, *, write: bool) -> None:
         return
     if run.path.exists() and any(p.name != CONFIG for p in run.path.iterdir()):
         raise ResreproError(f"{run.path} is not empty and is not a resrepro run; choose another --out")
-    if write:  # a config.json alone is a run that failed before its first checkpoint: free to take
+    if write:  # a config.json alone (RunDir.has_started) is free to take
         run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})

@@ -23,7 +23,7 @@ from resrepro.errors import ResreproError
 from resrepro.train.build import build_model
 from resrepro.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from resrepro.train.provenance import provenance
-from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
+from resrepro.train.rundir import CONFIG, RunDir
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import RunSpec
 
@@ -223,16 +223,12 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
 
 
 def _holds_this_run(run: RunDir, spec: RunSpec) -> bool:
-    """Whether ``run`` already holds this configuration; raise if it holds another run that has started.
-
-    A config.json with no checkpoint, metrics or summary beside it is a run that failed before its first
-    checkpoint (diverged, out of memory, killed): nothing is lost by letting a corrected command take it.
-    """
+    """Whether ``run`` already holds this configuration; raise if it holds another run that has started."""
     if (run.path / CONFIG).exists():
         existing = RunSpec.from_dict({k: v for k, v in run.read_config().items() if k != "config_hash"})
         if existing.config_hash() == spec.config_hash():
             return True
-        if not any((run.path / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY)):
+        if not run.has_started():
             return False
         diff = {k: (v, spec.identity()[k]) for k, v in existing.identity().items() if spec.identity()[k] != v}
         shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())

@@ -43,6 +43,11 @@ class RunDir:
         p = self.path / SUMMARY
         return _read_json(p) if p.exists() else None
 
+    def has_started(self) -> bool:
+        """Whether a run has left anything but its config.json: one that died before its first checkpoint
+        (diverged, out of memory, killed) has nothing to lose, and its directory is free to take."""
+        return any((self.path / name).exists() for name in (CHECKPOINT, METRICS, SUMMARY))
+
     def is_finished(self) -> bool:
         s = self.read_summary()
         return bool(s and s.get("status") == "finished")
