@@ -15,6 +15,7 @@ from resrepro.experiments import Experiment, load_experiment
 from resrepro.sweep import PlanItem, SlurmOptions, plan, run_sweep
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import RunSpec
+from tests.inprocess import in_process_cli
 
 # Module-level trainers: worker processes and submitit pickle them by reference.
 
@@ -226,16 +227,7 @@ def test_tables_are_written_as_markdown(tmp_path, monkeypatch):
 
 
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from resrepro.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["resrepro", "sweep", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return in_process_cli(monkeypatch, capsys, "sweep", *args)
 
 
 def test_cli_unknown_experiment_is_one_line_exit_2(monkeypatch, capsys):

@@ -16,6 +16,7 @@ from resrepro.train.imagenet import train_imagenet
 from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
 from tests.imagefolder import write_imagefolder
+from tests.inprocess import in_process_cli
 
 
 @pytest.fixture(scope="module")
@@ -115,20 +116,6 @@ def test_ddp_two_processes_match_one_process_with_the_same_micro_batches(tmp_pat
     assert [r["iter"] for r in a] == [r["iter"] for r in b] == [2, 4]
     assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-3)
     assert RunDir(tmp_path / "ddp").read_summary()["world_size"] == 2
-
-
-def in_process_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """`resrepro ARGS` in this process (no interpreter start-up): exit code, stdout, stderr."""
-    from resrepro.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["resrepro", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_cli_eval_import_scores_the_given_weights_and_refuses_without(tmp_path, data, monkeypatch, capsys):
