@@ -91,9 +91,9 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocol
         return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
     if (run_dir / CONFIG).exists():
         stored = _stored_hash(rd.read_config())
-        if stored != run.spec.config_hash() and not rd.has_started():  # died before its first checkpoint
-            return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
         if stored != run.spec.config_hash():
+            if not rd.has_started():  # died before its first checkpoint: free to take
+                return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
             note = (f"{run_dir} holds another configuration (hash {stored}, the experiment wants "
                     f"{run.spec.config_hash()}): move it away or sweep into another --runs folder")
             return PlanItem(run, run_dir, "conflict", note=note)
