@@ -59,7 +59,8 @@ class SweepResult:
 
     @property
     def skipped(self) -> list[Path]:
-        return [i.run_dir for i in self.plan if i.status == "finished"]
+        """The runs trained before this sweep (some may now have been evaluated)."""
+        return [i.run_dir for i in self.plan if i.status in ("finished", "evaluate")]
 
 
 def plan(experiment: Experiment, runs_root: str | Path) -> list[PlanItem]:

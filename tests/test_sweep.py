@@ -190,6 +190,7 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
     again = run_sweep(table4, tmp_path / "runs", train_fn=never_train, executor="debug", render=False,
                       slurm=SlurmOptions(folder=tmp_path / "logs"))
     assert not again.trained and not again.failed and len(again.evaluated) == 2
+    assert again.skipped == [runs / "plain18-s0", runs / "resnet18-A-s0"]  # "2 finished before", not 0
     written = json.loads((runs / "plain18-s0" / "eval" / "multi-scale.json").read_text())
     assert (written["protocol"], written["scales"], written["images"]) == ("multi-scale", [28, 36], 300)
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("ten-crop.json")} == before
