@@ -110,3 +110,12 @@ def check(spec: RunSpec) -> None:
         raise ResreproError(f"milestones must be increasing, got {list(spec.milestones)}")
     if spec.lr <= 0 or spec.val_split < 0:
         raise ResreproError("lr must be positive and val-split non-negative")
+
+
+def runtime_fields(config: dict[str, Any]) -> frozenset[str]:
+    """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family
+    (``family`` missing: a CIFAR run written before families were recorded)."""
+    from resrepro.train import imagenet_spec
+
+    family = config.get("family", "cifar")
+    return frozenset(imagenet_spec.RUNTIME_FIELDS if family == "imagenet" else RUNTIME_FIELDS + ("verify",))
