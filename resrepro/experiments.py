@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
-from resrepro.train.imagenet_spec import ImageNetSpec
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import CifarSpec, ImageNetSpec, RunSpec
 
 try:
     import tomllib
@@ -32,7 +31,7 @@ _TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
 _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
-_SETTINGS = tuple(dict.fromkeys(f.name for spec in (RunSpec, ImageNetSpec) for f in dataclasses.fields(spec)
+_SETTINGS = tuple(dict.fromkeys(f.name for spec in (CifarSpec, ImageNetSpec) for f in dataclasses.fields(spec)
                                 if f.name not in ("model", "seed")))
 
 
@@ -45,7 +44,7 @@ class PlannedRun:
     seed: int
     run_dir_rel: Path  # <group>/<scale>/<name>, relative to the runs root
     settings: dict[str, Any] = field(compare=False)  # everything the TOML set, model and seed included
-    spec: RunSpec | ImageNetSpec  # by the model's family: CIFAR nets train with RunSpec, ImageNet nets not
+    spec: RunSpec  # of the model's family: CifarSpec or ImageNetSpec
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Experiment:
     @property
     def dataset(self) -> str | None:
         """The one dataset all runs use at this scale (None if they mix)."""
-        names = {r.settings.get("dataset", RunSpec.dataset) for r in self.runs}
+        names = {r.spec.dataset for r in self.runs}
         return names.pop() if len(names) == 1 else None
 
 
@@ -164,7 +163,7 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
         raise ctx.error(f"{where}: {e}", model) from None
     name = f"{arch.name}-s{seed}"
     full = {**settings, "model": arch.name, "seed": seed}
-    spec_type = ImageNetSpec if arch.family == "imagenet" else RunSpec
+    spec_type = ImageNetSpec if arch.family == "imagenet" else CifarSpec
     try:
         spec = spec_type.from_dict(full)
     except (ResreproError, TypeError, ValueError) as e:

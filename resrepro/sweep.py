@@ -17,9 +17,9 @@ from typing import Any
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
 from resrepro.sweep_jobs import Report, SlurmOptions, TrainFn, in_process, per_gpu, slurm_array, train_any
-from resrepro.train.imagenet_spec import ImageNetSpec
-from resrepro.train.rundir import CONFIG, SUMMARY, RunDir
-from resrepro.train.spec import RunSpec
+from resrepro.train.evaluate import eval_path
+from resrepro.train.rundir import SUMMARY, RunDir
+from resrepro.train.spec import ImageNetSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
 
@@ -82,42 +82,22 @@ def evaluations(experiment: Experiment) -> tuple[str, ...]:
 
 
 def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocols: tuple[str, ...]) -> PlanItem:
-    from resrepro.train.imagenet_load import eval_path
-
     speed = speeds.get(_speed_key(run.spec.to_dict()))
     evals = tuple(p for p in protocols if not eval_path(run_dir, p).exists()) \
         if isinstance(run.spec, ImageNetSpec) else ()
     rd = RunDir(run_dir)
-    if not (run_dir / CONFIG).exists() and not rd.checkpoint.exists():
+    held = rd.holding(run.spec)
+    if held == "free":  # nothing there, or a run that died before its first checkpoint
         return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
-    if (run_dir / CONFIG).exists():
-        stored = _stored_hash(rd.read_config())
-        if stored != run.spec.config_hash():
-            if not rd.has_started():  # died before its first checkpoint: free to take
-                return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
-            note = (f"{run_dir} holds another configuration (hash {stored}, the experiment wants "
-                    f"{run.spec.config_hash()}): move it away or sweep into another --runs folder")
-            return PlanItem(run, run_dir, "conflict", note=note)
+    if held != "this":
+        what = "files that are no resrepro run" if held == "foreign" else "another configuration"
+        note = (f"{run_dir} holds {what} (the experiment wants hash {run.spec.config_hash()}): move it away or "
+                "sweep into another --runs folder")
+        return PlanItem(run, run_dir, "conflict", note=note)
     if rd.is_finished():
         return PlanItem(run, run_dir, "evaluate" if evals else "finished", images_per_s=speed, evals=evals)
     done = max((int(r["iter"]) for r in rd.read_metrics() if isinstance(r.get("iter"), int)), default=0)
     return PlanItem(run, run_dir, "partial", done_iters=done, images_per_s=speed, evals=evals)
-
-
-def _stored_hash(config: dict[str, Any]) -> str | None:
-    if config.get("family") == "imagenet":
-        # Recomputed, not read: a run written before a setting existed (scale, crop) ran with its default.
-        try:
-            return ImageNetSpec.from_dict(config).config_hash()
-        except (ResreproError, TypeError):
-            return None
-    if "config_hash" in config:
-        return config["config_hash"]
-    try:
-        known = {k: v for k, v in config.items() if k in RunSpec.__dataclass_fields__}
-        return RunSpec.from_dict(known).config_hash()
-    except (ResreproError, TypeError):
-        return None
 
 
 def _speed_key(config: dict[str, Any]) -> tuple:
@@ -180,8 +160,6 @@ def run_sweep(
             slurm = slurm or SlurmOptions()
             folder = slurm.folder or runs_root / ".submitit" / f"{experiment.group}-{experiment.scale}"
             outcomes = slurm_array(todo, executor, slurm, folder, train_fn, report)
-        from resrepro.train.imagenet_load import eval_path
-
         for item in todo:
             error = outcomes[item.run_dir]
             if error is not None:

@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING, Any
 import submitit.helpers
 
 from resrepro.errors import ResreproError
-from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.rundir import RunDir
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import ImageNetSpec, RunSpec
 
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
 
-Spec = RunSpec | ImageNetSpec
-TrainFn = Callable[[Spec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
+TrainFn = Callable[[RunSpec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
 Report = Callable[[str], None]
 
 
@@ -40,18 +38,14 @@ class SlurmOptions:
 
 
 
-def train_any(spec: Spec, run_dir: Path, *, progress: bool = False) -> Any:
-    """The trainer of the spec's family (module-level, so worker processes and Slurm can unpickle it)."""
-    if isinstance(spec, ImageNetSpec):
-        from resrepro.train.imagenet import train_imagenet
-
-        return train_imagenet(spec, run_dir, progress=progress)
+def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False) -> Any:
+    """The one trainer, for a spec of any family (module-level, so worker processes and Slurm can unpickle it)."""
     from resrepro.train.loop import train
 
     return train(spec, run_dir, progress=progress)
 
 
-def _attempt(train_fn: TrainFn, spec: Spec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
+def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
     """Train one run unless it has finished, then evaluate it under each protocol of ``evals`` it lacks;
     return None, or a one-line error naming the run directory. Raises only on Ctrl-C."""
     try:
@@ -68,11 +62,11 @@ def _attempt(train_fn: TrainFn, spec: Spec, run_dir: Path, evals: tuple[str, ...
 
 def _evaluate(spec: ImageNetSpec, run_dir: Path, protocol: str) -> None:
     """RUN/eval/<protocol>.json, as `resrepro eval RUN --<protocol>` writes it, unless it is there already."""
-    from resrepro.train.imagenet_load import eval_path, evaluate_run
+    from resrepro.train.evaluate import eval_path, evaluate_run
 
     if not eval_path(run_dir, protocol).exists():
         try:
-            evaluate_run(run_dir, protocol, device=spec.device)
+            evaluate_run(run_dir, protocol=protocol, device=spec.device)
         except ResreproError as e:
             raise ResreproError(f"{protocol} evaluation: {e}") from None
 
@@ -138,7 +132,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __init__(self, train_fn: TrainFn) -> None:
         self.train_fn = train_fn
 
-    def __call__(self, spec: Spec, run_dir: Path, evals: tuple[str, ...]) -> str | None:
+    def __call__(self, spec: RunSpec, run_dir: Path, evals: tuple[str, ...]) -> str | None:
         # Errors come back as values: submitit's debug executor opens pdb on an exception.
         return _attempt(self.train_fn, spec, run_dir, evals)
 

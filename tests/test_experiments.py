@@ -10,7 +10,7 @@ import pytest
 from resrepro.errors import ResreproError
 from resrepro.experiments import list_experiments, load_experiment
 from resrepro.models.registry import resolve
-from resrepro.train.imagenet_spec import ImageNetSpec
+from resrepro.train.spec import ImageNetSpec
 
 PAPER_ARTEFACTS = {"fig1", "fig4", "fig6", "fig7", "table2", "table3", "table4", "table6", "ablation-cifar"}
 

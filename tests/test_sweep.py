@@ -14,13 +14,13 @@ import pytest
 from resrepro.experiments import Experiment, load_experiment
 from resrepro.sweep import PlanItem, SlurmOptions, plan, run_sweep
 from resrepro.train.rundir import RunDir
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import CifarSpec
 from tests.inprocess import in_process_cli
 
 # Module-level trainers: worker processes and submitit pickle them by reference.
 
 
-def fake_train(spec: RunSpec, run_dir: Path) -> dict:
+def fake_train(spec: CifarSpec, run_dir: Path) -> dict:
     """Leave what a finished run leaves, and count the calls in the run directory."""
     rd = RunDir(run_dir)
     rd.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
@@ -31,7 +31,7 @@ def fake_train(spec: RunSpec, run_dir: Path) -> dict:
     return summary
 
 
-def flaky_train(spec: RunSpec, run_dir: Path) -> dict:
+def flaky_train(spec: CifarSpec, run_dir: Path) -> dict:
     if spec.model == "plain20":
         raise RuntimeError("out of luck")
     return fake_train(spec, run_dir)
@@ -55,7 +55,7 @@ def test_second_sweep_trains_nothing(tmp_path, fig1):
     assert [calls(tmp_path / "cifar10/tiny" / n) for n in ("plain20-s0", "plain56-s0")] == [1, 1]
 
 
-def _partial(run_dir: Path, spec: RunSpec, at_iter: int) -> None:
+def _partial(run_dir: Path, spec: CifarSpec, at_iter: int) -> None:
     rd = RunDir(run_dir)
     rd.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
     rd.checkpoint.write_bytes(b"not read by the plan")

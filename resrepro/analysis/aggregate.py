@@ -18,14 +18,14 @@ import pandas as pd
 
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import CONFIG, RunDir
-from resrepro.train.spec import RUNTIME_FIELDS
+from resrepro.train.spec import runtime_fields
 
 REQUIRED_KEYS = ("model", "dataset")
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
 ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
 # What may differ between the seeds of one experiment: the seed, and where or how fast it ran. The model is
 # compared by its canonical name instead (``resnet20-A`` and ``resnet20`` are one net).
-NOT_SETTING = frozenset({"seed", "config_hash", "verify", "model", *RUNTIME_FIELDS})
+NOT_SETTING = frozenset({"seed", "config_hash", "family", "model"})
 COLUMNS = (
     "path", "model", "dataset", "seed", "iters", "width", "config_hash", "setting", "finished", "iter",
     "eval_split",
@@ -73,7 +73,7 @@ def canonical_model(name: str) -> str:
 def setting(config: dict[str, Any]) -> str:
     """The run's config without seed, model spelling and runtime fields: runs with equal settings are seeds
     of one experiment."""
-    kept = {k: v for k, v in config.items() if k not in NOT_SETTING}
+    kept = {k: v for k, v in config.items() if k not in NOT_SETTING | runtime_fields(config)}
     return json.dumps(kept, sort_keys=True, default=str)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from enum import Enum
 from typing import Any, NoReturn
 
@@ -29,6 +30,12 @@ class Format(str, Enum):
     markdown = "markdown"
     csv = "csv"
     json = "json"
+
+
+def choices(name: str, literal: Any) -> type[Enum]:
+    """A str Enum of a ``Literal[...]``'s values, for Typer, which lists an Enum's values as the choices."""
+    values = typing.get_args(literal)
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

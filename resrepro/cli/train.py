@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
-from resrepro.cli.common import app, err
+from resrepro.cli.common import app, choices, err
 from resrepro.cli.models import Family
+from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -20,21 +21,14 @@ class Shortcut(str, Enum):
     C = "C"
 
 
-class Dataset(str, Enum):
-    cifar10 = "cifar10"
-    digits = "digits"
-    synthetic = "synthetic"
-
-
-class Normalize(str, Enum):
-    pixel_mean = "pixel-mean"
-    mean_std = "mean-std"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp32 = "fp32"
+# The choices are the specs' own Literal types: declared once, there.
+DatasetChoice = choices("DatasetChoice", CifarDataset)
+NormalizeChoice = choices("NormalizeChoice", Normalize)
+PrecisionChoice = choices("PrecisionChoice", Precision)
+CHANNELS_LAST_HELP = ("NHWC memory layout (default: on; `resrepro bench` times both layouts on a CPU). Same "
+                      "numbers up to float rounding.")
+# A backslash keeps rich from reading [tensorboard] as markup and dropping it.
+TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro\\[tensorboard]')."
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -55,32 +49,36 @@ def train_cifar(
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>). If it holds this "
                                     "run, training resumes from its checkpoint."),
-    dataset: Dataset = typer.Option(Dataset.cifar10, help="cifar10 (the paper's), digits (real 16×16 images, "
+    dataset: DatasetChoice = typer.Option(CifarSpec.dataset, help="cifar10 (the paper's), digits (real 16×16 images, "
                                     "offline; the tiny scale) or synthetic (smoke tests)."),
     data_dir: Path | None = typer.Option(
         None, help="Folder holding cifar-10-batches-py/ (default: ~/.cache/resrepro/data)."),
     download: bool = typer.Option(False, help="Download CIFAR-10 into --data-dir first (needs the network)."),
     skip_checksum: bool = typer.Option(False, help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
-    iters: int = typer.Option(64_000, help="Training iterations (paper: 64k)."),
-    batch_size: int = typer.Option(128, help="Mini-batch size (paper: 128)."),
-    lr: float = typer.Option(0.1, help="Base learning rate (paper: 0.1)."),
-    milestones: str = typer.Option("32000,48000", help="Iterations at which lr is divided by 10 (paper: 32k, 48k)."),
-    momentum: float = typer.Option(0.9, help="SGD momentum (paper: 0.9)."),
-    weight_decay: float = typer.Option(1e-4, help="Weight decay (paper: 1e-4)."),
+    iters: int = typer.Option(CifarSpec.iters, help="Training iterations (paper: 64k)."),
+    batch_size: int = typer.Option(CifarSpec.batch_size, help="Mini-batch size (paper: 128)."),
+    lr: float = typer.Option(CifarSpec.lr, help="Base learning rate (paper: 0.1)."),
+    milestones: str = typer.Option(",".join(map(str, CifarSpec.milestones)),
+                                   help="Iterations at which lr is divided by 10 (paper: 32k, 48k)."),
+    momentum: float = typer.Option(CifarSpec.momentum, help="SGD momentum (paper: 0.9)."),
+    weight_decay: float = typer.Option(CifarSpec.weight_decay, help="Weight decay (paper: 1e-4)."),
     warmup: bool | None = typer.Option(None, "--warmup/--no-warmup", help="Hold lr at 0.01 until training error "
                                        "< 80%, then use --lr (paper: ResNet-110) (default: on for n >= 18)."),
-    normalize: Normalize = typer.Option(Normalize.pixel_mean, help="pixel-mean (paper) or mean-std (peer style)."),
-    augment: bool = typer.Option(True, help="Pad-4 random crop and horizontal flip (paper)."),
-    val_split: int = typer.Option(0, help="Hold out this many training images and report error on them instead of "
-                                  "the test set (paper: 5000, to choose the schedule)."),
-    width: int = typer.Option(16, help="First-stage filters (paper: 16)."),
-    eval_every: int = typer.Option(1_000, help="Evaluate and log every this many iterations."),
-    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    normalize: NormalizeChoice = typer.Option(CifarSpec.normalize, help="pixel-mean (paper) or mean-std (peer "
+                                              "style)."),
+    augment: bool = typer.Option(CifarSpec.augment, help="Pad-4 random crop and horizontal flip (paper)."),
+    val_split: int = typer.Option(CifarSpec.val_split, help="Hold out this many training images and report error "
+                                  "on them instead of the test set (paper: 5000, to choose the schedule)."),
+    width: int = typer.Option(CifarSpec.width, help="First-stage filters (paper: 16)."),
+    eval_every: int = typer.Option(CifarSpec.eval_every, help="Evaluate, log and checkpoint every this many "
+                                   "iterations."),
+    precision: PrecisionChoice = typer.Option(CifarSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1, ..."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
     grad_checkpoint: bool = typer.Option(False, help="Recompute activations per stage in backward (ResNet-1202 on "
                                          "small GPUs): same result, less memory, more time."),
-    tensorboard: bool = typer.Option(False, help="Also log to RUN/tensorboard (needs resrepro[tensorboard])."),
+    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
@@ -93,18 +91,17 @@ def train_cifar(
     from resrepro.data.cifar import load_dataset
     from resrepro.models.registry import cifar_spec
     from resrepro.train.loop import train
-    from resrepro.train.spec import RunSpec
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
     if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
-    spec = RunSpec(
+    spec = CifarSpec(
         model=model, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, lr=lr,
         momentum=momentum, weight_decay=weight_decay, milestones=_milestones(milestones), warmup=warmup,
         augment=augment, normalize=normalize.value, val_split=val_split, width=width, eval_every=eval_every,
         checkpoint_every=eval_every, precision=precision.value, grad_checkpoint=grad_checkpoint,
-        data_dir=str(data_dir) if data_dir else None, device=device, compile=compile, tensorboard=tensorboard,
-        verify=not skip_checksum,
+        data_dir=str(data_dir) if data_dir else None, device=device, compile=compile, channels_last=channels_last,
+        tensorboard=tensorboard, verify=not skip_checksum,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
@@ -128,24 +125,30 @@ def train_imagenet(
                                          "(default: ~/.cache/resrepro/data/imagenet)."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>)."),
-    iters: int = typer.Option(600_000, help="Training iterations (paper: 600k)."),
-    batch_size: int = typer.Option(256, help="Global mini-batch over all processes (paper: 256)."),
-    lr: float = typer.Option(0.1, help="Base learning rate (paper: 0.1)."),
-    milestones: str = typer.Option("150000,300000,450000", help="Iterations at which lr is divided by 10. "
-                                   "Deviation: the paper divides 'when the error plateaus'; these are ~30/60/90 "
-                                   "epochs."),
-    momentum: float = typer.Option(0.9, help="SGD momentum (paper: 0.9)."),
-    weight_decay: float = typer.Option(1e-4, help="Weight decay (paper: 1e-4)."),
-    normalize: Normalize = typer.Option(Normalize.pixel_mean, help="pixel-mean (paper) or mean-std."),
+    iters: int = typer.Option(ImageNetSpec.iters, help="Training iterations (paper: 600k)."),
+    batch_size: int = typer.Option(ImageNetSpec.batch_size, help="Global mini-batch over all processes (paper: "
+                                   "256)."),
+    lr: float = typer.Option(ImageNetSpec.lr, help="Base learning rate (paper: 0.1)."),
+    milestones: str = typer.Option(",".join(map(str, ImageNetSpec.milestones)), help="Iterations at which lr is "
+                                   "divided by 10. Deviation: the paper divides 'when the error plateaus'; these "
+                                   "are ~30/60/90 epochs."),
+    momentum: float = typer.Option(ImageNetSpec.momentum, help="SGD momentum (paper: 0.9)."),
+    weight_decay: float = typer.Option(ImageNetSpec.weight_decay, help="Weight decay (paper: 1e-4)."),
+    normalize: NormalizeChoice = typer.Option(ImageNetSpec.normalize, help="pixel-mean (paper) or mean-std."),
     num_classes: int | None = typer.Option(None, help="Model outputs (default: one per class folder)."),
-    width: int = typer.Option(64, help="conv1/conv2_x filters (paper: 64); smaller for tiny runs."),
-    accumulate: int = typer.Option(1, help="Micro-batches per process per step (BN statistics per micro-batch, "
-                                   "as on that many GPUs)."),
-    eval_every: int = typer.Option(5_000, help="Center-crop validation and checkpoint every this many iterations."),
-    workers: int = typer.Option(8, help="Data-loading processes per GPU."),
-    precision: Precision = typer.Option(Precision.auto, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
+    width: int = typer.Option(ImageNetSpec.width, help="conv1/conv2_x filters (paper: 64); smaller for tiny runs."),
+    accumulate: int = typer.Option(ImageNetSpec.accumulate, help="Micro-batches per process per step (BN "
+                                   "statistics per micro-batch, as on that many GPUs)."),
+    eval_every: int = typer.Option(ImageNetSpec.eval_every, help="Center-crop validation and checkpoint every this "
+                                   "many iterations."),
+    workers: int = typer.Option(ImageNetSpec.workers, help="Data-loading processes per GPU."),
+    precision: PrecisionChoice = typer.Option(ImageNetSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on "
+                                              "CPU."),
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, ... (under torchrun: each process's own GPU)."),
+    channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
+    device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
+                               "GPU)."),
+    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
 ) -> None:
     """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
 
@@ -155,8 +158,7 @@ def train_imagenet(
     import os
 
     from resrepro.models.registry import model_name
-    from resrepro.train.imagenet import init_distributed, train_imagenet
-    from resrepro.train.imagenet_spec import ImageNetSpec
+    from resrepro.train.loop import init_distributed, train
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -165,7 +167,8 @@ def train_imagenet(
         model=model, seed=seed, iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, milestones=_milestones(milestones), normalize=normalize.value,
         num_classes=num_classes, width=width, accumulate=accumulate, eval_every=eval_every,
-        checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile, device=device,
+        checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile,
+        channels_last=channels_last, device=device, tensorboard=tensorboard,
         data_dir=str(data_dir) if data_dir else None,
     )
     if world > 1:
@@ -175,7 +178,7 @@ def train_imagenet(
         err.print(f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch {spec.batch_size} over {world} "
                   f"process{'es' if world > 1 else ''}) → {out}")
     try:
-        summary = train_imagenet(spec, out, progress=rank == 0)
+        summary = train(spec, out, progress=rank == 0)
     finally:
         if world > 1:
             import torch.distributed as dist
@@ -228,59 +231,32 @@ def eval_(
     import json
 
     from resrepro.errors import ResreproError
+    from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
     if len(chosen) > 1:
         raise ResreproError("choose one of --center, --ten-crop, --multi-scale")
-    if import_ is None and run is None:
+    protocol = chosen[0] if chosen else None
+    sizes = None if scales is None else _milestones(scales)
+    if import_ is not None:
+        if run is not None:
+            raise ResreproError("--import evaluates a library model: give no run directory with it")
+        result = evaluate_import(import_, weights, data_dir=data_dir, protocol=protocol or "center", device=device,
+                                 max_images=max_images, scales=sizes, workers=workers)
+    elif run is None:
         raise ResreproError("name a run directory or checkpoint to evaluate (or --import a library model)")
-    from resrepro.train.imagenet_load import is_imagenet_run
-
-    if import_ is not None or is_imagenet_run(run):
-        if split is not None:
-            raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
-        result = _eval_imagenet(run, import_, weights, chosen[0] if chosen else "center", data_dir, device,
-                                max_images, scales, workers)
-        if fmt is OutFormat.json:
-            typer.echo(json.dumps(result))
-        else:
-            typer.echo(f"{result['model']} on ImageNet val ({result['protocol']}): top-1 error "
-                       f"{100 * result['top1_error']:.2f}%, top-5 error {100 * result['top5_error']:.2f}%, "
-                       f"loss {result['loss']:.4f} ({result['images']} images)")
-        return
-    if chosen or weights:
-        raise ResreproError(f"{run} is a CIFAR run: --center/--ten-crop/--multi-scale/--weights are for ImageNet")
-    from resrepro.train.evaluate import evaluate_run
-
-    result = evaluate_run(run, split=split.value if split else None, data_dir=data_dir, device=device)
+    elif weights is not None:
+        raise ResreproError("--weights goes with --import; a run directory or checkpoint holds its own weights")
+    else:
+        result = evaluate_run(run, split=split.value if split else None, protocol=protocol, data_dir=data_dir,
+                              device=device, max_images=max_images, scales=sizes, workers=workers)
     if fmt is OutFormat.json:
         typer.echo(json.dumps(result))
-    else:
-        typer.echo(f"{result['model']} on {result['dataset']}/{result['split']}: error {100 * result['error']:.2f}%, "
-                   f"loss {result['loss']:.4f} ({result['images']} images)")
-
-
-def _eval_imagenet(run, import_, weights, protocol, data_dir, device, max_images, scales, workers) -> dict:
-    """Evaluate a run (writing RUN/eval/<protocol>.json) or an imported library model (printing only)."""
-    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
-    from resrepro.errors import ResreproError
-    from resrepro.train.imagenet_load import evaluate_run, import_model
-    from resrepro.train.loop import resolve_device
-
-    sizes = None if scales is None else tuple(_milestones(scales))
-    if import_ is None:  # at the run's own sizes (a tiny-scale run's crop is 28 px, not 224)
-        return evaluate_run(run, protocol, data_dir=data_dir, device=device, max_images=max_images,
-                            scales=sizes, workers=workers)
-    if run is not None:
-        raise ResreproError("--import evaluates a library model: give no run directory with it")
-    if data_dir is None:
-        raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
-    # Library models are trained with mean/std normalisation (torchvision's presets), at the paper's sizes.
-    sizes = sizes or MULTI_SCALES
-    result = evaluate(import_model(import_, weights), Path(data_dir).expanduser() / "val", protocol,
-                      device=resolve_device(device), normalize="mean-std", max_images=max_images, scales=sizes,
-                      workers=4 if workers is None else workers)
-    return {"model": import_, **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+        return
+    top5 = f", top-5 error {100 * result['top5_error']:.2f}%" if "top5_error" in result else ""
+    how = f" ({result['protocol']})" if "protocol" in result else ""
+    typer.echo(f"{result['model']} on {result['dataset']}/{result['split']}{how}: top-1 error "
+               f"{100 * result['top1_error']:.2f}%{top5}, loss {result['loss']:.4f} ({result['images']} images)")
 
 
 @app.command()

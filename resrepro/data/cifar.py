@@ -241,6 +241,8 @@ class BatchStream:
     Each epoch is a fresh permutation; the last incomplete batch is dropped, so a batch never spans two
     epochs (the paper counts iterations of full 128-image batches)."""
 
+    skipped = 0  # images in memory never fail to decode (ImageNet's stream counts those that do)
+
     def __init__(
         self,
         data: ImageSet,

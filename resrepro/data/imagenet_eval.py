@@ -23,6 +23,7 @@ from resrepro.data.imagenet import (
     to_float_image,
 )
 from resrepro.errors import ResreproError
+from resrepro.train.metrics import Tally
 
 PROTOCOLS = ("center", "ten-crop", "multi-scale")
 MULTI_SCALES = (224, 256, 384, 480, 640)  # Table 4: shorter side of the whole image
@@ -120,8 +121,7 @@ def evaluate(
     )
     was_training = model.training
     model.to(device).eval()
-    top1 = top5 = images = 0
-    nll = 0.0
+    tally = Tally(device)
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -135,22 +135,9 @@ def evaluate(
                 else:
                     probs = multi_scale_scores(model, inputs[0], scales)[None]
                 check_num_classes(probs.shape[1], dataset.classes)
-                topk = probs.topk(min(5, probs.shape[1]), dim=1).indices
-                hits = topk == targets[:, None]
-                top1 += int(hits[:, 0].sum())
-                top5 += int(hits.any(dim=1).sum())
-                true_prob = probs.gather(1, targets[:, None]).clamp_min(torch.finfo(torch.float32).tiny)
-                nll += float(-true_prob.log().sum())
-                images += len(targets)
+                tally.add_probs(probs, targets)
     finally:
         model.train(was_training)
-    if images == 0:
+    if tally.images == 0:
         raise ResreproError(f"no readable images in {dataset_root_val}; check the files decode with PIL")
-    return {
-        "top1_error": 1 - top1 / images,
-        "top5_error": 1 - top5 / images,
-        "loss": nll / images,
-        "images": images,
-        "skipped": dataset.skipped,
-        "protocol": protocol,
-    }
+    return {**tally.result(), "skipped": dataset.skipped, "protocol": protocol}

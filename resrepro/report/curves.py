@@ -15,10 +15,10 @@ import pandas as pd
 from resrepro.analysis.aggregate import Run
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import METRICS
-from resrepro.train.spec import RUNTIME_FIELDS
+from resrepro.train.spec import runtime_fields
 
 # Fields that differ between the seeds of one experiment, or only say where/how fast it ran.
-_NOT_SETTING = {"seed", "config_hash", "verify", *RUNTIME_FIELDS}
+_NOT_SETTING = {"seed", "config_hash", "family"}
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "eval_loss", "eval_error")
 
 
@@ -51,7 +51,7 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
 
 def setting(run: Run) -> str:
     """The run's config without its seed and runtime fields: runs with equal settings are seeds of one."""
-    kept = {k: v for k, v in run.config.items() if k not in _NOT_SETTING}
+    kept = {k: v for k, v in run.config.items() if k not in _NOT_SETTING | runtime_fields(run.config)}
     return json.dumps(kept, sort_keys=True, default=str)
 
 

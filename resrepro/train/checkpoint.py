@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -12,6 +12,9 @@ from torch import nn
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write
 from resrepro.train.rundir import CHECKPOINT
+
+if TYPE_CHECKING:
+    from resrepro.train.spec import RunSpec
 
 FORMAT = 1
 
@@ -39,30 +42,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip the prefixes DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) add."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            while k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
+    """Strip the prefixes DataParallel/DDP (``module.``) and torch.compile (``_orig_mod.``) add, with torch's
+    own helper (it also fixes the metadata's keys), on a copy: the caller's dict is left as it was."""
+    from collections import OrderedDict
+
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+    state = OrderedDict(state)
+    for prefix in ("module.", "_orig_mod.", "module."):  # a compiled DDP module nests them
+        consume_prefix_in_state_dict_if_present(state, prefix)
+    return state
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu"):
-    """The RunSpec and trained model (eval mode) of a run directory or checkpoint file."""
-    from resrepro.train.build import build_model
-    from resrepro.train.spec import RunSpec
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, nn.Module]:
+    """The spec and trained model (eval mode) of a run directory or checkpoint file, of any family."""
+    from resrepro.train.spec import spec_from_config
 
     state = load_checkpoint(path)
-    spec = RunSpec.from_dict(state["spec"])
-    classes, channels = int(state.get("num_classes", 10)), int(state.get("in_channels", 3))
-    model = build_model(spec, num_classes=classes, in_channels=channels)
+    if not isinstance(state.get("spec"), dict):
+        raise ResreproError(f"{path} holds weights but no run specification, so resrepro cannot tell which net "
+                            "they belong to: evaluate a run directory or a checkpoint written by `resrepro train`")
+    spec = spec_from_config(state["spec"])
+    model = build_model(spec, state)
     try:
         model.load_state_dict(clean_state_dict(state["model"]))
-    except RuntimeError as e:
+    except (RuntimeError, AttributeError, TypeError) as e:
         raise ResreproError(f"checkpoint {path} does not fit {spec.model}: {str(e).splitlines()[0]}") from None
     return spec, model.to(device).eval()
+
+
+def build_model(spec: RunSpec, state: dict[str, Any]) -> nn.Module:
+    """The untrained net a checkpoint of ``spec`` fits (its classes and input channels as saved)."""
+    from resrepro.models.registry import resolve
+    from resrepro.train.spec import CifarSpec
+
+    classes, channels = int(state.get("num_classes", 10)), int(state.get("in_channels", 3))
+    if isinstance(spec, CifarSpec):
+        from resrepro.train.recipes.cifar import build_cifar_model
+
+        return build_cifar_model(spec, classes, channels)
+    return resolve(spec.model).build(num_classes=classes, width=spec.width)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

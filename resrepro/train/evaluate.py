@@ -1,27 +1,96 @@
-"""Evaluate a trained CIFAR-style run (a run directory or a checkpoint file) on one split."""
+"""Evaluate a trained run of any family (a run directory or a checkpoint file): one ``evaluate_run``, one set
+of result keys — ``top1_error``, ``top5_error`` where the family reports it (ImageNet), ``loss``, ``images``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from resrepro.data.cifar import load_dataset, normalizer
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_trained
-from resrepro.train.loop import evaluate, resolve_device
+from resrepro.train.runtime import resolve_device, use_channels_last
+from resrepro.train.spec import CifarSpec, ImageNetSpec
+
+PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
 
 
-def evaluate_run(path: str | Path, *, split: str | None = None, data_dir: str | Path | None = None,
-                 device: str = "auto") -> dict[str, Any]:
-    """Error and loss of the run's final weights. ``split``: "test", "val", or None for the run's own."""
+def eval_path(run: str | Path, protocol: str) -> Path:
+    """Where an ImageNet run directory (or the one holding a checkpoint file) keeps a protocol's result."""
+    run = Path(run)
+    return (run if run.is_dir() else run.parent) / "eval" / f"{protocol}.json"
+
+
+def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | None = None,
+                 data_dir: str | Path | None = None, device: str = "auto", max_images: int | None = None,
+                 scales: Sequence[int] | None = None, workers: int | None = None) -> dict[str, Any]:
+    """The final weights' error and loss. CIFAR: on ``split`` ("test", "val", None for the run's own). ImageNet:
+    under ``protocol`` (default "center") at the run's own sizes, on its val/ (``data_dir``: where that
+    ImageFolder is now), written to :func:`eval_path` for the tables."""
     dev = resolve_device(device)
     spec, model = load_trained(path, dev)
+    if isinstance(spec, CifarSpec):
+        if protocol not in (None, "center") or max_images or scales:
+            raise ResreproError(f"{path} is a CIFAR run: --ten-crop/--multi-scale/--max-images are for ImageNet")
+        result = _evaluate_cifar(spec, model, split, data_dir, dev)
+    else:
+        if split is not None:
+            raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
+        result = _evaluate_imagenet(spec, model, protocol or "center", data_dir, dev, max_images, scales, workers)
+    result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset, **result}
+    if isinstance(spec, ImageNetSpec):
+        from resrepro.io import write_json
+
+        write_json(eval_path(path, result["protocol"]), result)
+    return result
+
+
+def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev) -> dict[str, Any]:
+    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.train.recipes.cifar import evaluate_set
+
     if split == "val" and spec.val_split == 0:
-        raise ResreproError(f"{path} was trained on the whole training set: it has no val split; use --split test")
+        raise ResreproError(f"{spec.model} was trained on the whole training set: it has no val split; "
+                            "use --split test")
     val_split = spec.val_split if split in (None, "val") else 0
     splits = load_dataset(spec.dataset, data_dir or spec.data_dir, val_split=val_split, verify=spec.verify)
     mean, std = normalizer(splits.train, spec.normalize)
-    spec = spec.replace(device=str(dev))
-    loss, error = evaluate(model, splits.eval, spec, dev, mean, std)
-    return {"run": str(path), "model": spec.model, "dataset": spec.dataset, "split": splits.eval_split,
-            "error": error, "loss": loss, "images": len(splits.eval.labels)}
+    channels_last = use_channels_last(spec.channels_last, dev)
+    if channels_last:
+        import torch
+
+        model = model.to(memory_format=torch.channels_last)
+    result = evaluate_set(model, splits.eval, spec.replace(device=str(dev)), dev, mean, std, channels_last)
+    return {"split": splits.eval_split, **result}
+
+
+def _evaluate_imagenet(spec: ImageNetSpec, model, protocol: str, data_dir, dev, max_images, scales,
+                       workers) -> dict[str, Any]:
+    from resrepro.data.imagenet_eval import evaluate
+
+    root = Path(data_dir).expanduser() if data_dir is not None else spec.data_root()
+    sizes = tuple(scales or spec.test_scales)
+    result = evaluate(model, root / "val", protocol, device=dev, normalize=spec.normalize, max_images=max_images,
+                      scales=sizes, workers=spec.workers if workers is None else workers, resize=spec.scale[0],
+                      crop=spec.crop)
+    return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+
+
+def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Path | None, protocol: str = "center",
+                    device: str = "auto", max_images: int | None = None, scales: Sequence[int] | None = None,
+                    workers: int | None = None) -> dict[str, Any]:
+    """A library model (``torchvision:resnet50``, ``timm:resnet50``) with a local weights file, under an ImageNet
+    protocol at the paper's sizes. Printed only: nothing is written into the user's data folder."""
+    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+    from resrepro.train.imports import import_model
+
+    model = import_model(name, weights)
+    if data_dir is None:
+        raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
+    sizes = tuple(scales or MULTI_SCALES)
+    # Library models are trained with mean/std normalisation (torchvision's presets).
+    result = evaluate(model, Path(data_dir).expanduser() / "val", protocol, device=resolve_device(device),
+                      normalize="mean-std", max_images=max_images, scales=sizes,
+                      workers=4 if workers is None else workers)
+    return {"model": name, "family": "imagenet", "dataset": "imagenet", "split": "val", **result,
+            **({"scales": list(sizes)} if protocol == "multi-scale" else {})}

@@ -1,31 +1,48 @@
-"""The training loop of one CIFAR-style run: one function a reader can hold in their head.
+"""The one training loop, for every family: claim the run directory, resume, step, log, guard, checkpoint, stop.
 
-Fast path on CUDA (DESIGN.md): data resident on the GPU as uint8 and augmented there, channels_last,
-bf16 autocast, torch.compile, and no host sync per step except during the short warm-up.
+A family's recipe (``resrepro.train.recipes``) supplies the model, the batches and the evaluation; everything
+else is here once. Under torchrun every process runs this loop (DDP); only rank 0 writes files. Fast path on
+CUDA: data and augmentation on the device, channels_last, bf16 autocast, torch.compile, and no host sync per
+step except during ResNet-110's short warm-up.
 """
 
 from __future__ import annotations
 
 import math
-import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+import torch.distributed as dist
 from torch.nn import functional as F
 
-from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, load_dataset, normalizer
 from resrepro.errors import ResreproError
-from resrepro.train.build import build_model
 from resrepro.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from resrepro.train.provenance import provenance
-from resrepro.train.rundir import CONFIG, RunDir
-from resrepro.train.schedule import Schedule
+from resrepro.train.recipes import Recipe, make_recipe
+from resrepro.train.rundir import RunDir
+from resrepro.train.runtime import (
+    all_finite,
+    autocast,
+    peak_memory,
+    progress_bar,
+    resolve_device,
+    rng_state,
+    set_rng_state,
+    stop_requests,
+    tensorboard,
+    use_channels_last,
+    use_compile,
+)
 from resrepro.train.spec import RunSpec
+
+STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see _agreed_stop)
+# Steps after each (re)start that are not timed when compiling: the first compiles the graph (seconds to
+# minutes), which is not the run's throughput.
+UNTIMED_COMPILED_STEPS = 3
 
 
 class TrainingInterrupted(ResreproError):
@@ -33,272 +50,285 @@ class TrainingInterrupted(ResreproError):
 
 
 class Diverged(ResreproError):
-    """The loss became NaN/inf; the last good checkpoint is kept."""
+    """The loss or the weights became NaN/inf; the last good checkpoint, if any, is kept."""
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ResreproError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return torch.device(device)
+def init_distributed(local_rank: int, device: str = "auto") -> str:
+    """Join torchrun's process group (its env:// rendezvous); return this process's device."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return f"cuda:{local_rank}" if dev.type == "cuda" else str(dev)
 
 
-def autocast(spec: RunSpec, device: torch.device):
-    bf16 = spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+def _reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        dist.all_reduce(t)
+    return t
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, spec: RunSpec, device: torch.device, mean, std) -> tuple[float, float]:
-    """(mean cross-entropy, error fraction) over a whole split, in eval mode, no augmentation."""
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=device, dtype=torch.float64)
-    wrong = torch.zeros((), device=device, dtype=torch.float64)
-    cl = device.type == "cuda"
-    for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std, channels_last=cl):
-        with autocast(spec, device):
-            out = model(x)
-        loss += F.cross_entropy(out.float(), y, reduction="sum")
-        wrong += (out.argmax(1) != y).sum()
-    model.train(was_training)
-    n = len(data.labels)
-    return loss.item() / n, wrong.item() / n
+def _agreed_stop(requested: bool, step: int, world: int, device: torch.device) -> bool:
+    """Whether to checkpoint and stop after ``step``, the same answer on every rank.
 
-
-@contextmanager
-def stop_requests():
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and exit)."""
-    flag = {"signal": None}
-
-    def handler(signum, frame):
-        flag["signal"] = signum
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume, or skip if finished) one run into ``run_dir``; returns its summary."""
-    run = RunDir(run_dir)
-    claimed = _holds_this_run(run, spec)
-    if claimed and run.is_finished():
-        return run.read_summary()
-
-    device = resolve_device(spec.device)
-    splits = load_dataset(spec.dataset, spec.data_dir, val_split=spec.val_split, verify=spec.verify)
-    mean, std = normalizer(splits.train, spec.normalize)
-    c = splits.train.images.shape[1]
-
-    torch.manual_seed(spec.seed)
-    model = build_model(spec, splits.train.num_classes, c).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                weight_decay=spec.weight_decay, **({"fused": True} if cuda else {}))
-    schedule = Schedule(spec.lr, spec.milestones, spec.lr_decay, spec.uses_warmup, spec.warmup_lr,
-                        spec.warmup_until_error)
-    stream = BatchStream(splits.train, spec.batch_size, device=device, seed=spec.seed, augment=spec.augment,
-                         pad=spec.pad, mean=mean, std=std, channels_last=cuda)
-    step, wall, accum, rows = 0, 0.0, _zero_accum(), []
-    if run.checkpoint.exists():
-        state = load_checkpoint(run.checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        stream.load_state_dict(state["stream"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if cuda and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        step, wall, accum = int(state["step"]), float(state["wall_s"]), dict(state["accum"])
-        rows = [r for r in run.read_metrics() if r["iter"] <= step]
-    saved_at = step if run.checkpoint.exists() else None  # the iteration of the last good checkpoint
-    if not claimed:  # only now: a run that cannot start (missing data, a bad setting) leaves no config behind
-        run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
-    compiled = torch.compile(model) if (spec.compile if spec.compile is not None else cuda) else model
-
-    def checkpoint_state() -> dict[str, Any]:
-        return {
-            "spec": spec.to_dict(), "config_hash": spec.config_hash(), "step": step, "wall_s": wall,
-            "num_classes": splits.train.num_classes, "in_channels": c,
-            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "stream": stream.state_dict(), "accum": dict(accum),
-            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if cuda else None},
-        }
-
-    writer = _tensorboard(run) if spec.tensorboard else None
-    bar = _progress(spec, step) if progress else nullcontext(None)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    wrong_sum = torch.zeros((), device=device, dtype=torch.float64)
-    interval_start, interval_images = time.perf_counter(), 0
-    compiled.train()
-    with stop_requests() as stop, bar as live:
-        while step < spec.iters:
-            lr = schedule.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = next(stream)
-            with autocast(spec, device):
-                out = compiled(x)
-                loss = F.cross_entropy(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            wrong = (out.argmax(1) != y).sum()
-            loss_sum += loss.detach() * len(y)
-            wrong_sum += wrong
-            if schedule.warming_up:  # the only per-step host sync, for the first few hundred steps
-                schedule.observe(step, wrong.item() / len(y))
-            step += 1
-            interval_images += len(y)
-            if live is not None and (step % 20 == 0 or step == spec.iters):
-                live.update(step, lr, loss.item(), wrong.item() / len(y))
-            if step % spec.eval_every == 0 or step == spec.iters or stop["signal"] is not None:
-                elapsed = time.perf_counter() - interval_start
-                wall += elapsed
-                accum["loss"] += loss_sum.item()
-                accum["wrong"] += wrong_sum.item()
-                accum["images"] += interval_images
-                accum["seconds"] += elapsed
-                loss_sum.zero_()
-                wrong_sum.zero_()
-                # Checked here, once per interval, not per step: a per-step check is a host sync that stalls
-                # the GPU's queue. Checking the weights as well as the losses catches an update that broke
-                # them on the interval's last step, so a non-finite state is never logged or checkpointed.
-                if not (math.isfinite(accum["loss"]) and _all_finite(model, optimizer)):
-                    what = (f"the loss became {accum['loss'] / max(accum['images'], 1)}"
-                            if not math.isfinite(accum["loss"]) else "the weights became NaN/inf")
-                    kept = ("no checkpoint had been written yet" if saved_at is None else
-                            f"the last good checkpoint ({run.checkpoint}, iteration {saved_at}) is kept")
-                    raise Diverged(f"{what} before iteration {step}; {kept} — try a lower --lr")
-                if step % spec.eval_every == 0 or step == spec.iters:
-                    epoch = step * spec.batch_size / len(splits.train.labels)  # fractional, for smooth x axes
-                    row = _metrics_row(step, round(epoch, 4), lr, accum, wall, splits.eval_split,
-                                       evaluate(compiled, splits.eval, spec, device, mean, std))
-                    rows.append(row)
-                    accum = _zero_accum()
-                    if writer is not None:
-                        for k in ("train_loss", "train_error", "eval_loss", "eval_error", "lr", "images_per_s"):
-                            writer.add_scalar(k, row[k], step)
-                    if on_step is not None:
-                        on_step(step, row)
-                    run.write_metrics(rows)
-                if step % spec.checkpoint_every == 0 or step == spec.iters or stop["signal"] is not None:
-                    save_checkpoint(run.checkpoint, checkpoint_state())
-                    saved_at = step
-                if stop["signal"] is not None:
-                    raise TrainingInterrupted(
-                        f"stopped by signal {stop['signal']} at iteration {step}; checkpoint saved in {run.path} — "
-                        "rerun the same command to resume")
-                interval_start, interval_images = time.perf_counter(), 0
-
-    train_loss, train_err = evaluate(compiled, splits.train, spec, device, mean, std)
-    last = rows[-1]
-    summary = {
-        "status": "finished", "model": spec.model, "dataset": spec.dataset, "seed": spec.seed,
-        "config_hash": spec.config_hash(), "iter": step,
-        "final": {"train_error": last["train_error"], "train_loss": last["train_loss"],
-                  "eval_error": last["eval_error"], "eval_loss": last["eval_loss"],
-                  "eval_split": splits.eval_split, "train_eval_error": train_err, "train_eval_loss": train_loss},
-        "warmup_released_at": schedule.released_at,
-        "wall_s": wall, "images_per_s": step * spec.batch_size / wall if wall else None,
-        "ms_per_iter": 1000 * wall / step if step else None,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else _peak_rss(),
-        "params": sum(p.numel() for p in model.parameters()),
-        "provenance": provenance(device),
-    }
-    if writer is not None:
-        writer.close()
-    run.write_summary(summary)
-    return summary
-
-
-def _holds_this_run(run: RunDir, spec: RunSpec) -> bool:
-    """Whether ``run`` already holds this configuration; raise if it holds another run that has started."""
-    if (run.path / CONFIG).exists():
-        existing = RunSpec.from_dict({k: v for k, v in run.read_config().items() if k != "config_hash"})
-        if existing.config_hash() == spec.config_hash():
-            return True
-        if not run.has_started():
-            return False
-        diff = {k: (v, spec.identity()[k]) for k, v in existing.identity().items() if spec.identity()[k] != v}
-        shown = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-        raise ResreproError(f"{run.path} holds a different run ({shown}); choose another --out "
-                            "directory (nothing was overwritten)")
-    if run.path.exists() and any(run.path.iterdir()):
-        raise ResreproError(f"{run.path} is not empty and is not a resrepro run; choose another --out")
-    return False
-
-
-def _all_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every weight, BN statistic and momentum buffer is finite, with one host sync for all."""
-    tensors = [*model.state_dict().values(), *(s["momentum_buffer"] for s in optimizer.state.values()
-                                               if s.get("momentum_buffer") is not None)]
-    return bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
+    A rank that stopped alone would leave the others waiting in the next collective. The ranks agree every
+    STOP_CHECK_EVERY steps, not every step: reading the all-reduced flag would stall the GPU queue each step.
+    A stop requested in between (SIGTERM/Ctrl-C reach the ranks at different steps) waits for the next one.
+    """
+    if world == 1:
+        return requested
+    if step % STOP_CHECK_EVERY:
+        return False
+    return bool(_reduce(torch.tensor(float(requested), device=device), world).item())
 
 
 def _zero_accum() -> dict[str, float]:
-    return {"loss": 0.0, "wrong": 0.0, "images": 0, "seconds": 0.0}
+    # This eval interval's training loss, misses and images; the images and seconds of its timed steps; and
+    # images that failed to decode. Kept in the checkpoint, so a resumed interval logs what an unbroken one would.
+    return {"loss": 0.0, "wrong": 0.0, "images": 0.0, "timed_images": 0.0, "timed_seconds": 0.0, "skipped": 0.0}
 
 
-def _metrics_row(step, epoch, lr, accum, wall, split, eval_result) -> dict[str, Any]:
-    eval_loss, eval_error = eval_result
-    n = max(accum["images"], 1)
-    return {
-        "iter": step, "epoch": epoch, "lr": lr, "train_loss": accum["loss"] / n, "train_error": accum["wrong"] / n,
-        "eval_split": split, "eval_loss": eval_loss, "eval_error": eval_error,
-        "images_per_s": accum["images"] / accum["seconds"] if accum["seconds"] else None,
-        "wall_s": wall,
-    }
+class _Clock:
+    """Training seconds of an interval (evaluation and checkpoints excluded), and of its timed steps."""
 
+    def __init__(self, untimed: int) -> None:
+        self.untimed, self.steps = untimed, 0
+        self.restart()
 
-def _peak_rss() -> int:
-    import resource
+    def restart(self) -> None:
+        self.start = self.timed_from = time.perf_counter()
+        self.timed_images = 0
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def tick(self, images: int) -> None:
+        self.steps += 1
+        if self.steps <= self.untimed:
+            self.timed_from = time.perf_counter()
+        else:
+            self.timed_images += images
 
-
-def _tensorboard(run: RunDir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise ResreproError("--tensorboard needs the tensorboard package: "
-                            "pip install 'resrepro[tensorboard]'") from None
-    return SummaryWriter(str(run.path / "tensorboard"))
-
-
-class _Bar:
-    def __init__(self, progress, task, batch_size):
-        self.progress, self.task, self.batch_size = progress, task, batch_size
-        self.last = (None, time.perf_counter())
-
-    def update(self, step, lr, loss, error):
-        prev_step, prev_t = self.last
+    def lap(self) -> tuple[float, int, float]:
+        """(seconds, timed images, timed seconds) since the last restart."""
         now = time.perf_counter()
-        ips = (step - prev_step) * self.batch_size / (now - prev_t) if prev_step is not None else float("nan")
-        self.last = (step, now)
-        self.progress.update(self.task, completed=step, lr=lr, loss=loss, error=100 * error, ips=ips)
+        timed = now - self.timed_from if self.steps > self.untimed else 0.0
+        return now - self.start, self.timed_images, timed
 
 
-@contextmanager
-def _progress(spec: RunSpec, start: int):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
+          on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume, or skip if finished) one run of any family into ``run_dir``; returns its summary.
 
-    console = Console(stderr=True)
-    columns = [TextColumn(f"{spec.model} s{spec.seed}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("lr {task.fields[lr]:.4g} loss {task.fields[loss]:.3f} err {task.fields[error]:.1f}%"
-                          " {task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
-    with Progress(*columns, console=console, disable=not console.is_terminal) as p:
-        nan = float("nan")
-        task = p.add_task("train", total=spec.iters, completed=start, lr=spec.lr, loss=nan, error=nan, ips=nan)
-        yield _Bar(p, task, spec.batch_size)
+    Under torchrun (after ``init_distributed``) every process calls this; only rank 0 writes files.
+    """
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    run = RunDir(run_dir)
+    held = run.claim(spec)  # every rank reads the same directory: the same answer everywhere
+    if held and run.is_finished():
+        return run.read_summary()
+    device = resolve_device(spec.device)
+    channels_last = use_channels_last(spec.channels_last, device)
+    recipe = make_recipe(spec, device, channels_last, rank, world)  # a run that cannot start writes nothing
+    loop = _Loop(spec, run, recipe, device, channels_last, rank, world)
+    if rank == 0 and not held:
+        run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+    return loop.run(progress and rank == 0, on_step)
+
+
+class _Loop:
+    """The state of one run in training: model, optimizer, schedule, batches, and what has been logged."""
+
+    def __init__(self, spec: RunSpec, run: RunDir, recipe: Recipe, device: torch.device, channels_last: bool,
+                 rank: int, world: int) -> None:
+        self.spec, self.rundir, self.recipe, self.device = spec, run, recipe, device
+        self.rank, self.world, self.main = rank, world, rank == 0
+        cuda = device.type == "cuda"
+        torch.manual_seed(spec.seed)
+        self.model = recipe.build_model().to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
+                                         weight_decay=spec.weight_decay, **({"fused": True} if cuda else {}))
+        self.schedule = recipe.schedule
+        self.step, self.wall, self.accum, self.rows = 0, 0.0, _zero_accum(), []
+        self.totals = {"timed_images": 0.0, "timed_seconds": 0.0, "skipped": 0.0}
+        self.last: dict[str, Any] | None = None  # the last metrics row, unrounded
+        self.saved_at: int | None = None  # the iteration of the last good checkpoint
+        stream_state = self._restore() if run.checkpoint.exists() else None
+        self.batches = recipe.batches(self.step, stream_state)
+        self.ddp = self.model
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None)
+        compiled = use_compile(spec.compile, device)
+        self.forward = torch.compile(self.ddp) if compiled else self.ddp
+        # Evaluation reads rank 0's BN statistics on every rank (broadcast first), through the unwrapped net.
+        self.eval_model = self.forward if world == 1 else self.model
+        self.clock = _Clock(UNTIMED_COMPILED_STEPS if compiled else 0)
+
+    def _restore(self) -> dict[str, Any] | None:
+        state = load_checkpoint(self.rundir.checkpoint)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResreproError(f"{self.rundir.checkpoint} does not fit this run's {self.spec.model}: "
+                                f"{str(e).splitlines()[0]}; move it away to start over") from None
+        self.schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"], self.device)
+        self.step, self.wall = int(state["step"]), float(state["wall_s"])
+        self.accum = {**_zero_accum(), **state["accum"]}
+        self.totals.update(state.get("totals", {}))
+        self.last = state.get("last_row")
+        self.rows = [r for r in self.rundir.read_metrics() if r["iter"] <= self.step]
+        self.saved_at = self.step
+        return state.get("stream")
+
+    def run(self, progress: bool, on_step) -> dict[str, Any]:
+        spec = self.spec
+        writer = tensorboard(self.rundir.path / "tensorboard") if spec.tensorboard and self.main else None
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # this interval's loss, misses, images
+        self.skipped_before = self.batches.skipped
+        self.forward.train()
+        with stop_requests() as stop, progress_bar(f"{spec.model} s{spec.seed}", spec.iters, self.step,
+                                                   spec.batch_size, spec.lr, progress) as bar:
+            self.clock.restart()
+            while self.step < spec.iters:
+                lr, out, y = self._train_step()
+                if bar is not None and (self.step % 20 == 0 or self.step == spec.iters):
+                    bar.update(self.step, lr, F.cross_entropy(out.detach().float(), y).item(),
+                               (out.argmax(1) != y).float().mean().item())
+                stopping = _agreed_stop(stop["signal"] is not None, self.step, self.world, self.device)
+                self._end_interval(lr, stopping, writer, on_step)
+        if writer is not None:
+            writer.close()
+        summary = self._summary()
+        if self.main:
+            self.rundir.write_summary(summary)
+        return summary
+
+    def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """One SGD step over one batch, in ``accumulate`` strided micro-batches (micro-batch j holds what rank
+        j would get on that many GPUs); returns the lr and the last micro-batch's outputs and labels."""
+        spec, accumulate = self.spec, getattr(self.spec, "accumulate", 1)
+        lr = self.schedule.lr_at(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = next(self.batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        wrong = torch.zeros((), device=self.device, dtype=torch.float64)
+        for j in range(accumulate):
+            xj, yj = (x, y) if accumulate == 1 else (x[j::accumulate], y[j::accumulate])
+            sync = j == accumulate - 1 or self.world == 1
+            with (nullcontext() if sync else self.ddp.no_sync()), autocast(spec.precision, self.device):
+                out = self.forward(xj)
+                loss = F.cross_entropy(out, yj) * (len(yj) / len(y))
+            loss.backward()
+            misses = (out.argmax(1) != yj).sum()
+            wrong += misses
+            self.sums += torch.stack([loss.detach().double() * len(y), misses.double(),
+                                      torch.tensor(float(len(yj)), device=self.device, dtype=torch.float64)])
+        self.optimizer.step()
+        if self.schedule.warming_up:  # the only per-step host sync, for the first few hundred steps
+            self.schedule.observe(self.step, wrong.item() / len(y))
+        self.step += 1
+        self.clock.tick(len(y) * self.world)
+        return lr, out, yj
+
+    def _end_interval(self, lr: float, stopping: bool, writer, on_step) -> None:
+        spec, step = self.spec, self.step
+        evaluating = step % spec.eval_every == 0 or step == spec.iters
+        saving = step % spec.checkpoint_every == 0 or step == spec.iters or stopping
+        if not (evaluating or saving):
+            return
+        seconds, timed_images, timed_seconds = self.clock.lap()
+        loss, wrong, images = _reduce(self.sums, self.world).tolist()
+        self.sums.zero_()
+        skipped = self.batches.skipped - self.skipped_before
+        self.skipped_before = self.batches.skipped
+        skipped = _reduce(torch.tensor(float(skipped), device=self.device), self.world).item()
+        self.wall += seconds
+        for key, value in (("loss", loss), ("wrong", wrong), ("images", images), ("timed_images", timed_images),
+                           ("timed_seconds", timed_seconds), ("skipped", skipped)):
+            self.accum[key] += value
+        self._guard()
+        if evaluating:
+            self._log(lr, writer, on_step)
+        if saving and self.main:
+            save_checkpoint(self.rundir.checkpoint, self._checkpoint_state())
+            self.saved_at = step
+        if stopping:
+            raise TrainingInterrupted(f"stopped at iteration {step}; checkpoint saved in {self.rundir.path} — "
+                                      "rerun the same command to resume")
+        self.clock.restart()
+
+    def _guard(self) -> None:
+        """Stop on a non-finite loss or state, so one is never logged or checkpointed. Checked once per interval,
+        not per step: a per-step check is a host sync that stalls the GPU's queue. Checking the weights as well
+        catches an update that broke them on the interval's last step, whose loss was still finite."""
+        if math.isfinite(self.accum["loss"]) and all_finite(self.model, self.optimizer):
+            return
+        what = (f"the loss became {self.accum['loss'] / max(self.accum['images'], 1)}"
+                if not math.isfinite(self.accum["loss"]) else "the weights became NaN/inf")
+        kept = ("no checkpoint had been written yet" if self.saved_at is None else
+                f"the last good checkpoint ({self.rundir.checkpoint}, iteration {self.saved_at}) is kept")
+        raise Diverged(f"{what} before iteration {self.step}; {kept} — try a lower --lr")
+
+    def _log(self, lr: float, writer, on_step) -> None:
+        if self.world > 1:
+            for buf in self.model.buffers():  # BN running statistics: evaluate (and save) rank 0's everywhere
+                dist.broadcast(buf, 0)
+        result = self.recipe.evaluate(self.eval_model)
+        a, n = self.accum, max(self.accum["images"], 1)
+        row = {"iter": self.step, "epoch": round(self.step * self.spec.batch_size / self.recipe.train_images, 4),
+               "lr": lr, "train_loss": a["loss"] / n, "train_error": a["wrong"] / n,
+               "eval_split": self.recipe.eval_split, "eval_loss": result["loss"], "eval_error": result["top1_error"],
+               "images_per_s": a["timed_images"] / a["timed_seconds"] if a["timed_seconds"] else None,
+               "wall_s": self.wall}
+        if "top5_error" in result:
+            row["eval_top5_error"] = result["top5_error"]
+        self.rows.append(row)
+        self.last = row
+        for key in ("timed_images", "timed_seconds", "skipped"):
+            self.totals[key] += a[key]
+        self.accum = _zero_accum()
+        if writer is not None:
+            for k in ("train_loss", "train_error", "eval_loss", "eval_error", "lr", "images_per_s"):
+                if row[k] is not None:
+                    writer.add_scalar(k, row[k], self.step)
+        if on_step is not None:
+            on_step(self.step, row)
+        if self.main:
+            self.rundir.write_metrics(self.rows)
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(), "config_hash": self.spec.config_hash(), "step": self.step,
+            "wall_s": self.wall, **self.recipe.model_info, "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "stream": self.batches.state_dict(), "accum": dict(self.accum), "totals": dict(self.totals),
+            "last_row": self.last, "rng": rng_state(self.device),
+        }
+
+    def _summary(self) -> dict[str, Any]:
+        spec, last = self.spec, self.last or (self.rows[-1] if self.rows else None)
+        if last is None:
+            raise ResreproError(f"{self.rundir.path} holds a finished checkpoint but no metrics: the run directory "
+                                "is damaged; move it away and train again")
+        final = {"train_error": last["train_error"], "train_loss": last["train_loss"],
+                 "eval_split": last["eval_split"], "eval_error": last["eval_error"], "eval_loss": last["eval_loss"]}
+        if last.get("eval_top5_error") is not None:
+            final["eval_top5_error"] = last["eval_top5_error"]
+        t = self.totals
+        return {
+            "status": "finished", "family": spec.family, "model": spec.model, "dataset": spec.dataset,
+            "seed": spec.seed, "config_hash": spec.config_hash(), "iter": self.step,
+            "final": {**final, **self.recipe.finish(self.eval_model)},
+            **self.recipe.summary(int(t["skipped"])),
+            "world_size": self.world, "wall_s": self.wall,
+            "images_per_s": t["timed_images"] / t["timed_seconds"] if t["timed_seconds"] else None,
+            "ms_per_iter": 1000 * self.wall / self.step if self.step else None,
+            "peak_memory_bytes": peak_memory(self.device),
+            "params": sum(p.numel() for p in self.model.parameters()), "provenance": provenance(self.device),
+        }

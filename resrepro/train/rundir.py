@@ -1,6 +1,6 @@
 """The run directory: the only interface between training and reporting.
 
-    config.json    the RunSpec (``RunSpec.to_dict()``) plus ``config_hash``
+    config.json    the run's spec (``RunSpec.to_dict()``, ``family`` included) plus ``config_hash``
     metrics.csv    one row per evaluation: METRIC_COLUMNS (errors are fractions, 0..1)
     summary.json   written when the run finishes: final errors, speed, provenance
     checkpoint.pt  the latest checkpoint (model, optimizer, schedule, RNG and data-order state)
@@ -13,10 +13,13 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resrepro.errors import ResreproError
 from resrepro.io import write_json, write_text
+
+if TYPE_CHECKING:
+    from resrepro.train.spec import RunSpec
 
 CONFIG, METRICS, SUMMARY, CHECKPOINT = "config.json", "metrics.csv", "summary.json", "checkpoint.pt"
 METRIC_COLUMNS = (
@@ -42,6 +45,53 @@ class RunDir:
     def read_summary(self) -> dict[str, Any] | None:
         p = self.path / SUMMARY
         return _read_json(p) if p.exists() else None
+
+    def read_spec(self) -> RunSpec:
+        """The spec in config.json, of its own family (a config written by an older resrepro, without a setting
+        added since, gets that setting's default)."""
+        from resrepro.train.spec import spec_from_config
+
+        try:
+            return spec_from_config(self.read_config())
+        except ResreproError as e:
+            raise ResreproError(f"{self.path / CONFIG}: {e}") from None
+
+    def holding(self, spec: RunSpec) -> str:
+        """What the directory holds, for a run of ``spec`` about to use it: ``"this"`` (this configuration, to
+        resume or skip), ``"free"`` (nothing; or only the config.json of a run that never started, which has
+        nothing to lose), ``"other"`` (another run that has started) or ``"foreign"`` (files that are no run).
+
+        The one answer the trainer and the sweep plan both act on. Hashes are recomputed from config.json, not
+        read: a run written before a setting existed ran with that setting's default."""
+        if not (self.path / CONFIG).exists():
+            busy = self.path.is_dir() and any(not p.name.startswith(".") for p in self.path.iterdir())
+            return "foreign" if busy else "free"
+        try:
+            same = self.read_spec().config_hash() == spec.config_hash()
+        except ResreproError:
+            same = False
+        if same:
+            return "this"
+        return "other" if self.has_started() else "free"
+
+    def claim(self, spec: RunSpec) -> bool:
+        """Whether the directory holds this run already; raise, touching nothing, if it holds another."""
+        held = self.holding(spec)
+        if held == "other":
+            raise ResreproError(f"{self.path} holds a different run ({self._difference(spec)}); choose another "
+                                "--out directory (nothing was overwritten)")
+        if held == "foreign":
+            raise ResreproError(f"{self.path} is not empty and is not a resrepro run; choose another --out")
+        return held == "this"
+
+    def _difference(self, spec: RunSpec) -> str:
+        try:
+            there = self.read_spec().identity()
+        except ResreproError as e:
+            return str(e)
+        mine = spec.identity()
+        return ", ".join(f"{k}: {there.get(k)!r} there, {mine.get(k)!r} now"
+                         for k in sorted(set(there) | set(mine)) if there.get(k) != mine.get(k))
 
     def has_started(self) -> bool:
         """Whether a run has left anything but its config.json: one that died before its first checkpoint

@@ -1,121 +1,256 @@
-"""``RunSpec``: the one description of a training run, written to ``config.json`` in its run directory."""
+"""Run specifications: one frozen dataclass per run, written to ``config.json`` in its run directory.
+
+``RunSpec`` holds what every family shares (the SGD recipe, its length, where and how fast it runs); each family
+extends it: ``CifarSpec`` (§4.2) and ``ImageNetSpec`` (§3.4). A field typed ``Literal[...]`` declares its
+allowed values once: the check below and the CLI's choices both read them from here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
-from typing import Any
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from resrepro.errors import ResreproError
 
-# Fields that say where or how fast a run is computed, not what it computes: a run may be resumed with
-# other values for these, and they do not enter the config hash.
-RUNTIME_FIELDS = ("data_dir", "device", "compile", "eval_batch_size", "checkpoint_every", "tensorboard")
+Normalize = Literal["pixel-mean", "mean-std"]
+Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on CUDA, fp32 on CPU
+CifarDataset = Literal["cifar10", "digits", "synthetic"]
+# The ImageFolders the ImageNet trainer reads: ImageNet-1k, or the tiny scale's digits (written on first use).
+ImageNetDataset = Literal["imagenet", "digits"]
+
+IMAGENET_DIR = "~/.cache/resrepro/data/imagenet"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunSpec:
-    """A CIFAR-style training run. Defaults are the paper's CIFAR-10 recipe (§4.2)."""
+    """What every run has. Defaults are the paper's where both recipes agree (SGD, momentum 0.9, wd 1e-4)."""
 
-    model: str = "resnet20"  # a registry name (see `resrepro models`)
-    dataset: str = "cifar10"  # cifar10 | digits | synthetic
+    family: ClassVar[str]
+    # Where or how fast a run is computed, not what it computes: a run may be resumed with other values for
+    # these, and they stay out of the config hash.
+    RUNTIME: ClassVar[tuple[str, ...]] = ("data_dir", "device", "compile", "channels_last", "checkpoint_every",
+                                          "tensorboard")
+
+    model: str
+    dataset: str
     seed: int = 0
-    iters: int = 64_000
-    batch_size: int = 128
+    iters: int
+    batch_size: int
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    milestones: tuple[int, ...] = (32_000, 48_000)
+    milestones: tuple[int, ...]
     lr_decay: float = 0.1
+    normalize: Normalize = "pixel-mean"
+    width: int  # first-stage filters; the tiny scale narrows the paper's
+    eval_every: int
+    precision: Precision = "auto"
+    data_dir: str | None = None
+    device: str = "auto"
+    compile: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: wherever `resrepro bench` measured it faster (see runtime.py)
+    checkpoint_every: int
+    tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        for name, kind in _field_types(type(self)).items():  # lists from JSON/TOML: tuples stay hashable
+            if typing.get_origin(kind) is tuple and isinstance(getattr(self, name), list | tuple):
+                object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        self.check()
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``config.json`` holds: every field, tuples as lists, and the family."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {**d, "family": self.family}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k not in ("family", "config_hash")}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ResreproError(f"the {cls.family} trainer has no setting {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        """What the run computes: the spec without its runtime fields. ``family`` enters for families other
+        than CIFAR only: CIFAR runs were hashed before families were recorded, and their hashes must not move."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in self.RUNTIME and not (k == "family" and v == "cifar")}
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def check(self) -> None:
+        """Raise a ResreproError for a spec that cannot run, naming the setting."""
+        for name, kind in _field_types(type(self)).items():
+            allowed = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
+            if allowed and getattr(self, name) not in allowed:
+                raise ResreproError(f"unknown {name} {getattr(self, name)!r}: choose {', '.join(allowed)}")
+        for name in ("iters", "batch_size", "eval_every", "width", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ResreproError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ResreproError(f"milestones must be increasing, got {list(self.milestones)}")
+        if not self.lr > 0:
+            raise ResreproError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CifarSpec(RunSpec):
+    """A CIFAR-style run (6n+2 layers). Defaults are the paper's CIFAR-10 recipe (§4.2)."""
+
+    family: ClassVar[str] = "cifar"
+    RUNTIME: ClassVar[tuple[str, ...]] = (*RunSpec.RUNTIME, "eval_batch_size", "verify")
+
+    model: str = "resnet20"
+    dataset: CifarDataset = "cifar10"
+    iters: int = 64_000
+    batch_size: int = 128
+    milestones: tuple[int, ...] = (32_000, 48_000)
     # ResNet-110 (§4.2): lr 0.01 until training error < 80%, then back to lr. None: on for n >= 18.
     warmup: bool | None = None
     warmup_lr: float = 0.01
     warmup_until_error: float = 0.8
     augment: bool = True  # pad 4, random 32×32 crop, random horizontal flip
     pad: int = 4
-    normalize: str = "pixel-mean"  # the paper's per-pixel mean subtraction; or "mean-std"
     val_split: int = 0  # hold out this many training images and evaluate on them instead of the test set
-    width: int = 16  # first-stage filters (16 in the paper; the tiny scale narrows it)
+    width: int = 16
     eval_every: int = 1_000
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     grad_checkpoint: bool = False
-    # Runtime (see RUNTIME_FIELDS)
-    data_dir: str | None = None
-    device: str = "auto"
-    compile: bool | None = None  # None: on for CUDA
     eval_batch_size: int = 1_000
     checkpoint_every: int = 1_000
-    tensorboard: bool = False
-    verify: bool = field(default=True)
-
-    def __post_init__(self) -> None:
-        # Lists from JSON/TOML become tuples so specs stay hashable and comparable.
-        object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        check(self)
-
-    def replace(self, **changes: Any) -> RunSpec:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ResreproError(f"unknown run setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        """What the run computes: the spec without its runtime fields."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS + ("verify",)}
-
-    def config_hash(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+    verify: bool = True  # check the CIFAR-10 files' MD5 sums
 
     @property
-    def n(self) -> int | None:
+    def n(self) -> int:
         from resrepro.models.registry import resolve
 
         return resolve(self.model).n
 
     @property
     def uses_warmup(self) -> bool:
-        return self.warmup if self.warmup is not None else (self.n or 0) >= 18
+        return self.warmup if self.warmup is not None else self.n >= 18
+
+    def check(self) -> None:
+        from resrepro.models.registry import resolve
+
+        if resolve(self.model).family != "cifar":
+            raise ResreproError(f"{self.model} is an ImageNet net; use `resrepro train imagenet`")
+        super().check()
+        if self.eval_batch_size < 1 or self.val_split < 0:
+            raise ResreproError("eval-batch-size must be at least 1 and val-split non-negative")
 
 
-def check(spec: RunSpec) -> None:
-    """Raise a ResreproError for a spec that cannot run, naming the setting."""
-    from resrepro.models.registry import resolve
+@dataclass(frozen=True, kw_only=True)
+class ImageNetSpec(RunSpec):
+    """An ImageNet run. Defaults are the paper's recipe (§3.4); ``batch_size`` is global over all GPUs."""
 
-    model = resolve(spec.model)
-    if model.family != "cifar":
-        raise ResreproError(f"{spec.model} is an ImageNet net; use `resrepro train imagenet`")
-    if spec.dataset not in ("cifar10", "digits", "synthetic"):
-        raise ResreproError(f"unknown dataset {spec.dataset!r}: choose cifar10, digits or synthetic")
-    if spec.normalize not in ("pixel-mean", "mean-std"):
-        raise ResreproError(f"unknown normalisation {spec.normalize!r}: choose pixel-mean or mean-std")
-    if spec.precision not in ("auto", "bf16", "fp32"):
-        raise ResreproError(f"unknown precision {spec.precision!r}: choose auto, bf16 or fp32")
-    for name in ("iters", "batch_size", "eval_every", "width", "eval_batch_size", "checkpoint_every"):
-        if getattr(spec, name) < 1:
-            raise ResreproError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(spec, name)}")
-    if list(spec.milestones) != sorted(spec.milestones):
-        raise ResreproError(f"milestones must be increasing, got {list(spec.milestones)}")
-    if spec.lr <= 0 or spec.val_split < 0:
-        raise ResreproError("lr must be positive and val-split non-negative")
+    family: ClassVar[str] = "imagenet"
+    RUNTIME: ClassVar[tuple[str, ...]] = (*RunSpec.RUNTIME, "workers")
+
+    model: str = "resnet34"  # an ImageNet registry name (resnet18..152, plain18/34, -A/-B/-C, -v1.5)
+    dataset: ImageNetDataset = "imagenet"  # an ImageFolder DATA_DIR/{train,val}/<wnid>/; digits: the tiny scale's
+    iters: int = 600_000
+    batch_size: int = 256
+    # Deviation: the paper divides lr by 10 "when the error plateaus"; we drop at fixed iterations, ~30/60/90
+    # epochs of 1.28M images at batch 256.
+    milestones: tuple[int, ...] = (150_000, 300_000, 450_000)
+    # §3.4: shorter side uniform in [256, 480], a random 224 crop; testing resizes the shorter side to 256
+    # (the range's lower end) for the center and 10 crops. The tiny scale sets 32..40 and 28 for digits.
+    scale: tuple[int, int] = (256, 480)
+    crop: int = 224
+    test_scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # Table 4's multi-scale shorter sides
+    num_classes: int | None = None  # None: one output per class folder (1000 on ImageNet)
+    width: int = 64  # conv1/conv2_x filters (64 in Table 1)
+    # Micro-batches per process and step, gradients accumulated: BN statistics per micro-batch, so one GPU
+    # computes what `accumulate` GPUs would (the paper's 8 GPUs: batch 256, BN over 32 images each).
+    accumulate: int = 1
+    eval_every: int = 5_000
+    workers: int = 8  # DataLoader processes per GPU (JPEG decoding is the bottleneck)
+    checkpoint_every: int = 5_000
+
+    def check(self) -> None:
+        _check_imagenet_model(self.model)
+        if self.dataset not in typing.get_args(ImageNetDataset):
+            raise ResreproError(f"the ImageNet trainer reads an ImageFolder: dataset 'imagenet' (ImageNet-1k) or "
+                                f"'digits' (the tiny scale's, written on first use), not {self.dataset!r}")
+        super().check()
+        low, high = self.scale if len(self.scale) == 2 else (0, -1)
+        if not 0 < self.crop <= low <= high:
+            raise ResreproError(f"scale must be [low, high] shorter sides with crop <= low <= high, got scale "
+                                f"{list(self.scale)} and crop {self.crop}")
+        if not self.test_scales or min(self.test_scales) < 1:
+            raise ResreproError(f"test_scales must be positive shorter sides, got {list(self.test_scales)}")
+        if self.accumulate < 1 or self.workers < 0 or (self.num_classes is not None and self.num_classes < 1):
+            raise ResreproError("accumulate must be at least 1, workers non-negative and num-classes at least 1")
+
+    def data_root(self) -> Path:
+        """The ImageFolder root the run reads: ``data_dir``, or the dataset's default (digits: written if
+        missing)."""
+        if self.dataset == "digits":
+            from resrepro.data.imagenet_digits import DIGITS_DIR, digits_imagefolder
+
+            return digits_imagefolder(self.data_dir or DIGITS_DIR)
+        return Path(self.data_dir or IMAGENET_DIR).expanduser()
+
+
+FAMILIES: dict[str, type[RunSpec]] = {"cifar": CifarSpec, "imagenet": ImageNetSpec}
+
+
+def spec_type(config: dict[str, Any]) -> type[RunSpec]:
+    """The spec class of a ``config.json`` (no ``family``: a CIFAR run written before families were recorded)."""
+    family = config.get("family", "cifar")
+    if family not in FAMILIES:
+        raise ResreproError(f"unknown run family {family!r}: this resrepro trains {', '.join(FAMILIES)}")
+    return FAMILIES[family]
+
+
+def spec_from_config(config: dict[str, Any]) -> RunSpec:
+    """The spec a ``config.json`` (or a checkpoint's ``spec``) describes, of its own family."""
+    if not isinstance(config, dict):
+        raise ResreproError(f"a run configuration is a JSON object, not {type(config).__name__}")
+    try:
+        return spec_type(config).from_dict(config)
+    except TypeError as e:  # a required field missing, or a value of the wrong type
+        raise ResreproError(f"the run configuration is not usable: {e}") from None
 
 
 def runtime_fields(config: dict[str, Any]) -> frozenset[str]:
-    """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family
-    (``family`` missing: a CIFAR run written before families were recorded)."""
-    from resrepro.train import imagenet_spec
+    """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family."""
+    return frozenset(spec_type(config).RUNTIME)
 
-    family = config.get("family", "cifar")
-    return frozenset(imagenet_spec.RUNTIME_FIELDS if family == "imagenet" else RUNTIME_FIELDS + ("verify",))
+
+@functools.cache
+def _field_types(cls: type[RunSpec]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _check_imagenet_model(name: str) -> None:
+    """Raise unless ``name`` is an ImageNet net. A depth that is not one of Table 1's is answered with those
+    depths, not with the CIFAR rule (depth 6n+2) by which the registry reads a name like resnet19."""
+    from resrepro.models.registry import IMAGENET_DEPTHS, UnknownModelError, resolve
+
+    try:
+        imagenet = resolve(name).family == "imagenet"
+    except UnknownModelError:
+        depth = re.search(r"(?:resnet|plain)(\d+)", name.lower())
+        if depth is None or int(depth[1]) in IMAGENET_DEPTHS:
+            raise  # not a depth problem (a misspelling, plain18-A): the registry's message says what is wrong
+        imagenet = False
+    if not imagenet:
+        raise ResreproError(f"{name} is not an ImageNet net: ImageNet depths are "
+                            f"{', '.join(map(str, IMAGENET_DEPTHS))} (Table 1); CIFAR nets (depth 6n+2) train "
+                            "with `resrepro train cifar`")

@@ -12,7 +12,7 @@ from resrepro.analysis.response import ChannelMoments, layer_responses, response
 from resrepro.cli import main
 from resrepro.errors import ResreproError
 from resrepro.models import CifarResNet, create_model
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import CifarSpec
 
 
 def bns(model: nn.Module) -> list[nn.BatchNorm2d]:
@@ -148,7 +148,7 @@ def test_bad_options_are_user_errors():
 
 
 def test_run_layer_responses_reads_a_checkpoint(tmp_path):
-    spec = RunSpec(model="resnet8", dataset="synthetic", width=4, iters=10)
+    spec = CifarSpec(model="resnet8", dataset="synthetic", width=4, iters=10)
     model = create_model("resnet8", width=4)
     run = tmp_path / "run"
     run.mkdir()

@@ -12,9 +12,9 @@ import pytest
 
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_checkpoint
-from resrepro.train.imagenet import train_imagenet
-from resrepro.train.imagenet_spec import ImageNetSpec
+from resrepro.train.loop import train
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
+from resrepro.train.spec import ImageNetSpec
 from tests.imagefolder import write_imagefolder
 from tests.inprocess import in_process_cli
 
@@ -43,7 +43,7 @@ TRAIN_ARGS = ("train", "imagenet", "--depth", "18", "--width", "8", "--batch-siz
 
 
 def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path, data):
-    summary = train_imagenet(tiny(data), tmp_path / "run")
+    summary = train(tiny(data), tmp_path / "run")
     run = RunDir(tmp_path / "run")
     config = run.read_config()
     assert config["family"] == "imagenet" and config["config_hash"] == tiny(data).config_hash()
@@ -59,7 +59,7 @@ def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path, data):
 
 
 def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_path, data):
-    full = train_imagenet(tiny(data), tmp_path / "full")
+    full = train(tiny(data), tmp_path / "full")
 
     class Stop(Exception):
         pass
@@ -69,21 +69,21 @@ def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_pat
             raise Stop
 
     with pytest.raises(Stop):  # dies after logging iteration 4, before its checkpoint
-        train_imagenet(tiny(data), tmp_path / "cut", on_step=stop_at_4)
+        train(tiny(data), tmp_path / "cut", on_step=stop_at_4)
     assert load_checkpoint(tmp_path / "cut")["step"] == 2
-    resumed = train_imagenet(tiny(data), tmp_path / "cut")
+    resumed = train(tiny(data), tmp_path / "cut")
     assert resumed["final"] == full["final"]
 
 
 def test_a_run_dir_with_another_config_is_refused(tmp_path, data):
-    train_imagenet(tiny(data, iters=2), tmp_path / "run")
+    train(tiny(data, iters=2), tmp_path / "run")
     with pytest.raises(ResreproError, match="iters: 2 there, 4 now"):
-        train_imagenet(tiny(data), tmp_path / "run")
+        train(tiny(data), tmp_path / "run")
 
 
 def test_a_run_dir_holding_only_a_config_is_taken_by_the_next_run(tmp_path, data):
     RunDir(tmp_path / "run").write_config(tiny(data, iters=2).to_dict())  # never reached a checkpoint
-    assert train_imagenet(tiny(data), tmp_path / "run")["status"] == "finished"
+    assert train(tiny(data), tmp_path / "run")["status"] == "finished"
     assert RunDir(tmp_path / "run").read_config()["config_hash"] == tiny(data).config_hash()
 
 
@@ -148,7 +148,7 @@ def _stop_requested_on_rank_1_only(rank: int, spec: ImageNetSpec, run_dir: Path,
 
     import torch.distributed as dist
 
-    import resrepro.train.imagenet as trainer
+    import resrepro.train.loop as trainer
     from resrepro.train.loop import TrainingInterrupted
 
     @contextmanager
@@ -160,7 +160,7 @@ def _stop_requested_on_rank_1_only(rank: int, spec: ImageNetSpec, run_dir: Path,
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))
     try:
-        trainer.train_imagenet(spec, run_dir)
+        trainer.train(spec, run_dir)
         outcome = "finished"
     except TrainingInterrupted as e:
         outcome = str(e).split(";")[0]
@@ -175,7 +175,7 @@ def test_ddp_ranks_agree_on_the_step_to_stop_at(tmp_path, data):
 
     import torch.multiprocessing as mp
 
-    from resrepro.train.imagenet import STOP_CHECK_EVERY
+    from resrepro.train.loop import STOP_CHECK_EVERY
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,7 +203,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, data, args, message):
 def test_missing_val_split_is_a_clear_error(tmp_path, data):
     (tmp_path / "d" / "train" / "n0").mkdir(parents=True)
     with pytest.raises(ResreproError, match="missing .*val"):
-        train_imagenet(tiny(tmp_path / "d"), tmp_path / "run")
+        train(tiny(tmp_path / "d"), tmp_path / "run")
 
 
 def test_spec_round_trips_and_rejects_cifar_nets():
@@ -229,7 +229,7 @@ def test_image_sizes_default_to_the_paper_and_are_checked():
 
 def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
     """Training on 28-px crops of 32..40-px images, validating on the center 28 of 32."""
-    import resrepro.train.imagenet as trainer
+    import resrepro.train.recipes.imagenet as trainer
 
     made = []
 
@@ -239,9 +239,9 @@ def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
 
     trainer_loaders = trainer.imagenet_loaders
     monkeypatch.setattr(trainer, "imagenet_loaders", loaders)
-    assert train_imagenet(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
-    train, val = made[0]
-    assert train.dataset[0][0].shape == val.dataset[0][0].shape == (3, 28, 28)
+    assert train(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
+    train_loader, val_loader = made[0]
+    assert train_loader.dataset[0][0].shape == val_loader.dataset[0][0].shape == (3, 28, 28)
 
 
 @pytest.mark.parametrize("depth", ["19", "20"])
@@ -257,7 +257,7 @@ def test_cli_eval_tests_a_run_at_its_own_sizes(tmp_path, data, monkeypatch, caps
     """A tiny-scale run (28-px crops of 32-px images) is 10-crop tested at 32/28, not at the paper's 256/224."""
     import resrepro.data.imagenet_eval as imagenet_eval
 
-    train_imagenet(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")
+    train(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")
     seen = []
 
     def spy(*args, **kwargs):

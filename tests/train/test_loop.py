@@ -16,14 +16,14 @@ from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_checkpoint, load_trained
 from resrepro.train.loop import train
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import CifarSpec
 
 TINY = dict(model="resnet8", dataset="synthetic", width=4, batch_size=32, iters=24, milestones=(12, 18),
             eval_every=6, eval_batch_size=250)
 
 
 def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path):
-    spec = RunSpec(**TINY)
+    spec = CifarSpec(**TINY)
     summary = train(spec, tmp_path / "run")
     run = RunDir(tmp_path / "run")
     assert run.read_config()["config_hash"] == spec.config_hash()
@@ -40,7 +40,7 @@ def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path):
 
 
 def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
-    spec = RunSpec(**TINY)
+    spec = CifarSpec(**TINY)
     a = train(spec, tmp_path / "a")
     b = train(spec, tmp_path / "b")
     assert a["final"] == b["final"]
@@ -50,7 +50,7 @@ def test_same_seed_same_numbers_and_finished_run_is_not_retrained(tmp_path):
 
 
 def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_path):
-    spec = RunSpec(**TINY, checkpoint_every=6)
+    spec = CifarSpec(**TINY, checkpoint_every=6)
     full = train(spec, tmp_path / "full")
 
     class Stop(Exception):
@@ -100,18 +100,18 @@ def test_sigterm_saves_and_rerun_resumes_to_the_same_result(tmp_path):
 
 
 def test_a_run_dir_with_another_config_is_refused_and_untouched(tmp_path):
-    train(RunSpec(**TINY), tmp_path / "run")
+    train(CifarSpec(**TINY), tmp_path / "run")
     before = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(ResreproError, match="holds a different run.*lr"):
-        train(RunSpec(**{**TINY, "lr": 0.05}), tmp_path / "run")
+        train(CifarSpec(**{**TINY, "lr": 0.05}), tmp_path / "run")
     assert (tmp_path / "run" / "config.json").read_text() == before
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_hold_its_directory(tmp_path):
     with pytest.raises(ResreproError, match="loss became"):  # diverges within the first checkpoint interval
-        train(RunSpec(**{**TINY, "lr": 1e12, "warmup": False}), tmp_path / "run")
+        train(CifarSpec(**{**TINY, "lr": 1e12, "warmup": False}), tmp_path / "run")
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["config.json"]
-    corrected = RunSpec(**TINY)
+    corrected = CifarSpec(**TINY)
     assert train(corrected, tmp_path / "run")["status"] == "finished"
     assert RunDir(tmp_path / "run").read_config()["config_hash"] == corrected.config_hash()
 
@@ -131,7 +131,7 @@ def test_cli_run_that_cannot_start_claims_nothing_and_the_corrected_command_runs
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    spec = RunSpec(**TINY)
+    spec = CifarSpec(**TINY)
     train(spec, tmp_path / "run")
     (tmp_path / "run" / "summary.json").unlink()
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
@@ -143,7 +143,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, blow_up_at):
     """An infinite lr from iteration ``blow_up_at``: at 13 the next losses are NaN; at 17, the interval's last
     update, every loss of the interval is finite and only the weights show the damage."""
-    spec = RunSpec(**{**TINY, "milestones": (blow_up_at,), "lr_decay": math.inf, "checkpoint_every": 6})
+    spec = CifarSpec(**{**TINY, "milestones": (blow_up_at,), "lr_decay": math.inf, "checkpoint_every": 6})
     with pytest.raises(ResreproError, match=r"became .* before iteration 18; the last good checkpoint .*iteration 12"):
         train(spec, tmp_path / "run")
     run = RunDir(tmp_path / "run")
@@ -155,7 +155,7 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoin
 
 
 def test_grad_checkpoint_gives_the_same_losses(tmp_path):
-    spec = RunSpec(**{**TINY, "iters": 6})
+    spec = CifarSpec(**{**TINY, "iters": 6})
     a = train(spec, tmp_path / "a")
     b = train(spec.replace(grad_checkpoint=True), tmp_path / "b")
     assert b["final"]["train_loss"] == pytest.approx(a["final"]["train_loss"], rel=1e-5)
@@ -163,7 +163,7 @@ def test_grad_checkpoint_gives_the_same_losses(tmp_path):
 
 
 def test_load_trained_returns_the_trained_model(tmp_path):
-    spec = RunSpec(**TINY)
+    spec = CifarSpec(**TINY)
     train(spec, tmp_path / "run")
     loaded_spec, model = load_trained(tmp_path / "run")
     assert loaded_spec == spec and not model.training
@@ -181,7 +181,7 @@ def test_cli_train_and_eval(tmp_path):
     ev = subprocess.run([sys.executable, "-m", "resrepro", "eval", str(out), "--format", "json"],
                         capture_output=True, text=True, env=env)
     assert ev.returncode == 0, ev.stderr
-    assert json.loads(ev.stdout)["error"] == pytest.approx(final["eval_error"])
+    assert json.loads(ev.stdout)["top1_error"] == pytest.approx(final["eval_error"])
 
 
 def test_cli_help_says_that_rerunning_resumes():
@@ -214,15 +214,15 @@ def test_cli_eval_of_a_missing_run_is_a_clear_error(tmp_path):
 
 
 def test_spec_round_trips_through_config_json():
-    spec = RunSpec(**TINY)
-    assert RunSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
-    with pytest.raises(ResreproError, match="unknown run setting"):
-        RunSpec.from_dict({**spec.to_dict(), "lerning_rate": 1})
+    spec = CifarSpec(**TINY)
+    assert CifarSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    with pytest.raises(ResreproError, match="has no setting lerning_rate"):
+        CifarSpec.from_dict({**spec.to_dict(), "lerning_rate": 1})
 
 
 def test_imagenet_model_is_refused_for_cifar_training():
     with pytest.raises(ResreproError, match="ImageNet"):
-        RunSpec(model="resnet50")
+        CifarSpec(model="resnet50")
 
 
 def test_checkpoint_is_written_atomically(tmp_path):

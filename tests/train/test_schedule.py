@@ -6,7 +6,7 @@ from resrepro.train.checkpoint import load_checkpoint
 from resrepro.train.loop import train
 from resrepro.train.rundir import RunDir
 from resrepro.train.schedule import Schedule
-from resrepro.train.spec import RunSpec
+from resrepro.train.spec import CifarSpec
 
 
 def paper(warmup=False):
@@ -54,10 +54,10 @@ def test_schedule_resumes_mid_warmup():
 
 
 def test_warmup_defaults_on_for_n_at_least_18():
-    assert not RunSpec(model="resnet56").uses_warmup
-    assert RunSpec(model="resnet110").uses_warmup
-    assert RunSpec(model="resnet1202").uses_warmup
-    assert RunSpec(model="resnet20", warmup=True).uses_warmup
+    assert not CifarSpec(model="resnet56").uses_warmup
+    assert CifarSpec(model="resnet110").uses_warmup
+    assert CifarSpec(model="resnet1202").uses_warmup
+    assert CifarSpec(model="resnet20", warmup=True).uses_warmup
 
 
 # A ResNet-8 on the synthetic set with the warm-up forced on. lr 0.05, not the default 0.1, so the release is
@@ -68,7 +68,7 @@ WARMUP = dict(model="resnet8", dataset="synthetic", width=4, batch_size=32, iter
 
 
 def test_warmup_inside_train_holds_001_until_release_then_exactly_lr_and_resumes_mid_warmup(tmp_path):
-    spec = RunSpec(**WARMUP)
+    spec = CifarSpec(**WARMUP)
     full = train(spec, tmp_path / "full")
     released = full["warmup_released_at"]
     assert released is not None and 10 <= released < 25

@@ -1,0 +1,51 @@
+"""One tally of an evaluation, for every family and protocol: loss, top-1 and top-5 misses, images."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+
+
+class Tally:
+    """Float64 sums kept on the device, so adding a batch costs no host sync; ``top5`` where the family
+    reports it (ImageNet), counted as top-min(5, classes) on fewer classes."""
+
+    def __init__(self, device: torch.device | str, top5: bool = True) -> None:
+        self.sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 misses, top-5 misses, images
+        self.top5 = top5
+
+    def add_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = logits.float()
+        self._add(F.cross_entropy(logits, targets, reduction="sum"), logits, targets)
+
+    def add_probs(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Averaged probabilities (10 crops, several scales): the loss is the negative log of the true class's."""
+        true = probs.gather(1, targets[:, None]).clamp_min(torch.finfo(torch.float32).tiny)
+        self._add(-true.log().sum(), probs, targets)
+
+    def _add(self, loss: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> None:
+        top = scores.topk(min(5 if self.top5 else 1, scores.shape[1]), dim=1).indices
+        misses = top != targets[:, None]
+        self.sums += torch.stack([loss.double(), misses[:, 0].sum().double(), misses.all(dim=1).sum().double(),
+                                  torch.tensor(float(len(targets)), dtype=torch.float64, device=self.sums.device)])
+
+    def all_reduce(self) -> Tally:
+        """Sum over the ranks of a process group (each evaluated its own share of the images)."""
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.sums)
+        return self
+
+    @property
+    def images(self) -> int:
+        return int(self.sums[3].item())
+
+    def result(self) -> dict[str, float | int]:
+        """``loss`` (mean), ``top1_error`` and ``top5_error`` (fractions), ``images``; NaNs for no image."""
+        loss, top1, top5, n = self.sums.tolist()
+        d = max(n, 1.0)
+        out = {"loss": loss / d if n else float("nan"), "top1_error": top1 / d if n else float("nan"),
+               "images": int(n)}
+        if self.top5:
+            out["top5_error"] = top5 / d if n else float("nan")
+        return out

@@ -1,0 +1,71 @@
+"""The CIFAR-10 recipe (§4.2): the whole set resident on the device as uint8, augmented there, 6n+2-layer
+nets, the warm-up of ResNet-110, and the final iterate's error on the whole training set in eval mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, load_dataset, normalizer
+from resrepro.errors import ResreproError
+from resrepro.models.registry import resolve
+from resrepro.train.metrics import Tally
+from resrepro.train.recipes import Recipe
+from resrepro.train.runtime import autocast
+from resrepro.train.schedule import Schedule
+from resrepro.train.spec import CifarSpec
+
+
+def build_cifar_model(spec: CifarSpec, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    model = resolve(spec.model).build(width=spec.width, num_classes=num_classes, in_channels=in_channels)
+    model.grad_checkpoint = spec.grad_checkpoint
+    return model
+
+
+@torch.no_grad()
+def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torch.device, mean: torch.Tensor,
+                 std: torch.Tensor, channels_last: bool = False) -> dict[str, Any]:
+    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image)."""
+    was_training = model.training
+    model.eval()
+    tally = Tally(device, top5=False)
+    for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std,
+                             channels_last=channels_last):
+        with autocast(spec.precision, device):
+            tally.add_logits(model(x), y)
+    model.train(was_training)
+    return tally.result()
+
+
+def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, world: int = 1) -> Recipe:
+    if world > 1:
+        raise ResreproError("CIFAR runs train in one process (a 6n+2 net at batch 128 does not need several GPUs)")
+    splits = load_dataset(spec.dataset, spec.data_dir, val_split=spec.val_split, verify=spec.verify)
+    mean, std = normalizer(splits.train, spec.normalize)
+    channels = splits.train.images.shape[1]
+    schedule = Schedule(spec.lr, spec.milestones, spec.lr_decay, spec.uses_warmup, spec.warmup_lr,
+                        spec.warmup_until_error)
+
+    def batches(step: int, state: dict[str, Any] | None) -> BatchStream:
+        stream = BatchStream(splits.train, spec.batch_size, device=device, seed=spec.seed, augment=spec.augment,
+                             pad=spec.pad, mean=mean, std=std, channels_last=channels_last)
+        if state is not None:
+            stream.load_state_dict(state)
+        return stream
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        return evaluate_set(model, splits.eval, spec, device, mean, std, channels_last)
+
+    def finish(model: nn.Module) -> dict[str, Any]:
+        result = evaluate_set(model, splits.train, spec, device, mean, std, channels_last)
+        return {"train_eval_error": result["top1_error"], "train_eval_loss": result["loss"]}
+
+    return Recipe(
+        build_model=lambda: build_cifar_model(spec, splits.train.num_classes, channels),
+        batches=batches, schedule=schedule, train_images=len(splits.train), eval_split=splits.eval_split,
+        evaluate=evaluate, finish=finish,
+        model_info={"num_classes": splits.train.num_classes, "in_channels": channels},
+        summary=lambda skipped: {"warmup_released_at": schedule.released_at},
+    )

@@ -1,0 +1,129 @@
+"""Where and how a run computes: device, precision, memory layout, stop signals, progress, peak memory."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from resrepro.errors import ResreproError
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ResreproError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ResreproError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    return dev
+
+
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast where asked, or by default on CUDA; fp32 otherwise."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def use_channels_last(choice: bool | None, device: torch.device) -> bool:
+    """NHWC activations: by default on CUDA, where tensor-core convolutions want them. Not by default on a CPU:
+    `resrepro bench` times both layouts there (NHWC ran the ResNet-20 step at batch 128 1.08-1.19× faster), but
+    torch 2.14's CPU backward aborts on some NHWC shapes (ResNet-18 of width 8 on 224-px crops: "double free or
+    corruption"), and a crash an hour into a run costs more than 10% speed. ``--channels-last`` asks for it."""
+    return choice if choice is not None else device.type == "cuda"
+
+
+def use_compile(choice: bool | None, device: torch.device) -> bool:
+    return choice if choice is not None else device.type == "cuda"
+
+
+def all_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every weight, BN statistic and momentum buffer is finite, with one host sync for all."""
+    tensors = [*model.state_dict().values(), *(s["momentum_buffer"] for s in optimizer.state.values()
+                                               if s.get("momentum_buffer") is not None)]
+    return bool(torch.stack([t.isfinite().all() for t in tensors if t.is_floating_point()]).all())
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes: allocated on the GPU, or the process's peak resident set on a CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict[str, int | None]]:
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and exit)."""
+    flag: dict[str, int | None] = {"signal": None}
+
+    def handler(signum, frame):
+        flag["signal"] = signum
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def tensorboard(path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ResreproError("--tensorboard needs the tensorboard package: "
+                            "pip install 'resrepro[tensorboard]'") from None
+    return SummaryWriter(str(path))
+
+
+class Progress:
+    """A rich bar on a terminal (nothing elsewhere): iteration, lr, loss, error and images/s."""
+
+    def __init__(self, progress, task, batch_size: int) -> None:
+        self.progress, self.task, self.batch_size = progress, task, batch_size
+        self.last: tuple[int | None, float] = (None, time.perf_counter())
+
+    def update(self, step: int, lr: float, loss: float, error: float) -> None:
+        prev_step, prev_t = self.last
+        now = time.perf_counter()
+        ips = (step - prev_step) * self.batch_size / (now - prev_t) if prev_step is not None else float("nan")
+        self.last = (step, now)
+        self.progress.update(self.task, completed=step, lr=lr, loss=loss, error=100 * error, ips=ips)
+
+
+@contextmanager
+def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float, enabled: bool = True):
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as RichProgress
+
+    console = Console(stderr=True)
+    columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(),
+               TextColumn("lr {task.fields[lr]:.4g} loss {task.fields[loss]:.3f} err {task.fields[error]:.1f}%"
+                          " {task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
+    with RichProgress(*columns, console=console, disable=not console.is_terminal) as p:
+        nan = float("nan")
+        task = p.add_task("train", total=total, completed=start, lr=lr, loss=nan, error=nan, ips=nan)
+        yield Progress(p, task, batch_size)
