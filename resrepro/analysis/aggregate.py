@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,6 @@ from resrepro.train.spec import runtime_fields
 REQUIRED_KEYS = ("model", "dataset")
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
 ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
-# What may differ between the seeds of one experiment: the seed, and where or how fast it ran. The model is
-# compared by its canonical name instead (``resnet20-A`` and ``resnet20`` are one net).
-NOT_SETTING = frozenset({"seed", "config_hash", "family", "model"})
 COLUMNS = (
     "path", "model", "dataset", "seed", "iters", "width", "config_hash", "setting", "finished", "iter",
     "eval_split",
@@ -55,6 +52,12 @@ class Run:
     def finished(self) -> bool:
         return self.summary is not None and self.summary.get("status") == "finished"
 
+    @property
+    def eval_split(self) -> str | None:
+        """The split of the final evaluation (``test``, or ``val`` when held out); None until finished."""
+        final = self.summary.get("final") if self.summary is not None and self.finished else None
+        return final.get("eval_split") if isinstance(final, dict) else None
+
 
 @functools.cache
 def canonical_model(name: str) -> str:
@@ -71,9 +74,16 @@ def canonical_model(name: str) -> str:
 
 
 def setting(config: dict[str, Any]) -> str:
-    """The run's config without seed, model spelling and runtime fields: runs with equal settings are seeds
-    of one experiment."""
-    kept = {k: v for k, v in config.items() if k not in NOT_SETTING | runtime_fields(config)}
+    """What the seeds of one experiment share: the config without its seed, its config_hash and the runtime
+    fields of its family (where or how fast it ran), the model by its canonical name (``resnet20-A`` and
+    ``resnet20`` are one net). Runs with equal settings are seeds of one experiment."""
+    try:
+        runtime = runtime_fields(config)
+    except ResreproError:  # a family this resrepro does not train: every field may say what it computes
+        runtime = frozenset()
+    kept = {k: v for k, v in config.items() if k not in {"seed", "config_hash", *runtime}}
+    # Runs written before families were recorded are CIFAR runs, the same experiments as those written after.
+    kept |= {"model": canonical_model(str(config.get("model"))), "family": config.get("family", "cifar")}
     return json.dumps(kept, sort_keys=True, default=str)
 
 
@@ -129,7 +139,12 @@ def runs_frame(root: str | Path) -> tuple[pd.DataFrame, list[str]]:
     ImageNet runs evaluated with ``resrepro eval`` add ``center_top1``, ``ten_crop_top5``, ... columns.
     """
     runs, warnings = find_runs(root)
-    return pd.DataFrame([_row(r) for r in runs], columns=_columns(runs)), warnings
+    return frame_of(runs), warnings
+
+
+def frame_of(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run, the columns of :func:`runs_frame`."""
+    return pd.DataFrame([_row(r) for r in runs], columns=_columns(runs))
 
 
 def _columns(runs: Sequence[Run]) -> list[str]:
@@ -149,7 +164,7 @@ def _row(run: Run) -> dict[str, Any]:
         "iters": c.get("iters"), "width": c.get("width"), "config_hash": c.get("config_hash"),
         "setting": setting(c),
         "finished": run.finished, "iter": s.get("iter") if run.finished else _last_iter(run.path),
-        "eval_split": final.get("eval_split"), "train_loss": final.get("train_loss"),
+        "eval_split": run.eval_split, "train_loss": final.get("train_loss"),
         "eval_loss": final.get("eval_loss"), "wall_s": s.get("wall_s"), "images_per_s": s.get("images_per_s"),
         "params": s.get("params"),
     }
@@ -191,51 +206,11 @@ def summarise(df: pd.DataFrame, by: Sequence[str] = ("model", "dataset"),
     return grouped.agg(mean="mean", std="std", best="min", n="count").reset_index()
 
 
-def select_runs(df: pd.DataFrame, models: Collection[str], *, dataset: str | None = None,
-                preferred_dataset: str | None = None, split: str | None = None,
-                ) -> tuple[pd.DataFrame, str | None, list[str]]:
-    """The finished runs of ``models`` that count as results, the dataset shown, and a warning for each run
-    left out.
-
-    One dataset: ``dataset`` if given, else ``preferred_dataset`` (the paper's) if it has runs, else the one
-    with most runs. Only runs evaluated on ``split`` (if given). Per model one setting: the longest-trained,
-    then the one with most seeds. A run directory copied twice (same config_hash) counts once.
-    """
-    rel = df[df["model"].isin(models)]
-    finished = rel["finished"].astype(bool)
+def finished_only(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The finished runs of ``df`` (the only ones with results), and a warning naming each unfinished one."""
+    finished = df["finished"].astype(bool)
     warnings = []
-    for r in rel[~finished].itertuples():
+    for r in df[~finished].itertuples():
         at = "" if pd.isna(r.iter) else f", at iteration {int(r.iter):,}"
         warnings.append(f"unfinished, not counted: {r.path} ({r.model}{at})")
-    done = rel[finished]
-    if split:
-        for r in done[done["eval_split"] != split].itertuples():
-            warnings.append(f"evaluated on {r.eval_split}, not {split}; not counted: {r.path}")
-        done = done[done["eval_split"] == split]
-    dup = done["config_hash"].notna() & done.duplicated("config_hash")
-    warnings += [f"same config_hash as another run (a copy?), counted once: {p}" for p in done[dup].path]
-    done = done[~dup]
-    counts = done["dataset"].value_counts()
-    if dataset is None and len(counts):
-        dataset = preferred_dataset if preferred_dataset in counts else min(counts.index,
-                                                                            key=lambda d: (-counts[d], d))
-        if len(counts) > 1:
-            found = ", ".join(f"{d}: {c}" for d, c in sorted(counts.items()))
-            warnings.append(f"runs on several datasets ({found} runs); showing {dataset}, "
-                            "choose with --dataset")
-    done = done[done["dataset"] == dataset]
-    kept = []
-    for model, g in done.groupby("model"):
-        # Several settings of one net (a tiny sweep beside a full one, another width...) are different
-        # experiments, never averaged together.
-        sizes = g.groupby("setting").agg(iters=("iters", "max"), n=("path", "size")).reset_index()
-        best = sizes.fillna({"iters": -1}).sort_values(["iters", "n", "setting"],
-                                                       ascending=[False, False, True]).setting.iloc[0]
-        other, chosen = g[g["setting"] != best], g[g["setting"] == best]
-        if len(other):
-            its = chosen["iters"].max()
-            at = "" if pd.isna(its) else f" at {int(its):,} iterations"
-            warnings.append(f"{model}: {len(other)} run(s) of another setting not counted (counted: "
-                            f"{len(chosen)}{at}): {', '.join(other.path)}")
-        kept.append(chosen)
-    return (pd.concat(kept) if kept else done), dataset, warnings
+    return df[finished], warnings

@@ -1,12 +1,11 @@
-"""Training curves for the figures: the logged metrics of runs, one setting per model, the mean over seeds.
+"""Training curves for the figures: the logged metrics of runs, the mean over the seeds of one setting.
 
-Runs are found by :func:`resrepro.analysis.aggregate.find_runs`; this module adds what only curves need.
+Which runs form a curve is decided by :func:`resrepro.analysis.selection.select_runs`, as for the tables;
+this module adds what only curves need.
 """
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +14,7 @@ import pandas as pd
 from resrepro.analysis.aggregate import Run
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import METRICS
-from resrepro.train.spec import runtime_fields
 
-# Fields that differ between the seeds of one experiment, or only say where/how fast it ran.
-_NOT_SETTING = {"seed", "config_hash", "family"}
 CURVE_COLUMNS = ("epoch", "lr", "train_loss", "train_error", "eval_loss", "eval_error")
 
 
@@ -47,44 +43,6 @@ def read_metrics(path: str | Path) -> pd.DataFrame:
     # A resumed run rewrites its file, but keep the last row of an iteration should one repeat.
     metrics = metrics.dropna(subset=["iter"]).drop_duplicates("iter", keep="last")
     return metrics.set_index(metrics["iter"].astype(int)).drop(columns="iter").sort_index()
-
-
-def setting(run: Run) -> str:
-    """The run's config without its seed and runtime fields: runs with equal settings are seeds of one."""
-    kept = {k: v for k, v in run.config.items() if k not in _NOT_SETTING | runtime_fields(run.config)}
-    return json.dumps(kept, sort_keys=True, default=str)
-
-
-def choose_dataset(runs: list[Run], models: list[str], preferred: str, dataset: str | None
-                   ) -> tuple[str, list[str]]:
-    """The dataset to show: the one asked for, else ``preferred`` if it has runs, else the most common one."""
-    if dataset is not None:
-        return dataset, []
-    counts = Counter(r.dataset for r in runs if r.model in models)
-    if not counts or preferred in counts:
-        return preferred, []
-    chosen = counts.most_common(1)[0][0]
-    return chosen, [f"no {preferred} runs: showing {chosen} runs (choose with --dataset)"]
-
-
-def select(runs: list[Run], model: str, dataset: str) -> tuple[list[Run], list[str]]:
-    """The seeds of one setting of ``model`` on ``dataset``; the longest-trained setting if there are several
-    (a full-scale sweep beside a tiny one), with a warning naming what was left out."""
-    groups: dict[str, list[Run]] = {}
-    for r in runs:
-        if r.model == model and r.dataset == dataset:
-            groups.setdefault(setting(r), []).append(r)
-    if not groups:
-        return [], []
-    ranked = sorted(groups.values(), key=lambda g: (int(g[0].config.get("iters") or 0), len(g)), reverse=True)
-    chosen = sorted(ranked[0], key=lambda r: (str(r.config.get("seed")), str(r.path)))
-    warnings = []
-    if len(ranked) > 1:
-        others = sum(map(len, ranked[1:]))
-        iters = chosen[0].config.get("iters")
-        warnings.append(f"{model}: runs with {len(ranked)} different settings; showing the one with {iters} "
-                        f"iterations ({len(chosen)} run(s)), not {others} other(s)")
-    return chosen, warnings
 
 
 def mean_curve(model: str, runs: list[Run]) -> tuple[Curve | None, list[str]]:

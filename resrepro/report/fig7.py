@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 
 from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
-from resrepro.report.curves import choose_dataset, select
 from resrepro.report.figures import (
     FigureResult,
     FigureSpec,
@@ -92,20 +92,20 @@ def _responses_of_runs(spec: FigureSpec, runs_dir: str | Path, dataset: str | No
     from resrepro.analysis.response import COLUMNS, run_layer_responses
 
     runs, skipped = find_runs(runs_dir)
-    dataset, note = choose_dataset(runs, spec.models, spec.dataset, dataset)
-    warnings += skipped + note
+    selection = select_runs(runs, spec.models, dataset=dataset, preferred_dataset=spec.dataset)
+    warnings += skipped + selection.left_out
     paths = []
     for model in spec.models:
-        chosen, why = select(runs, model, dataset)
+        chosen, why = selection.of(model)
         trained = [r.path for r in chosen if (r.path / CHECKPOINT).exists()]
         if len(trained) < len(chosen):
             why.append(f"{model}: {len(chosen) - len(trained)} run(s) without {CHECKPOINT} left out")
         warnings += why
         paths += trained
     if not paths:
-        return pd.DataFrame(columns=list(COLUMNS)), dataset
+        return pd.DataFrame(columns=list(COLUMNS)), selection.dataset
     table = run_layer_responses(paths)
-    return table.assign(model=table["model"].map(canonical_model)), dataset
+    return table.assign(model=table["model"].map(canonical_model)), selection.dataset
 
 
 def _caption(spec: FigureSpec, table: pd.DataFrame, present: list[str], missing: list[str],

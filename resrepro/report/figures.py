@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write, write_text
 from resrepro.models.registry import resolve
-from resrepro.report.curves import Curve, choose_dataset, mean_curve, read_metrics, select
+from resrepro.report.curves import Curve, mean_curve, read_metrics
 from resrepro.train.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -113,13 +114,14 @@ def draw_figure(
     if runs_dir is None:
         raise ResreproError(f"{name} is drawn from run directories: pass --runs DIR")
     runs, warnings = find_runs(runs_dir)
-    dataset, note = choose_dataset(runs, spec.models + list(STAND_INS.values()), spec.dataset, dataset)
-    warnings += note
+    stand_ins = [STAND_INS[m] for m in spec.models if m in STAND_INS]
+    selection = select_runs(runs, spec.models + stand_ins, dataset=dataset, preferred_dataset=spec.dataset)
+    dataset, warnings = selection.dataset, warnings + selection.left_out
     curves: dict[str, Curve] = {}
     for model in spec.models:
-        chosen, why = select(runs, model, dataset)
+        chosen, why = selection.of(model)
         if not chosen and model in STAND_INS:
-            chosen, why = select(runs, STAND_INS[model], dataset)
+            chosen, why = selection.of(STAND_INS[model])
             why += [f"no {model} runs: {STAND_INS[model]} (option B) stands in for it"] if chosen else []
         curve, unreadable = mean_curve(model, chosen) if chosen else (None, [])
         warnings += why + unreadable

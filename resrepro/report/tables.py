@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import COLUMNS, canonical_model, runs_frame, select_runs, summarise
+from resrepro.analysis.aggregate import canonical_model, find_runs, finished_only, frame_of, summarise
+from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.report.paper import paper_table
 
@@ -156,11 +157,12 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     spec = TABLES[name]()
     rows = spec.rows().reset_index(drop=True)
     keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
-    frame, warnings = runs_frame(runs_dir) if runs_dir is not None else (pd.DataFrame(columns=COLUMNS), [])
-    runs, chosen, skipped = select_runs(frame, set(keys.dropna()), dataset=dataset,
-                                        preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
-    warnings += skipped
-    notes = _notes(runs, spec, chosen)
+    found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
+    chosen = select_runs(found, set(keys.dropna()), dataset=dataset,
+                         preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
+    runs, unfinished = finished_only(frame_of([r for shown in chosen.runs.values() for r in shown]))
+    warnings += chosen.warnings + unfinished
+    notes = _notes(runs, spec, chosen.dataset)
     for m in spec.metrics:
         s = summarise(runs, by=("model",), value=m.column).set_index("model")
         for stat in ("mean", "std", "best"):

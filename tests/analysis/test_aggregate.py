@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from resrepro.analysis.aggregate import find_runs, runs_frame, select_runs, summarise
+from resrepro.analysis.aggregate import find_runs, runs_frame, summarise
 from resrepro.errors import ResreproError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
@@ -62,31 +62,6 @@ def test_summarise_of_no_runs_is_an_empty_frame():
     df, _ = runs_frame(FIXTURES / "broken")
     assert df.empty
     assert list(summarise(df).columns) == ["model", "dataset", "mean", "std", "best", "n"]
-
-
-def test_select_runs_prefers_the_paper_dataset_and_counts_a_copied_run_once(tmp_path):
-    shutil.copytree(FIXTURES / "cifar10", tmp_path / "cifar10")
-    shutil.copytree(tmp_path / "cifar10/full/resnet110-s0", tmp_path / "copy/resnet110-s0")
-    df, _ = runs_frame(tmp_path)
-    runs, dataset, warnings = select_runs(df, {"resnet20", "resnet110"}, preferred_dataset="cifar10",
-                                          split="test")
-    assert dataset == "cifar10"
-    assert sorted(runs["model"].value_counts().items()) == [("resnet110", 2), ("resnet20", 3)]
-    assert any("several datasets" in w for w in warnings)
-    assert any("counted once" in w and "copy" in w for w in warnings)
-    runs, dataset, _ = select_runs(df, {"resnet20"}, dataset="digits")
-    assert dataset == "digits" and len(runs) == 1
-
-
-def test_select_runs_counts_one_setting_per_model(tmp_path):
-    shutil.copytree(FIXTURES / "cifar10/full/resnet20-s0", tmp_path / "a")
-    shutil.copytree(FIXTURES / "cifar10/full/resnet20-s1", tmp_path / "b")
-    config = json.loads((tmp_path / "b/config.json").read_text())
-    (tmp_path / "b/config.json").write_text(json.dumps({**config, "iters": 1000, "config_hash": "other"}))
-    df, _ = runs_frame(tmp_path)
-    runs, _, warnings = select_runs(df, {"resnet20"})
-    assert list(runs["iters"]) == [64000]  # the longest-trained setting, never a mix
-    assert any("another setting not counted" in w for w in warnings)
 
 
 def test_a_damaged_summary_or_eval_file_is_a_warning_not_a_crash(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from resrepro.errors import ResreproError
 from resrepro.report.figures import draw_figure, plot_runs, render_figure
+from resrepro.report.tables import build_table
 from resrepro.train.rundir import RunDir
 
 ITERS = np.arange(100, 1001, 100)
@@ -178,3 +179,18 @@ def test_caption_gives_final_errors_and_run_paths(tmp_path):
     caption = draw_figure("fig1", tmp_path).caption
     assert caption.startswith("# Fig. 1")
     assert "| ResNet" not in caption and f"| 12.00 | 15.00 | `{path}` |" in caption
+
+
+def test_a_table_and_a_figure_of_the_same_runs_count_the_same_runs(tmp_path):
+    # resnet32 and resnet32-A are one net: both spellings are seeds of one experiment
+    make_run(tmp_path, "resnet32", 0, level=0.08)
+    make_run(tmp_path, "resnet32-A", 1, level=0.08)
+    # two settings of resnet20, equally long and with as many seeds: a tie both reports must break alike
+    a, b = make_run(tmp_path, "resnet20", 0), make_run(tmp_path, "resnet20", 1)
+    RunDir(a).write_config({**RunDir(a).read_config(), "width": 8})
+    table = build_table("table6", tmp_path).frame.set_index("model")
+    result = draw_figure("fig6", tmp_path)
+    for model in ("resnet32", "resnet20"):
+        assert table.loc[model, "ours_mean"] == pytest.approx(line(result.figure, f"{model}/test").get_ydata()[-1])
+    assert table.loc["resnet32", "n"] == 2 and "| ResNet-32 | resnet32 | 0, 1 |" in result.caption
+    assert table.loc["resnet20", "n"] == 1 and f"| `{b}` |" in result.caption
