@@ -36,10 +36,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
-def not_built(command: str, issue: str) -> NoReturn:
-    fail(f"`resrepro {command}` is not built yet ({issue}); nothing was run", code=3)
-
-
 def print_records(records: list[dict[str, Any]], fmt: Format, title: str | None = None) -> None:
     """Print rows as a rich table (to stdout), Markdown, CSV or JSON."""
     if fmt is Format.json:
