@@ -20,7 +20,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# Messages and progress go to stderr so that data on stdout pipes cleanly (STYLE rule 12).
+# Messages and progress go to stderr so that data on stdout (tables, CSV, JSON) pipes cleanly into files.
 err = Console(stderr=True)
 
 
