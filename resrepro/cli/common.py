@@ -21,7 +21,7 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
-# Messages and progress go to stderr so that data on stdout pipes cleanly (STYLE rule 12).
+# Messages and progress go to stderr so that data on stdout (tables, CSV, JSON) pipes cleanly into files.
 err = Console(stderr=True)
 
 
@@ -41,10 +41,6 @@ def choices(name: str, literal: Any) -> type[Enum]:
 def fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
-
-
-def not_built(command: str, issue: str) -> NoReturn:
-    fail(f"`resrepro {command}` is not built yet ({issue}); nothing was run", code=3)
 
 
 def print_records(records: list[dict[str, Any]], fmt: Format, title: str | None = None) -> None:

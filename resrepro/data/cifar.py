@@ -1,5 +1,6 @@
-"""CIFAR-10 from torchvision's on-disk files into uint8 tensors, and the device-resident training pipeline of
-paper §4.2: batched pad-4 crop + flip, per-pixel mean subtraction, exactly resumable shuffled batches."""
+"""CIFAR-10 from its on-disk files into uint8 tensors (torchvision's reader once the md5s match), and the
+device-resident training pipeline of paper §4.2: batched pad-4 crop + flip, per-pixel mean subtraction,
+exactly resumable shuffled batches."""
 
 from __future__ import annotations
 
@@ -86,16 +87,27 @@ def _load_cifar10(root: Path, download: bool, verify: bool) -> tuple[ImageSet, I
     problem = _cifar10_problem(folder, verify)
     if problem:
         raise ResreproError(problem)
+    if verify:
+        return _read_verified(root, train=True), _read_verified(root, train=False)
+    # Unverified files may be anything: torchvision's reader would unpickle them as they come, which runs
+    # whatever code a hostile file names, so they go through our restricted reader instead.
     train = _read_batches(folder, [f for f, _ in CIFAR10.train_list], "cifar10/train")
     return train, _read_batches(folder, [f for f, _ in CIFAR10.test_list], "cifar10/test")
 
 
+def _needed(verify: bool) -> list[list[str]]:
+    """The files read, with their md5s; torchvision's reader (the verified path) also reads the class names."""
+    batches = CIFAR10.train_list + CIFAR10.test_list
+    return batches + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]] if verify else batches
+
+
 def _where(folder: Path) -> str:
-    return f"CIFAR-10 must be unpacked at {folder}/ (data_batch_1..5, test_batch; from {CIFAR10.url})"
+    return (f"CIFAR-10 must be unpacked at {folder}/ (data_batch_1..5, test_batch, batches.meta; "
+            f"from {CIFAR10.url})")
 
 
 def _cifar10_problem(folder: Path, verify: bool) -> str | None:
-    files = CIFAR10.train_list + CIFAR10.test_list
+    files = _needed(verify)
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing:
         absent = "all of them" if len(missing) == len(files) else ", ".join(missing)
@@ -110,6 +122,16 @@ def _cifar10_problem(folder: Path, verify: bool) -> str | None:
     return None
 
 
+def _read_verified(root: Path, train: bool) -> ImageSet:
+    """torchvision's reader, for files whose md5 matched: they are the published bytes, so unpickling them
+    is safe and their contents need no checks."""
+    dataset = CIFAR10(root, train=train)
+    # torchvision turns the files' N×C×H×W rows into N×H×W×C for PIL; transposing back is a free view.
+    images = torch.from_numpy(dataset.data.transpose(0, 3, 1, 2)).contiguous()
+    labels = torch.tensor(dataset.targets, dtype=torch.int64)
+    return ImageSet(images, labels, 10, "cifar10/train" if train else "cifar10/test")
+
+
 def _download_cifar10(root: Path, folder: Path) -> None:
     try:
         # torchvision prints progress to stdout, which is reserved for data (tables, JSON).
@@ -121,7 +143,7 @@ def _download_cifar10(root: Path, folder: Path) -> None:
 
 
 class _ArraysOnly(pickle.Unpickler):
-    """Unpickling a downloaded file can run any code it names; genuine CIFAR batches need only these."""
+    """Unpickling a file can run any code it names; CIFAR batches need only these (--skip-checksum path)."""
 
     SAFE = {("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype")} | {
         (f"numpy.{core}.{module}", fn)

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
 from resrepro.errors import ResreproError
@@ -41,9 +42,11 @@ def class_folders(folder: str | Path) -> list[str]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ResreproError(f"{folder} is not a directory; expected ImageNet as {LAYOUT}")
-    classes = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
-    if not classes:
-        raise ResreproError(f"no class folders in {folder}; expected ImageNet as {LAYOUT}")
+    try:
+        # ImageFolder's own function, so the order (hence the label indices) cannot drift from the loader's.
+        classes, _ = find_classes(folder)
+    except FileNotFoundError:  # what it raises when there is no class folder
+        raise ResreproError(f"no class folders in {folder}; expected ImageNet as {LAYOUT}") from None
     return classes
 
 

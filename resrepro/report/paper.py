@@ -8,7 +8,7 @@ import pandas as pd
 
 from resrepro.errors import ResreproError
 
-# The tool runs from a checkout (DESIGN.md: results/ sits beside the package), so no package data is needed.
+# The tool runs from a checkout, where results/ sits beside the package, so no package data is needed.
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
 
 

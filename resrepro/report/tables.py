@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tabulate import tabulate
 
 from resrepro.analysis.aggregate import canonical_model, find_runs, finished_only, frame_of, summarise
 from resrepro.analysis.selection import select_runs
@@ -245,14 +246,9 @@ def render_table(name: str, runs_dir: str | Path | None = None, fmt: str = "mark
 
 
 def _latex(shown: pd.DataFrame) -> str:
-    align = "l" + "r" * (shown.shape[1] - 1)
-    try:  # pandas renders LaTeX through jinja2; without it, tabulate does the same booktabs table
-        return shown.to_latex(index=False, escape=True, column_format=align)
-    except ImportError:
-        from tabulate import tabulate
-
-        return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False,
-                        disable_numparse=True, colalign=["left"] + ["right"] * (shown.shape[1] - 1)) + "\n"
+    # tabulate, as for Markdown: pandas' to_latex needs jinja2, which we do not depend on.
+    return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True,
+                    colalign=["left"] + ["right"] * (shown.shape[1] - 1)) + "\n"
 
 
 def display_frame(t: Table) -> pd.DataFrame:

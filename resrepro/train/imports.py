@@ -26,6 +26,8 @@ def import_model(name: str, weights: str | Path | None) -> torch.nn.Module:
     elif library == "timm" and arch:
         import timm
 
+        import resrepro.timm_models  # noqa: F401  (registers resrepro_<name>, so timm:resrepro_resnet50 works)
+
         if not timm.is_model(arch):
             raise ResreproError(f"--import {name}: timm has no model {arch!r}")
         model = timm.create_model(arch, pretrained=False)

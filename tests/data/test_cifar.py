@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -107,6 +108,55 @@ def test_pickle_that_runs_code_is_refused(fake_cifar, tmp_path):
     fake_cifar.write("data_batch_2", {"data": _Payload(target), "labels": [0]})
     with pytest.raises(ResreproError, match=r"data_batch_2 .*refusing to load"):
         load_dataset("cifar10", fake_cifar.root, verify=False)
+    assert not target.exists()
+
+
+@pytest.fixture
+def published(fake_cifar, monkeypatch):
+    """fake_cifar as the published files load (str keys), with its own md5s standing in for the published
+    ones, so that its checksums pass."""
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]:
+        entry = pickle.loads((fake_cifar.folder / name).read_bytes())
+        fake_cifar.write(name, {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()})
+
+    def md5s(*names: str) -> list[list[str]]:
+        return [[n, hashlib.md5((fake_cifar.folder / n).read_bytes()).hexdigest()] for n in names]
+
+    (meta,) = md5s("batches.meta")
+    tables = {"train_list": md5s(*(f"data_batch_{i}" for i in range(1, 6))), "test_list": md5s("test_batch"),
+              "meta": {**cifar.CIFAR10.meta, "md5": meta[1]}}
+    monkeypatch.setattr(cifar, "CIFAR10", type("Published", (cifar.CIFAR10,), tables))
+    return fake_cifar
+
+
+def test_verified_files_are_read_by_torchvision(published, monkeypatch):
+    unverified = load_dataset("cifar10", published.root, verify=False)
+
+    def restricted_reader(path):
+        raise AssertionError("files that pass their checksum are read by torchvision's CIFAR10")
+
+    monkeypatch.setattr(cifar, "_read_batch", restricted_reader)
+    verified = load_dataset("cifar10", published.root)
+    assert np.array_equal(verified.train.images.reshape(100, -1).numpy(), published.train_data)
+    for ours, theirs in ((verified.train, unverified.train), (verified.eval, unverified.eval)):
+        assert ours.name == theirs.name and ours.num_classes == 10
+        assert ours.images.dtype == torch.uint8 and ours.images.is_contiguous()
+        assert ours.labels.dtype == torch.int64
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.labels, theirs.labels)
+
+
+def test_verified_path_needs_the_class_names_file(published):
+    (published.folder / "batches.meta").unlink()
+    with pytest.raises(ResreproError, match=r"which lacks batches.meta;"):
+        load_dataset("cifar10", published.root)
+    assert len(load_dataset("cifar10", published.root, verify=False).train) == 100  # only torchvision reads it
+
+
+def test_pickle_that_runs_code_fails_its_checksum_before_it_is_unpickled(published, tmp_path):
+    target = tmp_path / "pwned"
+    published.write("data_batch_2", {"data": _Payload(target), "labels": [0]})
+    with pytest.raises(ResreproError, match=r"data_batch_2 fails its md5 checksum"):
+        load_dataset("cifar10", published.root)
     assert not target.exists()
 
 

@@ -73,6 +73,8 @@ def test_bad_layouts_raise_with_the_expected_layout(imagenet_dir: Path, breakage
     with pytest.raises(ResreproError, match=r"DIR/train/<wnid>/\*\.JPEG") as info:
         check_imagenet_dir(target)
     assert "\n" not in str(info.value)
+    if breakage == "no-classes":
+        assert f"no class folders in {imagenet_dir / 'val'};" in str(info.value)
 
 
 def test_loaders_skip_and_count_the_corrupt_image(imagenet_dir: Path) -> None:

@@ -1,11 +1,12 @@
-"""Parameter and multiply-add counts against the paper (REFERENCE.md): exact, not approximate."""
+"""Parameter and multiply-add counts of the paper's architectures: exact, not approximate."""
 
 import pytest
 
 from resrepro.models import count_macs, count_params, resolve
 from resrepro.models.summary import model_counts
 
-# (n, plain/option A, option B) from REFERENCE.md
+# (n, plain/option A, option B): exact counts of the §4.2 nets (BN affine included, convs without bias);
+# Table 6 prints them rounded (0.27M, ..., 19.4M).
 CIFAR_PARAMS = [
     (3, 269_722, 272_474),
     (5, 464_154, 466_906),
@@ -33,6 +34,7 @@ def test_cifar_macs_match_closed_form(n):
     assert macs == pytest.approx(CIFAR_MACS[n], rel=1e-3)
 
 
+# Exact counts of Table 1's nets with options A/B/C; option B's equal torchvision's resnet18..152.
 IMAGENET_PARAMS = {
     "resnet18-A": 11_515_688, "resnet18-B": 11_689_512, "resnet18-C": 12_043_816,
     "resnet34-A": 21_623_848, "resnet34-B": 21_797_672, "resnet34-C": 22_716_840,

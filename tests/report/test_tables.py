@@ -163,9 +163,10 @@ def test_calibration_table_shows_peers_beside_the_paper():
     assert rows["plain-56"]["paper"] == "—"
 
 
-def test_latex_is_booktabs_with_or_without_jinja2(monkeypatch):
+def test_latex_is_booktabs_and_needs_no_jinja2(monkeypatch):
     text, _ = render_table("table6", fmt="latex")
     assert "\\toprule" in text and "ResNet-110" in text and "6.43 (6.61±0.16)" in text
+    assert "\\begin{tabular}{lrrrrrrrr}" in text and "\\# layers" in text  # LaTeX specials escaped
 
     def no_jinja(*args, **kwargs):
         raise ImportError("Missing optional dependency 'Jinja2'")
@@ -173,6 +174,7 @@ def test_latex_is_booktabs_with_or_without_jinja2(monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "to_latex", no_jinja)
     fallback, _ = render_table("table6", fmt="latex")
     assert "\\toprule" in fallback and "\\bottomrule" in fallback and "ResNet-110" in fallback
+    assert fallback == text  # one renderer, with or without pandas' optional jinja2
 
 
 def test_out_writes_the_file_and_nothing_to_stdout(tmp_path):
