@@ -14,10 +14,12 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
+from resrepro.shipped import shipped_folder
 from resrepro.train.imagenet_spec import ImageNetSpec
 from resrepro.train.spec import RunSpec
 
@@ -26,7 +28,6 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 RENDER_KINDS = ("table", "figure")
 _TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
 _RUN_KEYS = ("models", "seeds", "skip_at")
@@ -51,7 +52,7 @@ class PlannedRun:
 @dataclass(frozen=True)
 class Experiment:
     name: str  # the file's stem: "fig6"
-    path: Path
+    path: Traversable  # a Path, except for a shipped file inside a zipped package
     title: str
     renders: tuple[str, ...]  # "table:table6", "figure:fig6"
     group: str  # runs live in <runs>/<group>/<scale>/, shared by every experiment of the group
@@ -72,17 +73,25 @@ class Experiment:
 
 def list_experiments() -> list[str]:
     """Names of the shipped experiments (``experiments/*.toml``), sorted."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+    return sorted(p.name.removesuffix(".toml") for p in shipped_folder("experiments").iterdir()
+                  if p.name.endswith(".toml"))
 
 
-def experiment_path(name: str | Path) -> Path:
-    """The TOML file of a shipped experiment's name, or a path to any ``.toml`` file."""
+def experiment_path(name: str | Path) -> Traversable:
+    """The TOML file of an experiment's name, or a path to any ``.toml`` file.
+
+    A name is looked up in ``./experiments/`` of the working directory first, so a copy there (to change a
+    setting, say) wins over the shipped file of the same name.
+    """
     if str(name).endswith(".toml"):
         path = Path(name)
         if not path.is_file():
             raise ResreproError(f"experiment file {path} does not exist")
         return path
-    path = EXPERIMENTS_DIR / f"{name}.toml"
+    own = Path.cwd() / "experiments" / f"{name}.toml"
+    if own.is_file():
+        return own
+    path = shipped_folder("experiments") / f"{name}.toml"
     if not path.is_file():
         known = list_experiments()
         hint = difflib.get_close_matches(str(name), known, n=1)
@@ -106,12 +115,12 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         raise ResreproError(f"--seeds must be at least 1, got {seeds}")
     ctx = _Context(path, text)
     ctx.check_keys(doc, _TOP_KEYS, "the top level")
-    title = ctx.get(doc, "title", str, "the top level", default=path.stem)
+    title = ctx.get(doc, "title", str, "the top level", default=_stem(path))
     renders = ctx.get(doc, "renders", list, "the top level", default=[])
     for entry in renders:
         if not isinstance(entry, str) or entry.partition(":")[0] not in RENDER_KINDS or ":" not in entry:
             raise ctx.error(f"renders: {entry!r} should read 'table:NAME' or 'figure:NAME'", "renders")
-    group = ctx.get(doc, "group", str, "the top level", default=path.stem)
+    group = ctx.get(doc, "group", str, "the top level", default=_stem(path))
     defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
     scale_tables = ctx.get(doc, "scale", dict, "the top level", default={})
     scales = {"full": {}}  # a file need not spell out an empty [scale.full]
@@ -148,7 +157,7 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         if r.name in by_name and by_name[r.name].settings != r.settings:
             raise ctx.error(f"run {r.name} is listed twice with different settings", r.model)
         by_name.setdefault(r.name, r)
-    return Experiment(path.stem, path, title, tuple(renders), group, scale, tuple(sorted(scales)),
+    return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
                       tuple(by_name.values()))
 
 
@@ -182,17 +191,23 @@ def _seeds(ctx: _Context, block: dict, where: str) -> list[int]:
                     "seeds")
 
 
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def _stem(path: Traversable) -> str:
+    return path.name.removesuffix(".toml")
+
+
+def _show(path: Traversable) -> str:
+    if isinstance(path, Path):
+        try:
+            return str(path.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)
 
 
 class _Context:
     """Error messages that name the file, the table, the key and (when it can be found) its line."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Traversable, text: str) -> None:
         self.path, self.lines = path, text.splitlines()
 
     def error(self, message: str, key: str | None = None) -> ResreproError:

@@ -110,6 +110,15 @@ def test_a_path_to_a_file_loads(tmp_path):
     assert [r.name for r in exp.runs] == ["plain20-s0"] and exp.group == "exp"
 
 
+def test_a_copy_in_the_working_directory_wins_over_the_shipped_file(tmp_path, monkeypatch):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "fig1.toml").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    exp = load_experiment("fig1", "tiny")
+    assert (exp.title, [r.name for r in exp.runs]) == ("t", ["plain20-s0"])
+    assert set(list_experiments()) >= PAPER_ARTEFACTS  # still the shipped ones
+
+
 def test_malformed_toml_names_the_line(tmp_path):
     path = _write(tmp_path, GOOD.replace('dataset = "digits"', "dataset = digits"))
     with pytest.raises(ResreproError, match=r"exp\.toml: malformed TOML: .*line 4"):
