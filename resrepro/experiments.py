@@ -1,11 +1,20 @@
 """Experiments: one TOML per paper artefact (``experiments/fig6.toml``, ...) turned into the runs it needs.
 
     title = "..."                      renders = ["table:table6", "figure:fig6"]
-    group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed> [default: file stem]
-    [defaults]                         settings of every run (RunSpec's; ImageNetSpec's for ImageNet nets)
-    [scale.tiny] / [scale.full]        settings of one scale (they win over everything else)
+    group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed>, with the group's
+                                       settings: groups/<group>.toml beside this file, else the shipped one
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
                                        and any setting for these runs only
+
+A group file (``experiments/groups/cifar10.toml``) states the settings of its experiments' shared runs once,
+since they are part of each run's config hash:
+
+    [defaults]                         settings of every run (RunSpec's; ImageNetSpec's for ImageNet nets)
+    [scale.tiny] / [scale.full]        settings of one scale
+
+A run's setting comes from its scale, else from its [[runs]] block, else from [defaults]: the scale wins, so a
+tiny run stays tiny. An experiment that names a group must not hold [defaults] or [scale.*] (refused, with the
+line); one without ``group`` is a group of its own, named after its file, and holds them itself.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
 
 RENDER_KINDS = ("table", "figure")
 _TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
+_GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
@@ -106,14 +116,9 @@ def experiment_path(name: str | Path) -> Traversable:
 def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = None) -> Experiment:
     """Read an experiment at one scale; ``seeds=K`` gives every model the seeds 0..K-1 instead."""
     path = experiment_path(name)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
-        raise ResreproError(f"{_show(path)}: malformed TOML: {e}") from None
+    ctx, doc = _read(path)
     if seeds is not None and seeds < 1:
         raise ResreproError(f"--seeds must be at least 1, got {seeds}")
-    ctx = _Context(path, text)
     ctx.check_keys(doc, _TOP_KEYS, "the top level")
     title = ctx.get(doc, "title", str, "the top level", default=_stem(path))
     renders = ctx.get(doc, "renders", list, "the top level", default=[])
@@ -121,13 +126,7 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         if not isinstance(entry, str) or entry.partition(":")[0] not in RENDER_KINDS or ":" not in entry:
             raise ctx.error(f"renders: {entry!r} should read 'table:NAME' or 'figure:NAME'", "renders")
     group = ctx.get(doc, "group", str, "the top level", default=_stem(path))
-    defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
-    scale_tables = ctx.get(doc, "scale", dict, "the top level", default={})
-    scales = {"full": {}}  # a file need not spell out an empty [scale.full]
-    for s, table in scale_tables.items():
-        if not isinstance(table, dict):
-            raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
-        scales[s] = ctx.settings(table, f"[scale.{s}]")
+    defaults, scales = _group_settings(ctx, doc, group)
     if scale not in scales:
         raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
     blocks = ctx.get(doc, "runs", list, "the top level", default=[])
@@ -159,6 +158,50 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         by_name.setdefault(r.name, r)
     return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
                       tuple(by_name.values()))
+
+
+def _read(path: Traversable) -> tuple[_Context, dict[str, Any]]:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
+        raise ResreproError(f"{_show(path)}: malformed TOML: {e}") from None
+    return _Context(path, text), doc
+
+
+def _group_settings(ctx: _Context, doc: dict, group: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """[defaults] and every [scale.*]: from the group's file if the experiment names a group, else its own."""
+    if "group" in doc:
+        path = _group_file(ctx, group)
+        for key in _GROUP_KEYS:
+            if key in doc:
+                sub = doc[key]  # named by its first table, [scale.tiny], whose line the message can give
+                table = f"scale.{next(iter(sub))}" if key == "scale" and isinstance(sub, dict) and sub else key
+                raise ctx.error(f"[{table}] restates group {group!r}, whose settings (part of every shared run's "
+                                f"config hash) {_show(path)} states once: change them there, or per run in a "
+                                "[[runs]] block", table)
+        ctx, doc = _read(path)  # the settings come from the group's file instead
+        ctx.check_keys(doc, _GROUP_KEYS, "a group file")
+    defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
+    scales = {"full": {}}  # a file need not spell out an empty [scale.full]
+    for s, table in ctx.get(doc, "scale", dict, "the top level", default={}).items():
+        if not isinstance(table, dict):
+            raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
+        scales[s] = ctx.settings(table, f"[scale.{s}]")
+    return defaults, scales
+
+
+def _group_file(ctx: _Context, group: str) -> Traversable:
+    shipped = shipped_folder("experiments") / "groups"
+    # Beside the experiment first, so a folder of one's own experiments can bring its own groups.
+    for folder in ([ctx.path.parent / "groups"] if isinstance(ctx.path, Path) else []) + [shipped]:
+        if (folder / f"{group}.toml").is_file():
+            return folder / f"{group}.toml"
+    known = sorted(p.name.removesuffix(".toml") for p in shipped.iterdir() if p.name.endswith(".toml"))
+    hint = difflib.get_close_matches(group, known, n=1)
+    also = f" (did you mean {hint[0]}?)" if hint else ""
+    raise ctx.error(f"group {group!r} has no groups/{group}.toml beside this file or shipped: name one of "
+                    f"{', '.join(known)}{also}, or drop 'group' and state [defaults] and [scale.*] here", "group")
 
 
 def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], group: str, scale: str,
