@@ -44,9 +44,11 @@ def test_wheel_holds_every_module_and_shipped_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "resrepro").rglob("*.py")}
     assert modules - names == set(), "add the missing packages to [tool.setuptools] packages in pyproject.toml"
-    shipped = {f"resrepro/_shipped/experiments/{p.name}" for p in (ROOT / "experiments").glob("*.toml")}
+    experiments = ROOT / "experiments"  # the experiments and the groups' settings
+    shipped = {f"resrepro/_shipped/experiments/{p.relative_to(experiments).as_posix()}"
+               for p in experiments.rglob("*.toml")}
     shipped |= {f"resrepro/_shipped/paper/{p.name}" for p in (ROOT / "results" / "paper").glob("*.csv")}
-    assert shipped and shipped - names == set()
+    assert "resrepro/_shipped/experiments/groups/cifar10.toml" in shipped and shipped - names == set()
 
 
 def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):
