@@ -1,11 +1,20 @@
 """Experiments: one TOML per paper artefact (``experiments/fig6.toml``, ...) turned into the runs it needs.
 
     title = "..."                      renders = ["table:table6", "figure:fig6"]
-    group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed> [default: file stem]
-    [defaults]                         settings of every run (RunSpec's; ImageNetSpec's for ImageNet nets)
-    [scale.tiny] / [scale.full]        settings of one scale (they win over everything else)
+    group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed>, with the group's
+                                       settings: groups/<group>.toml beside this file, else the shipped one
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
                                        and any setting for these runs only
+
+A group file (``experiments/groups/cifar10.toml``) states the settings of its experiments' shared runs once,
+since they are part of each run's config hash:
+
+    [defaults]                         settings of every run (CifarSpec's; ImageNetSpec's for ImageNet nets)
+    [scale.tiny] / [scale.full]        settings of one scale
+
+A run's setting comes from its scale, else from its [[runs]] block, else from [defaults]: the scale wins, so a
+tiny run stays tiny. An experiment that names a group must not hold [defaults] or [scale.*] (refused, with the
+line); one without ``group`` is a group of its own, named after its file, and holds them itself.
 """
 
 from __future__ import annotations
@@ -14,10 +23,12 @@ import dataclasses
 import difflib
 import re
 from dataclasses import dataclass, field
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
+from resrepro.shipped import shipped_folder
 from resrepro.train.spec import CifarSpec, ImageNetSpec, RunSpec
 
 try:
@@ -25,9 +36,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 RENDER_KINDS = ("table", "figure")
 _TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
+_GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
@@ -50,7 +61,7 @@ class PlannedRun:
 @dataclass(frozen=True)
 class Experiment:
     name: str  # the file's stem: "fig6"
-    path: Path
+    path: Traversable  # a Path, except for a shipped file inside a zipped package
     title: str
     renders: tuple[str, ...]  # "table:table6", "figure:fig6"
     group: str  # runs live in <runs>/<group>/<scale>/, shared by every experiment of the group
@@ -71,17 +82,25 @@ class Experiment:
 
 def list_experiments() -> list[str]:
     """Names of the shipped experiments (``experiments/*.toml``), sorted."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+    return sorted(p.name.removesuffix(".toml") for p in shipped_folder("experiments").iterdir()
+                  if p.name.endswith(".toml"))
 
 
-def experiment_path(name: str | Path) -> Path:
-    """The TOML file of a shipped experiment's name, or a path to any ``.toml`` file."""
+def experiment_path(name: str | Path) -> Traversable:
+    """The TOML file of an experiment's name, or a path to any ``.toml`` file.
+
+    A name is looked up in ``./experiments/`` of the working directory first, so a copy there (to change a
+    setting, say) wins over the shipped file of the same name.
+    """
     if str(name).endswith(".toml"):
         path = Path(name)
         if not path.is_file():
             raise ResreproError(f"experiment file {path} does not exist")
         return path
-    path = EXPERIMENTS_DIR / f"{name}.toml"
+    own = Path.cwd() / "experiments" / f"{name}.toml"
+    if own.is_file():
+        return own
+    path = shipped_folder("experiments") / f"{name}.toml"
     if not path.is_file():
         known = list_experiments()
         hint = difflib.get_close_matches(str(name), known, n=1)
@@ -96,28 +115,17 @@ def experiment_path(name: str | Path) -> Path:
 def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = None) -> Experiment:
     """Read an experiment at one scale; ``seeds=K`` gives every model the seeds 0..K-1 instead."""
     path = experiment_path(name)
-    text = path.read_bytes().decode("utf-8", errors="replace")
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
-        raise ResreproError(f"{_show(path)}: malformed TOML: {e}") from None
+    ctx, doc = _read(path)
     if seeds is not None and seeds < 1:
         raise ResreproError(f"--seeds must be at least 1, got {seeds}")
-    ctx = _Context(path, text)
     ctx.check_keys(doc, _TOP_KEYS, "the top level")
-    title = ctx.get(doc, "title", str, "the top level", default=path.stem)
+    title = ctx.get(doc, "title", str, "the top level", default=_stem(path))
     renders = ctx.get(doc, "renders", list, "the top level", default=[])
     for entry in renders:
         if not isinstance(entry, str) or entry.partition(":")[0] not in RENDER_KINDS or ":" not in entry:
             raise ctx.error(f"renders: {entry!r} should read 'table:NAME' or 'figure:NAME'", "renders")
-    group = ctx.get(doc, "group", str, "the top level", default=path.stem)
-    defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
-    scale_tables = ctx.get(doc, "scale", dict, "the top level", default={})
-    scales = {"full": {}}  # a file need not spell out an empty [scale.full]
-    for s, table in scale_tables.items():
-        if not isinstance(table, dict):
-            raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
-        scales[s] = ctx.settings(table, f"[scale.{s}]")
+    group = ctx.get(doc, "group", str, "the top level", default=_stem(path))
+    defaults, scales = _group_settings(ctx, doc, group)
     if scale not in scales:
         raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
     blocks = ctx.get(doc, "runs", list, "the top level", default=[])
@@ -147,8 +155,52 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         if r.name in by_name and by_name[r.name].settings != r.settings:
             raise ctx.error(f"run {r.name} is listed twice with different settings", r.model)
         by_name.setdefault(r.name, r)
-    return Experiment(path.stem, path, title, tuple(renders), group, scale, tuple(sorted(scales)),
+    return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
                       tuple(by_name.values()))
+
+
+def _read(path: Traversable) -> tuple[_Context, dict[str, Any]]:
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:  # its message ends "(at line L, column C)"
+        raise ResreproError(f"{_show(path)}: malformed TOML: {e}") from None
+    return _Context(path, text), doc
+
+
+def _group_settings(ctx: _Context, doc: dict, group: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """[defaults] and every [scale.*]: from the group's file if the experiment names a group, else its own."""
+    if "group" in doc:
+        path = _group_file(ctx, group)
+        for key in _GROUP_KEYS:
+            if key in doc:
+                sub = doc[key]  # named by its first table, [scale.tiny], whose line the message can give
+                table = f"scale.{next(iter(sub))}" if key == "scale" and isinstance(sub, dict) and sub else key
+                raise ctx.error(f"[{table}] restates group {group!r}, whose settings (part of every shared run's "
+                                f"config hash) {_show(path)} states once: change them there, or per run in a "
+                                "[[runs]] block", table)
+        ctx, doc = _read(path)  # the settings come from the group's file instead
+        ctx.check_keys(doc, _GROUP_KEYS, "a group file")
+    defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
+    scales = {"full": {}}  # a file need not spell out an empty [scale.full]
+    for s, table in ctx.get(doc, "scale", dict, "the top level", default={}).items():
+        if not isinstance(table, dict):
+            raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
+        scales[s] = ctx.settings(table, f"[scale.{s}]")
+    return defaults, scales
+
+
+def _group_file(ctx: _Context, group: str) -> Traversable:
+    shipped = shipped_folder("experiments") / "groups"
+    # Beside the experiment first, so a folder of one's own experiments can bring its own groups.
+    for folder in ([ctx.path.parent / "groups"] if isinstance(ctx.path, Path) else []) + [shipped]:
+        if (folder / f"{group}.toml").is_file():
+            return folder / f"{group}.toml"
+    known = sorted(p.name.removesuffix(".toml") for p in shipped.iterdir() if p.name.endswith(".toml"))
+    hint = difflib.get_close_matches(group, known, n=1)
+    also = f" (did you mean {hint[0]}?)" if hint else ""
+    raise ctx.error(f"group {group!r} has no groups/{group}.toml beside this file or shipped: name one of "
+                    f"{', '.join(known)}{also}, or drop 'group' and state [defaults] and [scale.*] here", "group")
 
 
 def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], group: str, scale: str,
@@ -181,17 +233,23 @@ def _seeds(ctx: _Context, block: dict, where: str) -> list[int]:
                     "seeds")
 
 
-def _show(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def _stem(path: Traversable) -> str:
+    return path.name.removesuffix(".toml")
+
+
+def _show(path: Traversable) -> str:
+    if isinstance(path, Path):
+        try:
+            return str(path.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)
 
 
 class _Context:
     """Error messages that name the file, the table, the key and (when it can be found) its line."""
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Traversable, text: str) -> None:
         self.path, self.lines = path, text.splitlines()
 
     def error(self, message: str, key: str | None = None) -> ResreproError:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from resrepro.errors import ResreproError
-from resrepro.experiments import list_experiments, load_experiment
+from resrepro.experiments import experiment_path, list_experiments, load_experiment
 from resrepro.models.registry import resolve
 from resrepro.train.spec import ImageNetSpec
 
+GROUPS = Path(__file__).resolve().parents[1] / "experiments" / "groups"
 PAPER_ARTEFACTS = {"fig1", "fig4", "fig6", "fig7", "table2", "table3", "table4", "table6", "ablation-cifar"}
 
 
@@ -90,6 +92,20 @@ def test_experiments_of_a_group_agree_on_shared_runs():
                 assert seen.setdefault(run.run_dir_rel, key) == key, f"{name}: {run.run_dir_rel}"
 
 
+@pytest.mark.parametrize("name", list_experiments())
+def test_a_groups_file_plans_the_runs_its_settings_stated_in_the_experiment_would(name, tmp_path):
+    # Every experiment used to restate its group's [defaults] and [scale.*]. Stating them once in the group's
+    # file must not change one run's config hash: that hash is how a sweep recognises the runs already on disk.
+    exp = load_experiment(name)
+    text = re.sub(r"^group = .*\n", "", experiment_path(name).read_text(), flags=re.M)
+    own = tmp_path / f"{name}.toml"
+    own.write_text(text + "\n" + (GROUPS / f"{exp.group}.toml").read_text())
+    assert load_experiment(own).scales == exp.scales
+    for scale in exp.scales:
+        grouped = {r.name: r.spec.config_hash() for r in load_experiment(name, scale).runs}
+        assert grouped == {r.name: r.spec.config_hash() for r in load_experiment(own, scale).runs}
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.toml"
     path.write_text(text)
@@ -108,6 +124,15 @@ models = ["plain20"]
 def test_a_path_to_a_file_loads(tmp_path):
     exp = load_experiment(_write(tmp_path, GOOD), "tiny")
     assert [r.name for r in exp.runs] == ["plain20-s0"] and exp.group == "exp"
+
+
+def test_a_copy_in_the_working_directory_wins_over_the_shipped_file(tmp_path, monkeypatch):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "fig1.toml").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    exp = load_experiment("fig1", "tiny")
+    assert (exp.title, [r.name for r in exp.runs]) == ("t", ["plain20-s0"])
+    assert set(list_experiments()) >= PAPER_ARTEFACTS  # still the shipped ones
 
 
 def test_malformed_toml_names_the_line(tmp_path):
@@ -145,3 +170,38 @@ def test_unknown_experiment_and_scale():
         load_experiment("fig66")
     with pytest.raises(ResreproError, match="no scale 'huge'"):
         load_experiment("fig6", "huge")
+
+
+ONE_RUN = 'title = "t"\ngroup = "cifar10"\n[[runs]]\nmodels = ["plain20"]\n'
+
+
+def test_a_file_of_ones_own_naming_a_group_shares_its_settings_and_runs(tmp_path):
+    mine = load_experiment(_write(tmp_path, ONE_RUN), "tiny").runs[0]
+    fig1 = {r.name: r for r in load_experiment("fig1", "tiny").runs}["plain20-s0"]
+    assert (mine.run_dir_rel, mine.spec.config_hash()) == (fig1.run_dir_rel, fig1.spec.config_hash())
+
+
+def test_a_group_file_beside_the_experiment_wins_over_the_shipped_one(tmp_path):
+    (tmp_path / "groups").mkdir()
+    (tmp_path / "groups" / "cifar10.toml").write_text('[scale.tiny]\ndataset = "digits"\nwidth = 4\n')
+    spec = load_experiment(_write(tmp_path, ONE_RUN), "tiny").runs[0].spec
+    assert (spec.dataset, spec.width, spec.iters) == ("digits", 4, 64_000)
+
+
+@pytest.mark.parametrize("text, match", [
+    (ONE_RUN + "[defaults]\nwidth = 8\n",
+     r"exp\.toml \(line 5\): \[defaults\] restates group 'cifar10', .*cifar10\.toml states once"),
+    (ONE_RUN.replace("[[runs]]", "[scale.tiny]\niters = 10\n[[runs]]"),
+     r"exp\.toml \(line 3\): \[scale\.tiny\] restates group 'cifar10'"),
+    (ONE_RUN.replace("cifar10", "cifar"), r"exp\.toml \(line 2\): group 'cifar' has no .*did you mean cifar10"),
+])
+def test_an_experiment_may_not_restate_or_miss_its_groups_settings(tmp_path, text, match):
+    with pytest.raises(ResreproError, match=match):
+        load_experiment(_write(tmp_path, text), "tiny")
+
+
+def test_unknown_key_in_a_group_file_is_named(tmp_path):
+    (tmp_path / "groups").mkdir()
+    (tmp_path / "groups" / "mine.toml").write_text('[defaults]\ndataset = "digits"\n[[runs]]\nmodels = []\n')
+    with pytest.raises(ResreproError, match=r"mine\.toml \(line 3\): unknown key 'runs' in a group file"):
+        load_experiment(_write(tmp_path, ONE_RUN.replace("cifar10", "mine")), "tiny")

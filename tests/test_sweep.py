@@ -243,6 +243,14 @@ def test_cli_malformed_toml_names_the_line(tmp_path, monkeypatch, capsys):
     assert code == 2 and err.count("\n") == 1 and "line 2" in err
 
 
+def test_cli_error_shows_the_toml_table_it_names(tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "mine.toml"
+    mine.write_text('title = "x"\ngroup = "cifar10"\n[scale.tiny]\niters = 10\n[[runs]]\nmodels = ["plain20"]\n')
+    code, _, err = _cli(monkeypatch, capsys, str(mine), "--scale=tiny", "--dry-run")
+    assert code == 2 and err.count("\n") == 1 and "(line 3): [scale.tiny] restates group 'cifar10'" in err
+    assert "per run in a [[runs]] block" in err
+
+
 def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("resrepro.sweep._default_train", lambda progress: pytest.fail("trained in a dry run"))
     code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={tmp_path}", "--dry-run")

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from resrepro.errors import ResreproError
-
-# The tool runs from a checkout, where results/ sits beside the package, so no package data is needed.
-PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
+from resrepro.shipped import shipped_folder
 
 
 def paper_tables() -> list[str]:
-    """Names of the paper tables on disk (``table6``, ``table1_flops``, ``calibration``, ...)."""
-    return sorted(p.stem for p in PAPER_DIR.glob("*.csv"))
+    """Names of the paper's tables (``table6``, ``table1_flops``, ``calibration``, ...)."""
+    return sorted(p.name.removesuffix(".csv") for p in shipped_folder("paper").iterdir() if p.name.endswith(".csv"))
 
 
 def paper_table(name: str) -> pd.DataFrame:
     """One of the paper's tables; errors in percent as the paper prints them, NaN where it prints none."""
-    path = PAPER_DIR / f"{name}.csv"
+    path = shipped_folder("paper") / f"{name}.csv"
     if not path.is_file():
-        known = ", ".join(paper_tables()) or f"none: {PAPER_DIR} is missing"
-        raise ResreproError(f"unknown paper table {name!r}; known: {known}")
-    # `model` and `label` stay strings even when a column happens to look numeric.
-    return pd.read_csv(path, dtype={"model": str, "label": str, "source": str})
+        raise ResreproError(f"unknown paper table {name!r}; known: {', '.join(paper_tables())}")
+    with path.open("rb") as f:
+        # `model` and `label` stay strings even when a column happens to look numeric.
+        return pd.read_csv(f, dtype={"model": str, "label": str, "source": str})
