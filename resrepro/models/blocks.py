@@ -133,7 +133,8 @@ class Bottleneck(nn.Module):
 def init_weights(model: nn.Module) -> None:
     """He (Kaiming normal) init for convs as in the paper [13], BN as identity, FC left at PyTorch's default.
 
-    ``mode="fan_out"`` follows the authors' released Torch code (fb.resnet.torch), as torchvision does.
+    ``mode="fan_out"`` follows fb.resnet.torch (Facebook's Torch reimplementation, which notes where it differs
+    from the paper), as torchvision does.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

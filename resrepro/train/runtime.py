@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -96,18 +95,14 @@ def tensorboard(path):
 
 
 class Progress:
-    """A rich bar on a terminal (nothing elsewhere): iteration, lr, loss, error and images/s."""
+    """A rich bar on a terminal (nothing elsewhere): iteration, lr, loss, error, and images/s from rich's own
+    speed estimate of the task (iterations/s over its recent updates) times the batch size."""
 
-    def __init__(self, progress, task, batch_size: int) -> None:
-        self.progress, self.task, self.batch_size = progress, task, batch_size
-        self.last: tuple[int | None, float] = (None, time.perf_counter())
+    def __init__(self, progress, task) -> None:
+        self.progress, self.task = progress, task
 
     def update(self, step: int, lr: float, loss: float, error: float) -> None:
-        prev_step, prev_t = self.last
-        now = time.perf_counter()
-        ips = (step - prev_step) * self.batch_size / (now - prev_t) if prev_step is not None else float("nan")
-        self.last = (step, now)
-        self.progress.update(self.task, completed=step, lr=lr, loss=loss, error=100 * error, ips=ips)
+        self.progress.update(self.task, completed=step, lr=f"{lr:.4g}", loss=f"{loss:.3f}", error=f"{100 * error:.1f}%")
 
 
 @contextmanager
@@ -116,14 +111,19 @@ def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float,
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.progress import Progress as RichProgress
+    from rich.text import Text
+
+    class ImagesPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed * batch_size:.0f} img/s" if task.speed else "— img/s")
 
     console = Console(stderr=True)
     columns = [TextColumn(label), BarColumn(), MofNCompleteColumn(),
-               TextColumn("lr {task.fields[lr]:.4g} loss {task.fields[loss]:.3f} err {task.fields[error]:.1f}%"
-                          " {task.fields[ips]:.0f} img/s"), TimeRemainingColumn()]
+               TextColumn("lr {task.fields[lr]} loss {task.fields[loss]} err {task.fields[error]}"),
+               ImagesPerSecond(), TimeRemainingColumn()]
     with RichProgress(*columns, console=console, disable=not console.is_terminal) as p:
-        nan = float("nan")
-        task = p.add_task("train", total=total, completed=start, lr=lr, loss=nan, error=nan, ips=nan)
-        yield Progress(p, task, batch_size)
+        # "—" until the first figures arrive: a NaN would read like a diverged run.
+        task = p.add_task("train", total=total, completed=start, lr=f"{lr:.4g}", loss="—", error="—")
+        yield Progress(p, task)

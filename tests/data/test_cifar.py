@@ -199,7 +199,7 @@ def test_cli_trains_and_evaluates_from_cifar10_files(fake_cifar, tmp_path, val_s
     assert RunDir(run).read_metrics()[-1]["epoch"] == pytest.approx(6 * 16 / (100 - val_split), abs=1e-4)
     result = json.loads(_resrepro("eval", run, "--format", "json", *eval_args))
     assert (result["dataset"], result["split"], result["images"]) == ("cifar10", split, images)
-    assert result["error"] == summary["final"]["eval_error"]
+    assert result["top1_error"] == summary["final"]["eval_error"]
     assert result["loss"] == pytest.approx(summary["final"]["eval_loss"], rel=1e-6)
     if val_split:
         test = json.loads(_resrepro("eval", run, "--format", "json", "--split", "test"))

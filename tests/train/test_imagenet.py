@@ -271,3 +271,18 @@ def test_cli_eval_tests_a_run_at_its_own_sizes(tmp_path, data, monkeypatch, caps
     assert code == 0, err
     assert seen == [{"resize": 32, "crop": 28, "workers": 0}]  # the run's sizes and its workers
     assert json.loads((tmp_path / "run" / "eval" / "ten-crop.json").read_text()) == json.loads(out)
+
+
+def test_divergence_on_an_intervals_last_step_is_an_error_and_keeps_the_finite_checkpoint(tmp_path, data):
+    """An infinite lr for the last update of the run: every logged loss is finite, only the weights show it.
+    The run must not end 'finished' with NaN weights in its checkpoint."""
+    import math
+
+    spec = tiny(data, milestones=(3,), lr_decay=math.inf)
+    with pytest.raises(ResreproError, match=r"weights became NaN/inf before iteration 4; the last good checkpoint"
+                                            r" .*iteration 2\) is kept"):
+        train(spec, tmp_path / "run")
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 2
+    assert all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
+    assert RunDir(tmp_path / "run").read_summary() is None

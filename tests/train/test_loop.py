@@ -241,3 +241,65 @@ def test_checkpoint_is_written_atomically(tmp_path):
         atomic_write(path, crash)
     assert torch.equal(load_checkpoint(path)["model"]["w"], torch.ones(2))
     assert [p.name for p in Path(tmp_path).iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize("content", [
+    {"model": {"fc.weight": torch.zeros(10, 16)}},  # weights without the spec that says which net they are
+    {"state_dict": {"linear.weight": torch.zeros(10, 64)}, "best_prec1": 91.7},  # another project's file
+])
+def test_cli_eval_of_a_specless_or_foreign_checkpoint_is_one_line_and_exit_2(tmp_path, content):
+    path = tmp_path / "weights.pt"
+    torch.save(content, path)
+    res = subprocess.run([sys.executable, "-m", "resrepro", "eval", str(path)], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and str(path) in res.stderr
+
+
+def test_a_compiled_run_does_not_time_its_compilation(tmp_path, monkeypatch):
+    """The first calls of a compiled model compile it (seconds to minutes): images/s leaves them out, wall_s not."""
+    calls = []
+
+    class SlowToCompile(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            calls.append(1)
+            if len(calls) == 1:
+                time.sleep(3.0)  # what compiling costs, at the first call only
+            return self.model(x)
+
+    def slow_compile(model, **kwargs):
+        return SlowToCompile(model)
+
+    monkeypatch.setattr(torch, "compile", slow_compile)
+    summary = train(CifarSpec(**{**TINY, "compile": True}), tmp_path / "run")
+    assert len(calls) >= TINY["iters"]
+    assert summary["wall_s"] > 3.0
+    timed_images = (TINY["iters"] - 3) * TINY["batch_size"]  # the first 3 steps after a start are not timed
+    assert summary["images_per_s"] > timed_images / 3.0  # the timed steps took far less than the compilation
+
+
+@pytest.mark.slow
+def test_the_gpu_fast_path_as_far_as_a_cpu_goes_trains_and_resumes_exactly(tmp_path):
+    """torch.compile (inductor's CPU kernels), bf16 autocast and channels_last, as a CUDA run uses them."""
+    spec = CifarSpec(**{**TINY, "width": 8, "compile": True, "precision": "bf16", "channels_last": True,
+                        "checkpoint_every": 6})
+    full = train(spec, tmp_path / "full")
+    rows = RunDir(tmp_path / "full").read_metrics()
+    assert all(math.isfinite(r[k]) for r in rows for k in ("train_loss", "eval_loss"))
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it learns
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_12(step, row):
+        if step == 12:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(spec, tmp_path / "cut", on_step=stop_at_12)
+    assert train(spec, tmp_path / "cut")["final"] == full["final"]
+    assert full["images_per_s"] > 0
