@@ -25,8 +25,8 @@ class Shortcut(str, Enum):
 DatasetChoice = choices("DatasetChoice", CifarDataset)
 NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
-CHANNELS_LAST_HELP = ("NHWC memory layout (default: on; `resrepro bench` times both layouts on a CPU). Same "
-                      "numbers up to float rounding.")
+CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
+                      "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
 # A backslash keeps rich from reading [tensorboard] as markup and dropping it.
 TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro\\[tensorboard]')."
 
