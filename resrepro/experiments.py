@@ -125,6 +125,7 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         if not isinstance(entry, str) or entry.partition(":")[0] not in RENDER_KINDS or ":" not in entry:
             raise ctx.error(f"renders: {entry!r} should read 'table:NAME' or 'figure:NAME'", "renders")
     group = ctx.get(doc, "group", str, "the top level", default=_stem(path))
+    _check_name(ctx, "group", group)
     defaults, scales = _group_settings(ctx, doc, group)
     if scale not in scales:
         raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
@@ -184,10 +185,19 @@ def _group_settings(ctx: _Context, doc: dict, group: str) -> tuple[dict[str, Any
     defaults = ctx.settings(ctx.get(doc, "defaults", dict, "the top level", default={}), "[defaults]")
     scales = {"full": {}}  # a file need not spell out an empty [scale.full]
     for s, table in ctx.get(doc, "scale", dict, "the top level", default={}).items():
+        _check_name(ctx, "scale", s)
         if not isinstance(table, dict):
             raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
         scales[s] = ctx.settings(table, f"[scale.{s}]")
     return defaults, scales
+
+
+def _check_name(ctx: _Context, key: str, name: str) -> None:
+    """A group or scale names a folder of <runs>/<group>/<scale>/: one plain name, so that no file can put
+    runs outside --runs (``../..``, ``/tmp``) or read a group file from elsewhere."""
+    if name in ("", ".", "..") or set(name) & set("/\\\0"):
+        raise ctx.error(f"{key} {name!r} should be a folder name, without '/' and not '..': it names a folder of "
+                        "<runs>/<group>/<scale>/, which stays under --runs", key if key == "group" else name)
 
 
 def _group_file(ctx: _Context, group: str) -> Traversable:

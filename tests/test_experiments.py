@@ -159,8 +159,26 @@ def test_unknown_key_is_named(tmp_path, text, key, where, line):
     (GOOD.replace('"digits"', '"mnist"'), "plain20-s0 at scale 'tiny': unknown dataset"),
     (GOOD.replace("plain20", "resnet18") + "scale = [32, 40]\ncrop = 36\n", "resnet18-s0 .*crop <= low"),
     (GOOD + "accumulate = 2\n", "plain20-s0 at scale 'tiny': the cifar trainer has no setting accumulate"),
+    (GOOD + "momentum = -1.0\n", r"plain20-s0 at scale 'tiny': momentum must be in \[0, 1\), got -1.0"),
+    (GOOD + "lr = nan\n", "lr must be a finite number > 0, got nan"),
+    (GOOD + "lr_decay = inf\n", "lr_decay must be a finite number > 0, got inf"),
+    (GOOD + "warmup_until_error = 0.0\n", r"warmup_until_error is a training error in \(0, 1\], got 0.0"),
+    (GOOD + "warmup_lr = -0.01\n", "warmup_lr must be a finite number > 0"),
+    (GOOD + "milestones = [-5]\n", "milestones must be increasing iterations >= 1"),
+    (GOOD + 'iters = "abc"\n', "iters should be a 64-bit integer, got 'abc'"),
+    (GOOD + 'milestones = ["a"]\n', r"milestones should be a list of integers, got \['a'\]"),
 ])
 def test_bad_values_are_named(tmp_path, text, match):
+    with pytest.raises(ResreproError, match=match):
+        load_experiment(_write(tmp_path, text), "tiny")
+
+
+@pytest.mark.parametrize("text, match", [
+    ('group = "../../escape"\n' + GOOD, r"exp\.toml \(line 1\): group '\.\./\.\./escape' should be a folder name"),
+    ('group = "/tmp"\n' + GOOD, "group '/tmp' should be a folder name"),
+    (GOOD.replace("[scale.tiny]", '[scale."../tiny"]'), r"scale '\.\./tiny' should be a folder name"),
+])
+def test_a_path_from_the_file_never_leaves_the_runs_root(tmp_path, text, match):
     with pytest.raises(ResreproError, match=match):
         load_experiment(_write(tmp_path, text), "tiny")
 

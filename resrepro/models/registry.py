@@ -21,6 +21,9 @@ from resrepro.models.imagenet import IMAGENET_LAYERS, ImageNetResNet
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6 and Fig. 6
 IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)
+# Five times ResNet-1202's n (200): 97M parameters, built in seconds. Beyond it a mistyped --n (an extra digit
+# or ten) would sit building a model that cannot train, with no message.
+MAX_N = 1000
 
 # The paper's own figures: Table 6 parameter counts (CIFAR residual nets, as printed) and Table 1 FLOPs
 # (multiply-adds, the same for plain and residual nets of one depth).
@@ -90,9 +93,10 @@ def model_name(family: str, depth: int, plain: bool = False, shortcut: str | Non
 
 
 def cifar_spec(n: int, *, plain: bool = False, shortcut: str = "A") -> ModelSpec:
-    """The CIFAR net of depth 6n+2 (any n >= 1)."""
-    if n < 1:
-        raise ResreproError(f"n must be at least 1 (depth 6n+2), got {n}")
+    """The CIFAR net of depth 6n+2 (1 <= n <= MAX_N)."""
+    if not 1 <= n <= MAX_N:
+        raise UnknownModelError(f"n must be at least 1 and at most {MAX_N} (depth 6n+2: 8..{6 * MAX_N + 2}), "
+                                f"got {n}")
     if shortcut not in "ABC" or len(shortcut) != 1:
         raise ResreproError(f"unknown shortcut option {shortcut!r}: choose A, B or C")
     depth = 6 * n + 2

@@ -11,7 +11,9 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import re
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ CifarDataset = Literal["cifar10", "digits", "synthetic"]
 ImageNetDataset = Literal["imagenet", "digits"]
 
 IMAGENET_DIR = "~/.cache/resrepro/data/imagenet"
+SEEDS = 2**32  # seeds 0..2**32-1: the ImageNet loader derives seed * 4096 + rank, which must fit torch's 64 bits
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +64,14 @@ class RunSpec:
 
     def __post_init__(self) -> None:
         for name, kind in _field_types(type(self)).items():  # lists from JSON/TOML: tuples stay hashable
-            if typing.get_origin(kind) is tuple and isinstance(getattr(self, name), list | tuple):
-                object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+            if typing.get_origin(kind) is tuple and isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        # Types first: a config.json or TOML file can hold anything, and the range checks compare numbers.
+        for name, kind in _field_types(type(self)).items():
+            value = getattr(self, name)
+            if typing.get_origin(kind) is not Literal and not _fits(value, kind):
+                shown = list(value) if isinstance(value, tuple) else value  # as JSON and TOML write it
+                raise ResreproError(f"{name} should be {_describe(kind)}, got {shown!r}")
         self.check()
 
     def replace(self, **changes: Any) -> RunSpec:
@@ -101,10 +110,18 @@ class RunSpec:
         for name in ("iters", "batch_size", "eval_every", "width", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ResreproError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ResreproError(f"milestones must be increasing, got {list(self.milestones)}")
-        if not self.lr > 0:
-            raise ResreproError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.seed < SEEDS:
+            raise ResreproError(f"seed must be in 0..{SEEDS - 1}, got {self.seed}")
+        # A milestone at or past `iters` is allowed: it never comes, which is what every short run started with
+        # the paper's 32k/48k does; refusing it would make those runs unreadable.
+        if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
+            raise ResreproError(f"milestones must be increasing iterations >= 1, got {list(self.milestones)}")
+        _positive("lr", self.lr)
+        _positive("lr_decay", self.lr_decay)
+        if not 0 <= self.momentum < 1:  # NaN fails too; momentum 1 never forgets a gradient and diverges
+            raise ResreproError(f"momentum must be in [0, 1), got {self.momentum} (paper: 0.9)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ResreproError(f"weight_decay must be a finite number >= 0, got {self.weight_decay} (paper: 1e-4)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,8 +166,11 @@ class CifarSpec(RunSpec):
         if resolve(self.model).family != "cifar":
             raise ResreproError(f"{self.model} is an ImageNet net; use `resrepro train imagenet`")
         super().check()
-        if self.eval_batch_size < 1 or self.val_split < 0:
-            raise ResreproError("eval-batch-size must be at least 1 and val-split non-negative")
+        if self.eval_batch_size < 1 or self.val_split < 0 or self.pad < 0:
+            raise ResreproError("eval-batch-size must be at least 1, val-split and pad non-negative")
+        _positive("warmup_lr", self.warmup_lr)
+        if not 0 < self.warmup_until_error <= 1:  # a training error, 0..1: at 0 the warm-up would never end
+            raise ResreproError(f"warmup_until_error is a training error in (0, 1], got {self.warmup_until_error}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +250,45 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
 def runtime_fields(config: dict[str, Any]) -> frozenset[str]:
     """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family."""
     return frozenset(spec_type(config).RUNTIME)
+
+
+def _positive(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ResreproError(f"{name} must be a finite number > 0, got {value}")
+
+
+def _fits(value: Any, kind: Any) -> bool:
+    """Whether ``value`` is of the field type ``kind`` (bool is no int here; an int is a float)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
+    if origin is Literal or kind is str:
+        return isinstance(value, str)
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool) or kind is bool:
+        return isinstance(value, bool) and kind is bool
+    if kind is int:  # torch keeps counts and seeds in 64 bits
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    if kind is float and isinstance(value, int):
+        return abs(value) < 2**1023  # math.isfinite raises on an int too large for a float
+    return isinstance(value, kind)
+
+
+def _describe(kind: Any) -> str:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if typing.get_origin(kind) is tuple:
+        return "a list of integers" if args[-1] is Ellipsis else f"a list of {len(args)} integers"
+    return {int: "a 64-bit integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "None"}.get(kind, str(kind))
 
 
 @functools.cache

@@ -273,12 +273,14 @@ def test_cli_eval_tests_a_run_at_its_own_sizes(tmp_path, data, monkeypatch, caps
     assert json.loads((tmp_path / "run" / "eval" / "ten-crop.json").read_text()) == json.loads(out)
 
 
-def test_divergence_on_an_intervals_last_step_is_an_error_and_keeps_the_finite_checkpoint(tmp_path, data):
+def test_divergence_on_an_intervals_last_step_is_an_error_and_keeps_the_finite_checkpoint(tmp_path, data,
+                                                                                           monkeypatch):
     """An infinite lr for the last update of the run: every logged loss is finite, only the weights show it.
     The run must not end 'finished' with NaN weights in its checkpoint."""
-    import math
+    from tests.train.test_loop import infinite_lr_from
 
-    spec = tiny(data, milestones=(3,), lr_decay=math.inf)
+    infinite_lr_from(3, monkeypatch)
+    spec = tiny(data, milestones=(3,))
     with pytest.raises(ResreproError, match=r"weights became NaN/inf before iteration 4; the last good checkpoint"
                                             r" .*iteration 2\) is kept"):
         train(spec, tmp_path / "run")

@@ -139,11 +139,21 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         train(spec, tmp_path / "run")
 
 
+def infinite_lr_from(step: int, monkeypatch) -> None:
+    """An lr of inf from ``step`` on, through the schedule: a spec refuses a non-finite lr or lr_decay."""
+    from resrepro.train.schedule import Schedule
+
+    lr_at = Schedule.lr_at
+    monkeypatch.setattr(Schedule, "lr_at", lambda self, s: math.inf if s >= step else lr_at(self, s))
+
+
 @pytest.mark.parametrize("blow_up_at", [13, 17])
-def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, blow_up_at):
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(tmp_path, blow_up_at,
+                                                                                  monkeypatch):
     """An infinite lr from iteration ``blow_up_at``: at 13 the next losses are NaN; at 17, the interval's last
     update, every loss of the interval is finite and only the weights show the damage."""
-    spec = CifarSpec(**{**TINY, "milestones": (blow_up_at,), "lr_decay": math.inf, "checkpoint_every": 6})
+    infinite_lr_from(blow_up_at, monkeypatch)
+    spec = CifarSpec(**{**TINY, "milestones": (blow_up_at,), "checkpoint_every": 6})
     with pytest.raises(ResreproError, match=r"became .* before iteration 18; the last good checkpoint .*iteration 12"):
         train(spec, tmp_path / "run")
     run = RunDir(tmp_path / "run")
