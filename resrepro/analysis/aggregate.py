@@ -21,6 +21,7 @@ from resrepro.train.rundir import CONFIG, RunDir
 from resrepro.train.spec import runtime_fields
 
 REQUIRED_KEYS = ("model", "dataset")
+INT_KEYS = ("seed", "iters", "width")
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
 ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
 COLUMNS = (
@@ -91,7 +92,8 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
     """Every run below ``root`` (``root`` itself may be one), and a warning for each folder skipped."""
     root = Path(root)
     if not root.is_dir():
-        raise ResreproError(f"runs directory {root} does not exist: pass the folder holding your runs")
+        raise ResreproError(f"runs directory {root} {'is a file' if root.exists() else 'does not exist'}: pass "
+                            "the folder holding your runs")
     runs: list[Run] = []
     warnings: list[str] = []
     for config_path in sorted(root.rglob(CONFIG)):
@@ -115,6 +117,10 @@ def _read_run(path: Path) -> tuple[Run | None, list[str]]:
     # Other tools write config.json too, some with "model"/"dataset" sections: a run names both as strings.
     if not isinstance(config, dict) or not all(isinstance(config.get(k), str) for k in REQUIRED_KEYS):
         return None, ["config.json names no model and dataset: not a resrepro run"]
+    for key in INT_KEYS:  # a report groups and sorts by them: a damaged value must not pass as a setting
+        if key in config and (not isinstance(config[key], int) or isinstance(config[key], bool)):
+            return None, [f"config.json: {key} should be an integer, got {config[key]!r}: the run directory is "
+                          "damaged"]
     if not isinstance(summary, (dict, type(None))):
         return None, ["summary.json is not a JSON object: the run directory is damaged"]
     if summary is not None and summary.get("status") == "finished":

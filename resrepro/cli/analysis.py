@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from resrepro.cli.common import app
+from resrepro.cli.common import app, check_output
 
 
 class Split(str, Enum):
@@ -48,6 +48,8 @@ def layer_response(
     """Std of each 3×3 layer's response (after BN, before ReLU/addition) of trained runs (Fig. 7), as CSV."""
     from resrepro.analysis.response import run_layer_responses
 
+    if out is not None:
+        check_output(out, folder=False)
     table = run_layer_responses(run_dirs, split=split.value, bn_mode=bn_mode.value, pooling=pooling.value,
                                 include_stem=stem, data_dir=data_dir, batch_size=batch_size, device=device)
     text = table.to_csv(index=False)

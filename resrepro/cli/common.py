@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import typing
 from enum import Enum
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -43,6 +45,29 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # Escaped: messages name TOML tables ([scale.tiny], [[runs]]), which rich would take for markup and drop.
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(code)
+
+
+def check_output(path: Path, *, folder: bool, option: str = "--out") -> None:
+    """Refuse, before any work, an output that could not be written: a file where a folder goes (or the reverse),
+    a path under a file, a place without write permission or on a read-only filesystem. ResreproError if so."""
+    from resrepro.errors import ResreproError
+
+    what = f"{option} {path}"
+    try:
+        if path.exists():
+            if path.is_dir() != folder:
+                raise ResreproError(f"{what} is a {'file' if folder else 'folder'}; name a "
+                                    f"{'folder' if folder else 'file'} to write")
+            # A file is replaced through a temp file beside it, so its folder must be writable too.
+            place = path if folder else path.parent
+        else:
+            place = next(p for p in path.absolute().parents if p.exists())
+            if not place.is_dir():
+                raise ResreproError(f"{what} cannot be created: {place} is a file")
+    except OSError as e:  # a stat refused along the path
+        raise ResreproError(f"{what} cannot be checked: {e.strerror}") from None
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise ResreproError(f"{what} cannot be written: no write permission in {place} (or it is read-only)")
 
 
 def print_records(records: list[dict[str, Any]], fmt: Format, title: str | None = None) -> None:

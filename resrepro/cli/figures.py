@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, err
+from resrepro.cli.common import app, check_output, err
 
 
 class FigureName(str, Enum):
@@ -45,8 +45,9 @@ def figure(
     """Render one of the paper's figures (PNG, PDF, caption) from run directories; says what is missing."""
     from resrepro.report.figures import render_figure
 
-    written, warnings = render_figure(name.value, runs, out or Path("results") / name.value, dataset=dataset,
-                                      responses=responses)
+    out = out or Path("results") / name.value
+    check_output(out, folder=True)
+    written, warnings = render_figure(name.value, runs, out, dataset=dataset, responses=responses)
     warn(warnings)
     for path in written:
         typer.echo(path)
@@ -61,4 +62,5 @@ def plot(
     """Plot training (dashed) and eval (solid) curves of any run directories into one image."""
     from resrepro.report.figures import plot_runs
 
+    check_output(out, folder=False)
     typer.echo(plot_runs(run_dirs, metric.value, out))

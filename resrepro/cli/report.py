@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, err
+from resrepro.cli.common import app, check_output, err
 
 DEFAULT_RUNS = Path("runs")  # where `resrepro sweep` and `resrepro figure` keep runs by default
 
@@ -39,6 +39,8 @@ def table(
     from resrepro.io import write_text
     from resrepro.report.tables import render_table
 
+    if out is not None:
+        check_output(out, folder=False)
     if runs is None and DEFAULT_RUNS.is_dir():
         runs = DEFAULT_RUNS
     text, warnings = render_table(name, runs, fmt.value, dataset)

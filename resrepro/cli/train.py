@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from resrepro.cli.common import app, choices, err
+from resrepro.cli.common import app, check_output, choices, err
 from resrepro.cli.models import Family
 from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
 
@@ -91,10 +91,9 @@ def train_cifar(
     from resrepro.data.cifar import load_dataset
     from resrepro.models.registry import cifar_spec
     from resrepro.train.loop import train
+    from resrepro.train.runtime import resolve_device
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
-    if download:
-        load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
     spec = CifarSpec(
         model=model, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, lr=lr,
         momentum=momentum, weight_decay=weight_decay, milestones=_milestones(milestones), warmup=warmup,
@@ -104,6 +103,10 @@ def train_cifar(
         tensorboard=tensorboard, verify=not skip_checksum,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
+    check_output(out, folder=True)
+    resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
+    if download:
+        load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
     err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
               f"{'on' if spec.uses_warmup else 'off'}) → {out}")
     summary = train(spec, out, progress=True)
@@ -159,6 +162,7 @@ def train_imagenet(
 
     from resrepro.models.registry import model_name
     from resrepro.train.loop import init_distributed, train
+    from resrepro.train.runtime import resolve_device
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -171,9 +175,12 @@ def train_imagenet(
         channels_last=channels_last, device=device, tensorboard=tensorboard,
         data_dir=str(data_dir) if data_dir else None,
     )
+    out = out or Path("runs") / f"{model}-s{seed}"
+    check_output(out, folder=True)
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
-    out = out or Path("runs") / f"{model}-s{seed}"
+    else:
+        resolve_device(spec.device)  # a device that is not here is one line, before anything is printed
     if rank == 0:
         err.print(f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch {spec.batch_size} over {world} "
                   f"process{'es' if world > 1 else ''}) → {out}")
@@ -276,6 +283,8 @@ def bench(
     from resrepro.io import write_json
     from resrepro.train.bench import run_bench, run_imagenet_bench
 
+    if out:
+        check_output(out, folder=False)
     if family is Family.cifar:
         model = model or "resnet56"
         result = run_bench(model, iters=iters, batch_size=batch_size or 128, device=device, workers=workers)

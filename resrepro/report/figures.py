@@ -20,7 +20,7 @@ from resrepro.errors import ResreproError
 from resrepro.io import atomic_write, write_text
 from resrepro.models.registry import resolve
 from resrepro.report.curves import Curve, mean_curve, read_metrics
-from resrepro.train.rundir import RunDir
+from resrepro.train.rundir import CONFIG, RunDir
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -258,10 +258,21 @@ def _pct(v: Any) -> str:
 def save(figure: Figure, path: str | Path) -> Path:
     """Write atomically in the format the suffix names; PDFs carry no creation date, so reruns match."""
     path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    fmt = image_format(path)
     meta = {"CreationDate": None} if fmt == "pdf" else None
     atomic_write(path, lambda f: figure.savefig(f, format=fmt, dpi=150, metadata=meta))
     return path
+
+
+def image_format(path: str | Path) -> str:
+    """The format a file's suffix names (png without one), or a ResreproError listing those matplotlib writes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in known:
+        raise ResreproError(f"{path}: matplotlib cannot write .{fmt} files; choose one of {', '.join(sorted(known))}")
+    return fmt
 
 
 # metric -> (training column, eval column, scale, y label)
@@ -277,11 +288,18 @@ def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | 
     paths = [Path(d) for d in run_dirs]
     if not paths:
         raise ResreproError("pass at least one run directory to plot")
+    image_format(out)  # before reading any run
+    for path in paths:
+        if path.is_file():
+            raise ResreproError(f"{path} is a file: plot takes run directories")
     train_col, eval_col, scale, ylabel = PLOT_METRICS[metric]
     figure, axes = new_figure(1, 1, (6.5, 4))
     ax = axes[0, 0]
     for i, path in enumerate(paths):
-        model, m = canonical_model(str(RunDir(path).read_config().get("model", "?"))), read_metrics(path)
+        config = RunDir(path).read_config()
+        if not isinstance(config, dict):
+            raise ResreproError(f"{path / CONFIG} holds no JSON object: the run directory is damaged")
+        model, m = canonical_model(str(config.get("model", "?"))), read_metrics(path)
         name, col = f"{path.name} ({model})", f"C{i % 10}"
         if train_col in m:
             ax.plot(m.index, scale * m[train_col].to_numpy(), color=col, lw=1, ls="--" if eval_col else "-",

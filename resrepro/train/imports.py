@@ -38,9 +38,15 @@ def import_model(name: str, weights: str | Path | None) -> torch.nn.Module:
                             f"{_weights_file(library, arch)}; random weights would score chance")
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as e:
-        raise ResreproError(f"cannot read --weights {weights}: {e}") from None
+    except OSError as e:
+        raise ResreproError(f"cannot read --weights {weights}: {e.strerror or e}") from None
+    except Exception as e:  # torch raises several types for a file that is no torch.save output
+        raise ResreproError(f"--weights {weights} is not a file written by torch.save ({type(e).__name__}): "
+                            f"{_weights_file(library, arch)}") from None
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ResreproError(f"--weights {weights} holds no state dict (a dict of tensors): "
+                            f"{_weights_file(library, arch)}")
     try:
         model.load_state_dict(clean_state_dict(state))
     except (RuntimeError, AttributeError) as e:

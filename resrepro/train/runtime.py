@@ -18,10 +18,15 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise ResreproError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):  # torch also names meta, xla, ...: none trains here
+        raise ResreproError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ResreproError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ResreproError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                            f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

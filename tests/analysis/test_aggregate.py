@@ -78,3 +78,15 @@ def test_a_damaged_summary_or_eval_file_is_a_warning_not_a_crash(tmp_path):
 def test_a_missing_runs_directory_is_a_user_error(tmp_path):
     with pytest.raises(ResreproError, match="does not exist"):
         find_runs(tmp_path / "nowhere")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ResreproError, match="runs directory .*a-file is a file"):
+        find_runs(tmp_path / "a-file")
+
+
+def test_a_run_whose_config_holds_a_damaged_setting_is_skipped_naming_it(tmp_path):
+    shutil.copytree(FIXTURES / "cifar10/tiny/resnet20-s0", tmp_path / "damaged")
+    config = json.loads((tmp_path / "damaged/config.json").read_text())
+    (tmp_path / "damaged/config.json").write_text(json.dumps({**config, "iters": "abc"}))
+    runs, warnings = find_runs(tmp_path)
+    assert runs == [] and warnings == [f"skipped {tmp_path / 'damaged'}: config.json: iters should be an integer, "
+                                       "got 'abc': the run directory is damaged"]
