@@ -11,7 +11,7 @@ from torch import nn
 
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write
-from resrepro.train.rundir import CHECKPOINT
+from resrepro.train.rundir import CHECKPOINT, CONFIG
 
 if TYPE_CHECKING:
     from resrepro.train.spec import RunSpec
@@ -34,8 +34,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise ResreproError(f"checkpoint {path} is corrupt or not a resrepro checkpoint ({type(e).__name__}); "
-                            "delete it to restart the run from its last good state") from None
+        if path.name == CHECKPOINT and (path.parent / CONFIG).exists():  # a run's own: its run can start again
+            raise ResreproError(f"checkpoint {path} is corrupt or not a resrepro checkpoint ({type(e).__name__}); "
+                                "delete it to restart the run from its last good state") from None
+        raise ResreproError(f"{path} is not a resrepro checkpoint ({type(e).__name__}): name a run directory or "
+                            "the checkpoint.pt `resrepro train` wrote") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ResreproError(f"checkpoint {path} holds no model weights: not a resrepro checkpoint")
     return state
