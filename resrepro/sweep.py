@@ -16,7 +16,7 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
-from resrepro.sweep_jobs import Report, SlurmOptions, TrainFn, in_process, per_gpu, slurm_array, train_any
+from resrepro.sweep_jobs import Report, SlurmOptions, TrainFn, check_gpus, in_process, per_gpu, slurm_array, train_any
 from resrepro.train.evaluate import eval_path
 from resrepro.train.rundir import SUMMARY, RunDir
 from resrepro.train.spec import ImageNetSpec
@@ -91,6 +91,10 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocol
         return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
     if held != "this":
         what = "files that are no resrepro run" if held == "foreign" else "another configuration"
+        try:
+            rd.read_spec()
+        except ResreproError as e:  # not another configuration: a config.json that says nothing usable
+            what = f"a damaged run ({e})" if held == "other" else what
         note = (f"{run_dir} holds {what} (the experiment wants hash {run.spec.config_hash()}): move it away or "
                 "sweep into another --runs folder")
         return PlanItem(run, run_dir, "conflict", note=note)
@@ -115,6 +119,8 @@ def measured_speeds(runs_root: Path) -> dict[tuple, float]:
             s, config = rd.read_summary() or {}, rd.read_config()
         except ResreproError:
             continue  # a damaged run directory informs no estimate
+        if not (isinstance(s, dict) and isinstance(config, dict)):
+            continue
         if s.get("status") == "finished" and isinstance(s.get("images_per_s"), int | float):
             speeds.setdefault(_speed_key(config), float(s["images_per_s"]))
     return speeds
@@ -143,6 +149,8 @@ def run_sweep(
     """
     if executor not in EXECUTORS:
         raise ResreproError(f"unknown executor {executor!r}: choose {', '.join(EXECUTORS)}")
+    if executor == "local" and gpus:
+        check_gpus(gpus)
     report = report or (lambda _: None)
     runs_root = Path(runs_root)
     result = SweepResult(plan(experiment, runs_root))
@@ -169,10 +177,15 @@ def run_sweep(
             result.evaluated += [eval_path(item.run_dir, p) for p in item.evals
                                  if eval_path(item.run_dir, p).exists()]
     if render:
-        out = Path(out_dir) if out_dir is not None else Path("results") / experiment.name / experiment.scale
+        out = Path(out_dir) if out_dir is not None else results_dir(experiment)
         result.rendered, warnings = render_experiment(experiment, runs_root, out)
         result.warnings += warnings
     return result
+
+
+def results_dir(experiment: Experiment) -> Path:
+    """Where a sweep renders an experiment's tables and figures unless told: results/<name>/<scale>."""
+    return Path("results") / experiment.name / experiment.scale
 
 
 def _default_train(progress: bool) -> TrainFn:

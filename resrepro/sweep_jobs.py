@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +60,8 @@ def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, 
     except Exception as e:  # a failed run is reported and must not stop the others...
         if _interrupted(e):  # ...but Ctrl-C (which the trainer turns into an exception) stops the sweep
             raise
-        return f"{run_dir}: {e}" if isinstance(e, ResreproError) else f"{run_dir}: {type(e).__name__}: {e}"
+        why = str(e) if isinstance(e, ResreproError) else f"{type(e).__name__}: {e}"
+        return f"{run_dir}: {' '.join(why.split())}"  # one line, however many the exception's message has
     return None
 
 
@@ -96,33 +101,117 @@ def in_process(todo: list[PlanItem], train_fn: TrainFn, report: Report) -> dict[
     return outcomes
 
 
-def _claim_gpu(free_gpus: Any) -> None:
-    # Each worker takes one GPU for its lifetime; it is spawned (not forked), so CUDA is not initialised
-    # yet when CUDA_VISIBLE_DEVICES is set.
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(free_gpus.get())
+class SweepStopped(ResreproError):
+    """SIGTERM to a sweep with worker processes: each checkpointed its run and stopped."""
+
+
+def gpu_count() -> int:
+    """The GPUs this process sees (CUDA_VISIBLE_DEVICES applies): what ``--gpus`` indexes."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def check_gpus(gpus: list[int]) -> None:
+    """Refuse a GPU this machine lacks: its worker would not fail, it would train on the CPU."""
+    count = gpu_count()
+    missing = [str(g) for g in gpus if not 0 <= g < count]
+    if missing:
+        have = f"GPUs 0..{count - 1}" if count else "no CUDA GPU"
+        raise ResreproError(f"--gpus {','.join(map(str, gpus))}: no GPU {', '.join(missing)} here (this machine "
+                            f"has {have})")
+
+
+_WORKER: dict[str, Any] = {}  # in a worker process: its GPU, the queue it goes back to, the sweep's stop event
+
+
+def _start_worker(free_gpus: Any, stop: Any, pids: Any, parent: int) -> None:
+    # Spawned, not forked: CUDA is not initialised yet when CUDA_VISIBLE_DEVICES is set.
+    gpu = free_gpus.get()
+    _WORKER.update(gpu=gpu, free_gpus=free_gpus, stop=stop)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # --gpus counts the GPUs the sweep sees, as torch does
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[gpu] if visible else str(gpu)
+    pids.put(os.getpid())
+    if sys.platform.startswith("linux"):
+        # The kernel sends SIGTERM when the sweep's process dies, even by SIGKILL, which no handler sees: the
+        # worker then checkpoints and stops instead of training on as an orphan. prctl has no Python binding.
+        import ctypes
+
+        pr_set_pdeathsig = 1  # <linux/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the sweep died before prctl took effect
+        os._exit(1)
+
+
+def _attempt_on_gpu(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...]) -> str | None:
+    try:
+        if _WORKER["stop"].is_set():  # a run already handed to the pool when the sweep was stopped
+            return f"{run_dir}: not started, the sweep was stopped"
+        return _attempt(train_fn, spec, run_dir, evals)
+    finally:
+        _WORKER["free_gpus"].put(_WORKER["gpu"])
+
+
+@contextmanager
+def _sigterm_stops_sweep() -> Iterator[None]:
+    """SIGTERM (Slurm, systemd, kill) stops the sweep like Ctrl-C, instead of killing it and leaving its
+    workers to train on as orphans."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can set handlers
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SweepStopped("sweep stopped by SIGTERM: the runs in progress were checkpointed; sweep again to "
+                           "resume them")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def per_gpu(todo: list[PlanItem], gpus: list[int], train_fn: TrainFn,
              report: Report) -> dict[Path, str | None]:
     ctx = multiprocessing.get_context("spawn")
-    free_gpus = ctx.Queue()
+    free_gpus, stop, pids = ctx.Queue(), ctx.Event(), ctx.Queue()
     for g in gpus:
         free_gpus.put(g)
     report(f"{len(todo)} runs on GPUs {','.join(map(str, gpus))}, one worker process per GPU")
     outcomes: dict[Path, str | None] = {}
-    pool = ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_claim_gpu, initargs=(free_gpus,))
-    futures = {pool.submit(_attempt, train_fn, i.run.spec, i.run_dir, i.evals): i.run_dir for i in todo}
+    # One run per worker process: the pool hands out runs ahead, and a worker that outlived its run's stop
+    # would start the next one.
+    pool = ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_start_worker, max_tasks_per_child=1,
+                               initargs=(free_gpus, stop, pids, os.getpid()))
+    futures = {pool.submit(_attempt_on_gpu, train_fn, i.run.spec, i.run_dir, i.evals): i.run_dir for i in todo}
     try:
-        for k, future in enumerate(as_completed(futures), 1):
-            run_dir = futures[future]
-            try:
-                outcomes[run_dir] = future.result()
-            except Exception as e:  # the worker process died (killed, out of memory): others go on
-                outcomes[run_dir] = f"{run_dir}: worker process failed: {type(e).__name__}: {e}"
-            report(_done(k, len(todo), run_dir, outcomes[run_dir]))
-    finally:  # on Ctrl-C, start no queued run (running ones get the signal too, checkpoint and stop)
+        with _sigterm_stops_sweep():
+            for k, future in enumerate(as_completed(futures), 1):
+                run_dir = futures[future]
+                try:
+                    outcomes[run_dir] = future.result()
+                except Exception as e:  # the worker process died (killed, out of memory): others go on
+                    outcomes[run_dir] = f"{run_dir}: worker process failed: {type(e).__name__}: {e}"
+                report(_done(k, len(todo), run_dir, outcomes[run_dir]))
+    except BaseException:  # Ctrl-C or SIGTERM: every worker checkpoints its run and stops, none starts another
+        stop.set()
+        _terminate_workers(pids)
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return outcomes
+
+
+def _terminate_workers(pids: Any) -> None:
+    """SIGTERM, which the trainer turns into a checkpoint and a stop, to each live worker (Ctrl-C in a terminal
+    reached them already; SIGTERM to the sweep did not)."""
+    started = set()
+    with suppress(queue.Empty):
+        while True:  # each worker put its pid when it started; a short wait lets the last ones arrive
+            started.add(pids.get(timeout=0.2))
+    for worker in multiprocessing.active_children():  # live children only: a pid is never someone else's
+        if worker.pid in started:
+            worker.terminate()
 
 
 class TrainJob(submitit.helpers.Checkpointable):

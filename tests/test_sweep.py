@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,21 @@ def flaky_train(spec: CifarSpec, run_dir: Path) -> dict:
     if spec.model == "plain20":
         raise RuntimeError("out of luck")
     return fake_train(spec, run_dir)
+
+
+def stoppable_train(spec: CifarSpec, run_dir: Path) -> dict:
+    """Train until SIGTERM/SIGINT as the trainer does (a flag checked each step), then "checkpoint" and raise."""
+    from resrepro.train.loop import TrainingInterrupted
+    from resrepro.train.runtime import stop_requests
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with stop_requests() as stop:
+        (run_dir / "pid").write_text(str(os.getpid()))
+        deadline = time.monotonic() + 60  # a test whose signal never comes must not leave a process behind
+        while stop["signal"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    (run_dir / "stopped").write_text(str(stop["signal"]))
+    raise TrainingInterrupted(f"stopped by signal {stop['signal']}")
 
 
 def calls(run_dir: Path) -> int:
@@ -107,11 +125,105 @@ def test_ctrl_c_stops_the_sweep(tmp_path, fig1):
         run_sweep(fig1, tmp_path, train_fn=interrupted, render=False)
 
 
-def test_one_worker_process_per_gpu(tmp_path, fig1):
+@pytest.fixture
+def eight_gpus(monkeypatch):
+    """What --gpus is checked against: this machine may have none."""
+    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 8)
+
+
+def test_one_worker_process_per_gpu(tmp_path, fig1, eight_gpus):
     result = run_sweep(fig1, tmp_path, gpus=[3, 5], train_fn=fake_train, render=False)
     assert len(result.trained) == 2 and not result.failed
     gpus = {RunDir(p).read_summary()["gpu"] for p in result.trained}
     assert gpus <= {"3", "5"} and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
+
+
+def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):
+    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    result = run_sweep(fig1, tmp_path, gpus=[1], train_fn=fake_train, render=False)
+    assert {RunDir(p).read_summary()["gpu"] for p in result.trained} == {"6"}
+
+
+def test_a_gpu_the_machine_lacks_is_refused_before_any_run(tmp_path, fig1, monkeypatch):
+    from resrepro.errors import ResreproError
+
+    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    with pytest.raises(ResreproError, match=r"--gpus 1,7: no GPU 7 here \(this machine has GPUs 0\.\.1\)"):
+        run_sweep(fig1, tmp_path, gpus=[1, 7], train_fn=fake_train, render=False)
+    assert not any(tmp_path.iterdir())
+
+
+STOPPABLE_SWEEP = """
+import sys
+import resrepro.sweep
+from resrepro.cli import main
+from tests.test_sweep import stoppable_train
+
+resrepro.sweep_jobs.gpu_count = lambda: 1
+resrepro.sweep._default_train = lambda progress: stoppable_train
+sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], "--gpus", "0"]
+main()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # an orphan's zombie waits for an init that may never reap it: it runs no more
+
+
+def _stoppable_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A sweep of fig1's two runs on one (pretend) GPU, its worker in the first run; (process, that run)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SWEEP, str(tmp_path / "runs"), str(tmp_path / "out")],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    while not (started := list((tmp_path / "runs").rglob("pid"))) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.1)
+    assert len(started) == 1, "the worker did not start its run"
+    return proc, started[0].parent
+
+
+def _kill_leftovers(tmp_path: Path) -> None:
+    for pid_file in (tmp_path / "runs").rglob("pid"):  # so that a failing test leaves no worker behind
+        if _alive(pid := int(pid_file.read_text())):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_to_the_sweep_stops_its_worker_which_starts_no_other_run(tmp_path):
+    proc, run = _stoppable_sweep(tmp_path)
+    try:
+        worker = int((run / "pid").read_text())
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert err.splitlines()[-1].startswith("error: sweep stopped by SIGTERM: the runs in progress were "
+                                               "checkpointed") and "Traceback" not in err
+        assert (run / "stopped").read_text() == str(int(signal.SIGTERM)) and not _alive(worker)
+        assert list((tmp_path / "runs").rglob("pid")) == [run / "pid"]  # the queued run never started
+    finally:
+        _kill_leftovers(tmp_path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's")
+def test_a_worker_stops_when_its_sweep_is_killed(tmp_path):
+    proc, run = _stoppable_sweep(tmp_path)
+    try:
+        worker = int((run / "pid").read_text())
+        proc.kill()  # SIGKILL: no handler of the sweep runs
+        proc.communicate(timeout=60)
+        deadline = time.monotonic() + 60
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker) and (run / "stopped").read_text() == str(int(signal.SIGTERM))
+        assert list((tmp_path / "runs").rglob("pid")) == [run / "pid"]
+    finally:
+        _kill_leftovers(tmp_path)
 
 
 def test_submitit_debug_executor(tmp_path, fig1):
@@ -249,6 +361,35 @@ def test_cli_error_shows_the_toml_table_it_names(tmp_path, monkeypatch, capsys):
     code, _, err = _cli(monkeypatch, capsys, str(mine), "--scale=tiny", "--dry-run")
     assert code == 2 and err.count("\n") == 1 and "(line 3): [scale.tiny] restates group 'cifar10'" in err
     assert "per run in a [[runs]] block" in err
+
+
+def test_cli_sweep_with_a_failed_run_exits_non_zero_and_says_why_in_one_line(tmp_path, monkeypatch, capsys):
+    """One run cannot start (its data are missing), the other's folder holds files that are no run."""
+    exp = tmp_path / "exp.toml"
+    exp.write_text(f'title = "t"\n[defaults]\ndataset = "cifar10"\ndata_dir = "{tmp_path / "nowhere"}"\n'
+                   '[[runs]]\nmodels = ["resnet8", "plain8"]\n')
+    (tmp_path / "runs" / "exp" / "full" / "plain8-s0").mkdir(parents=True)
+    (tmp_path / "runs" / "exp" / "full" / "plain8-s0" / "notes.txt").write_text("mine")
+    code, _, err = _cli(monkeypatch, capsys, str(exp), f"--runs={tmp_path / 'runs'}", f"--out={tmp_path / 'out'}")
+    failed = [line for line in err.splitlines() if line.startswith("failed: ")]
+    assert code == 1 and "0 trained, 2 failed" in err
+    assert len(failed) == 2 and "Traceback" not in err
+    assert any("resnet8-s0: " in line and "cifar-10-batches-py" in line for line in failed)
+    assert any("plain8-s0 holds files that are no resrepro run" in line for line in failed)
+
+
+def test_a_damaged_config_is_named_in_the_plan(tmp_path, fig1):
+    run = fig1.runs[0]
+    _partial(tmp_path / run.run_dir_rel, run.spec, 10)
+    config = tmp_path / run.run_dir_rel / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "iters": "abc"}))
+    item = plan(fig1, tmp_path)[0]
+    assert item.status == "conflict"
+    assert f"holds a damaged run ({config}: iters should be a 64-bit integer, got 'abc')" in item.note
+    measured = RunDir(tmp_path / "elsewhere")  # a finished run whose config.json is a list informs no estimate
+    measured.write_config([1, 2])
+    measured.write_summary({"status": "finished", "images_per_s": 10.0})
+    assert plan(fig1, tmp_path)[1].images_per_s is None
 
 
 def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys):

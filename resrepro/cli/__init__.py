@@ -26,7 +26,8 @@ def main() -> None:
     from resrepro.errors import ResreproError
 
     try:
-        app(standalone_mode=False)
+        # Outside standalone mode click returns the code of a typer.Exit raised in a command, not exit with it.
+        code = app(standalone_mode=False)
     except ResreproError as e:
         fail(str(e))
     except (KeyboardInterrupt, typer.Abort):
@@ -37,3 +38,5 @@ def main() -> None:
         if type(e).__name__ == "NoArgsIsHelpError":  # `resrepro` alone: the help was already shown
             sys.exit(0)
         fail(e.format_message().replace("\n", " ").replace("Value error, ", ""), code=e.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)

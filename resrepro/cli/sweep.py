@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 
-from resrepro.cli.common import Format, app, err, fail, print_records
+from resrepro.cli.common import Format, app, check_output, err, fail, print_records
 
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
@@ -49,7 +50,8 @@ def sweep(
     Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
     """
     from resrepro.experiments import list_experiments, load_experiment
-    from resrepro.sweep import SlurmOptions, plan, run_sweep
+    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep
+    from resrepro.sweep_jobs import check_gpus
 
     if list_ or experiment is None:
         rows = []
@@ -59,24 +61,29 @@ def sweep(
         print_records(rows, Format.table, title="resrepro sweep EXPERIMENT [--scale tiny|full]")
         return
     exp = load_experiment(experiment, scale, seeds)
+    check_output(runs, folder=True, option="--runs")
     if dry_run:
         _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)
         return
     gpu_ids = _parse_gpus(gpus)
+    if gpu_ids and executor is Executor.local:
+        check_gpus(gpu_ids)
+    out = out or results_dir(exp)
+    check_output(out, folder=True)
     slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
-                       progress=err.is_terminal, report=lambda m: err.print(m, highlight=False))
+                       progress=err.is_terminal, report=lambda m: err.print(escape(m), highlight=False))
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:
-        err.print(f"wrote {path}", highlight=False)
+        err.print(f"wrote {escape(str(path))}", highlight=False)
     err.print(f"{len(result.skipped)} finished before, {len(result.trained)} trained, "
               f"{len(result.failed)} failed" + (f"; {len(result.evaluated)} evaluations written under RUN/eval/"
                                                 if result.evaluated else ""))
-    if result.failed:
+    if result.failed:  # one line each, then a non-zero exit a script or a scheduler can see
         for message in result.failed.values():
-            err.print(f"[bold red]failed:[/] {message}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]failed:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
