@@ -93,7 +93,8 @@ class RunDir:
         return "other" if self.has_started() else "free"
 
     def claim(self, spec: RunSpec) -> bool:
-        """Whether the directory holds this run already; raise, touching nothing, if it holds another."""
+        """Whether the directory holds this run already; raise, touching nothing, if it holds another run or
+        another process holds it (:class:`RunInUse`). Take :meth:`lock` first: a claim alone can be raced."""
         held = self.holding(spec)
         if held == "held":
             raise RunInUse(self._in_use())
