@@ -1,21 +1,29 @@
-"""Atomic file writes: a result or checkpoint is either the old file or the new one, never half of each."""
+"""Atomic file writes: a result or checkpoint is either the old file or the new one, never half of each, and it
+ends with the permissions an ordinary write would give it."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+TEMP_SUFFIX = ".tmp"  # temp files are ".<name>.<random>.tmp" beside their target
+
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync it, then rename over ``path``."""
+    """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync it, then rename over ``path``.
+
+    The file gets the mode a new file of an ordinary ``open(path, "w")`` gets, 0666 less the umask: mkstemp
+    creates 0600, which would hide every run and figure from colleagues on a shared disk."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -30,6 +38,30 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temps(directory: str | Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temp files that writes of ``names`` killed midway (SIGKILL, power loss) left in ``directory``;
+    return them. Only while no other process writes those files: a live write's temp file looks the same."""
+    stale = sorted(p for name in names for p in Path(directory).glob(f".{glob.escape(name)}.*{TEMP_SUFFIX}"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _umask() -> int:
+    # Linux shows the umask in /proc; elsewhere it can only be read by setting it, which for an instant
+    # changes it for every thread of the process (tensorboard's writer creates files from a thread).
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -1,7 +1,8 @@
 """Train every run an experiment still lacks, evaluate it as its tables need, then render them.
 
 A run directory is the state: finished runs are skipped, interrupted ones resumed (the trainer resumes from
-its checkpoint), so running a sweep twice trains nothing the second time. An ImageNet run is then evaluated,
+its checkpoint), so running a sweep twice trains nothing the second time; a run another process is training
+(two sweeps at once) is left to it. An ImageNet run is then evaluated,
 where it trained, under each test protocol its tables report (Tables 2-3: 10-crop, Table 4: multi-scale)
 that its eval/ folder still lacks. Where runs go (here, one worker per GPU, Slurm) is
 :mod:`resrepro.sweep_jobs`.
@@ -27,7 +28,7 @@ EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor
 @dataclass(frozen=True)
 class PlanItem:
     """A planned run and where it stands: finished | evaluate (trained, lacks an evaluation) | partial |
-    todo | conflict."""
+    todo | running (another process holds its directory: left to it) | conflict."""
 
     run: PlannedRun
     run_dir: Path
@@ -40,8 +41,8 @@ class PlanItem:
     @property
     def gpu_hours(self) -> float | None:
         """Estimated time still to train: remaining iterations × batch / measured images per second."""
-        if self.status in ("finished", "evaluate", "conflict"):
-            return None if self.status == "conflict" else 0.0
+        if self.status in ("finished", "evaluate", "conflict", "running"):
+            return 0.0 if self.status in ("finished", "evaluate") else None
         if not self.images_per_s:
             return None
         remaining = max(self.run.spec.iters - self.done_iters, 0)
@@ -87,6 +88,10 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocol
         if isinstance(run.spec, ImageNetSpec) else ()
     rd = RunDir(run_dir)
     held = rd.holding(run.spec)
+    if held == "held":
+        return PlanItem(run, run_dir, "running", images_per_s=speed, evals=evals,
+                        note=f"{run_dir} is in use by {rd.holder() or 'another process'}: left to it; sweep again "
+                             "after it ends to evaluate and render it")
     if held == "free":  # nothing there, or a run that died before its first checkpoint
         return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
     if held != "this":
@@ -144,8 +149,10 @@ def run_sweep(
 
     ``train_fn(spec, run_dir)`` defaults to the trainer of the spec's family; it must be a module-level
     function (it is pickled for worker processes and Slurm). Evaluations run in the same job, after it. A
-    failing run is recorded in ``failed`` and the others go on. ``report`` receives one-line progress
-    messages. ``render=False`` only trains and evaluates.
+    failing run is recorded in ``failed`` and the others go on. A run another process is training (a second
+    sweep, a `resrepro train`) is neither trained nor failed: it is left to that process and named in
+    ``warnings`` (nothing went wrong, but what is rendered lacks it until a later sweep). ``report`` receives
+    one-line progress messages. ``render=False`` only trains and evaluates.
     """
     if executor not in EXECUTORS:
         raise ResreproError(f"unknown executor {executor!r}: choose {', '.join(EXECUTORS)}")
@@ -157,6 +164,8 @@ def run_sweep(
     for item in result.plan:
         if item.status == "conflict":
             result.failed[item.run_dir] = item.note
+        elif item.status == "running":
+            result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
         train_fn = train_fn or _default_train(progress and executor == "local" and not gpus)

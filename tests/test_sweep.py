@@ -97,6 +97,17 @@ def test_run_dir_with_another_config_is_a_conflict_not_overwritten(tmp_path, fig
     assert calls(tmp_path / run.run_dir_rel) == 0 and len(result.trained) == 1
 
 
+def test_a_run_another_process_is_training_is_left_to_it(tmp_path, fig1):
+    """Two sweeps at once: what one trains, the other neither trains again nor calls failed."""
+    held = tmp_path / fig1.runs[0].run_dir_rel
+    with RunDir(held).lock():  # as the other sweep's trainer holds it
+        item = {i.run_dir: i for i in plan(fig1, tmp_path)}[held]
+        assert item.status == "running" and f"in use by pid {os.getpid()}" in item.note and item.gpu_hours is None
+        result = run_sweep(fig1, tmp_path, train_fn=fake_train, render=False)
+    assert calls(held) == 0 and not result.failed and len(result.trained) == 1
+    assert [w for w in result.warnings if "in use by pid" in w] == [item.note]
+
+
 def test_run_dir_holding_only_another_config_is_free_to_train(tmp_path, fig1):
     run = fig1.runs[0]  # a run that failed before its first checkpoint left config.json alone
     RunDir(tmp_path / run.run_dir_rel).write_config(run.spec.replace(iters=999).to_dict())

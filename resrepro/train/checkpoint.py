@@ -1,8 +1,12 @@
-"""Checkpoints: dicts of tensors and plain types, written atomically, loadable with ``weights_only=True``."""
+"""Checkpoints: dicts of tensors and plain types, written atomically, loadable with ``weights_only=True``.
+
+Every checkpoint holds the spec of the run that wrote it; one that is not its run directory's own is refused
+wherever it is loaded (resume, evaluation, layer responses), never used as that run."""
 
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,12 +15,21 @@ from torch import nn
 
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write
-from resrepro.train.rundir import CHECKPOINT, CONFIG
+from resrepro.train.rundir import CHECKPOINT, CONFIG, RunDir, difference
 
 if TYPE_CHECKING:
     from resrepro.train.spec import RunSpec
 
 FORMAT = 1
+# A run checkpoints at least this many times, and at every evaluation, whatever its checkpoint_every: a short run
+# (the tiny scale's 600 iterations under the default 1000) would otherwise lose all of its work to a kill.
+CHECKPOINTS_PER_RUN = 4
+
+
+def checkpoint_interval(spec: RunSpec) -> int:
+    """Iterations between checkpoints: ``checkpoint_every``, or less where the run is short (CHECKPOINTS_PER_RUN)
+    or evaluates more often. A runtime choice: it changes neither the config hash nor any number of the run."""
+    return max(1, min(spec.checkpoint_every, spec.eval_every, math.ceil(spec.iters / CHECKPOINTS_PER_RUN)))
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -57,15 +70,39 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, nn.Module]:
-    """The spec and trained model (eval mode) of a run directory or checkpoint file, of any family."""
+def saved_spec(state: dict[str, Any], path: str | Path) -> RunSpec:
+    """The spec of the run that wrote a checkpoint."""
     from resrepro.train.spec import spec_from_config
 
-    state = load_checkpoint(path)
     if not isinstance(state.get("spec"), dict):
         raise ResreproError(f"{path} holds weights but no run specification, so resrepro cannot tell which net "
                             "they belong to: evaluate a run directory or a checkpoint written by `resrepro train`")
-    spec = spec_from_config(state["spec"])
+    try:
+        return spec_from_config(state["spec"])
+    except ResreproError as e:
+        raise ResreproError(f"checkpoint {path}: {e}") from None
+
+
+def check_config(saved: RunSpec, path: str | Path, spec: RunSpec, config: str | Path) -> None:
+    """Raise unless a checkpoint (whose spec is ``saved``) belongs to the run its directory's config.json
+    describes (``spec``). Hashes are recomputed from both specs, as the run directory's claim does."""
+    if saved.config_hash() != spec.config_hash():
+        raise ResreproError(
+            f"{path} belongs to another run (config hash {saved.config_hash()}) than {config} (config hash "
+            f"{spec.config_hash()}): {difference(saved, spec, 'in the checkpoint', 'in config.json')}; move the "
+            "checkpoint away (nothing was used)")
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, nn.Module]:
+    """The spec and trained model (eval mode) of a run directory or checkpoint file, of any family.
+
+    A run directory's checkpoint (``RUN`` or ``RUN/checkpoint.pt``) must belong to its config.json; a checkpoint
+    with no config.json beside it is built from its own saved spec and must fit it."""
+    state = load_checkpoint(path)
+    spec = saved_spec(state, path)
+    run = RunDir(path if Path(path).is_dir() else Path(path).parent)
+    if (Path(path).is_dir() or Path(path).name == CHECKPOINT) and (run.path / CONFIG).exists():
+        check_config(spec, run.checkpoint, run.read_spec(), run.path / CONFIG)
     model = build_model(spec, state)
     try:
         model.load_state_dict(clean_state_dict(state["model"]))

@@ -1,15 +1,15 @@
-"""The one training loop, for every family: claim the run directory, resume, step, log, guard, checkpoint, stop.
+"""The one training loop, for every family: lock and claim the run directory, resume, step, log, guard,
+checkpoint, stop.
 
 A family's recipe (``resrepro.train.recipes``) supplies the model, the batches and the evaluation; everything
-else is here once. Under torchrun every process runs this loop (DDP); only rank 0 writes files. Fast path on
-CUDA: data and augmentation on the device, channels_last, bf16 autocast, torch.compile, and no host sync per
-step except during ResNet-110's short warm-up.
+else is here once. Under torchrun every process runs this loop (DDP); only rank 0 locks and writes files. Fast
+path on CUDA: data and augmentation on the device, channels_last, bf16 autocast, torch.compile, and no host sync
+per step except during ResNet-110's short warm-up.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,12 +20,23 @@ import torch.distributed as dist
 from torch.nn import functional as F
 
 from resrepro.errors import ResreproError
-from resrepro.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from resrepro.io import remove_stale_temps
+from resrepro.train.checkpoint import (
+    check_config,
+    checkpoint_interval,
+    load_checkpoint,
+    save_checkpoint,
+    saved_spec,
+    unwrap,
+)
 from resrepro.train.provenance import provenance
 from resrepro.train.recipes import Recipe, make_recipe
-from resrepro.train.rundir import RunDir
+from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.runtime import (
+    IntervalClock,
+    agreed_stop,
     all_finite,
+    all_reduce,
     autocast,
     peak_memory,
     progress_bar,
@@ -39,7 +50,7 @@ from resrepro.train.runtime import (
 )
 from resrepro.train.spec import RunSpec
 
-STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see _agreed_stop)
+STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see runtime.agreed_stop)
 # Steps after each (re)start that are not timed when compiling: the first compiles the graph (seconds to
 # minutes), which is not the run's throughput.
 UNTIMED_COMPILED_STEPS = 3
@@ -62,75 +73,38 @@ def init_distributed(local_rank: int, device: str = "auto") -> str:
     return f"cuda:{local_rank}" if dev.type == "cuda" else str(dev)
 
 
-def _reduce(t: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(t)
-    return t
-
-
-def _agreed_stop(requested: bool, step: int, world: int, device: torch.device) -> bool:
-    """Whether to checkpoint and stop after ``step``, the same answer on every rank.
-
-    A rank that stopped alone would leave the others waiting in the next collective. The ranks agree every
-    STOP_CHECK_EVERY steps, not every step: reading the all-reduced flag would stall the GPU queue each step.
-    A stop requested in between (SIGTERM/Ctrl-C reach the ranks at different steps) waits for the next one.
-    """
-    if world == 1:
-        return requested
-    if step % STOP_CHECK_EVERY:
-        return False
-    return bool(_reduce(torch.tensor(float(requested), device=device), world).item())
-
-
 def _zero_accum() -> dict[str, float]:
     # This eval interval's training loss, misses and images; the images and seconds of its timed steps; and
     # images that failed to decode. Kept in the checkpoint, so a resumed interval logs what an unbroken one would.
     return {"loss": 0.0, "wrong": 0.0, "images": 0.0, "timed_images": 0.0, "timed_seconds": 0.0, "skipped": 0.0}
 
 
-class _Clock:
-    """Training seconds of an interval (evaluation and checkpoints excluded), and of its timed steps."""
-
-    def __init__(self, untimed: int) -> None:
-        self.untimed, self.steps = untimed, 0
-        self.restart()
-
-    def restart(self) -> None:
-        self.start = self.timed_from = time.perf_counter()
-        self.timed_images = 0
-
-    def tick(self, images: int) -> None:
-        self.steps += 1
-        if self.steps <= self.untimed:
-            self.timed_from = time.perf_counter()
-        else:
-            self.timed_images += images
-
-    def lap(self) -> tuple[float, int, float]:
-        """(seconds, timed images, timed seconds) since the last restart."""
-        now = time.perf_counter()
-        timed = now - self.timed_from if self.steps > self.untimed else 0.0
-        return now - self.start, self.timed_images, timed
-
-
 def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
           on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run of any family into ``run_dir``; returns its summary.
 
-    Under torchrun (after ``init_distributed``) every process calls this; only rank 0 writes files.
+    The run directory is locked for the whole call, before anything is read or written in it: a second process
+    asking for it (same run or another) gets :class:`~resrepro.train.rundir.RunInUse` naming this one. Under
+    torchrun (after ``init_distributed``) every process calls this; rank 0 locks and is the only one to write.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    # Every check that can fail comes before the config is written: a run that cannot start writes nothing.
+    writer_class = tensorboard() if spec.tensorboard and rank == 0 else None
     run = RunDir(run_dir)
-    held = run.claim(spec)  # every rank reads the same directory: the same answer everywhere
-    if held and run.is_finished():
-        return run.read_summary()
-    device = resolve_device(spec.device)
-    channels_last = use_channels_last(spec.channels_last, device)
-    recipe = make_recipe(spec, device, channels_last, rank, world)  # a run that cannot start writes nothing
-    loop = _Loop(spec, run, recipe, device, channels_last, rank, world)
-    if rank == 0 and not held:
-        run.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
-    return loop.run(progress and rank == 0, on_step)
+    with run.lock(take=rank == 0):
+        held = run.claim(spec)  # every rank reads the same directory: the same answer everywhere
+        if held and run.is_finished():
+            return run.read_summary()
+        if rank == 0:  # under the lock no write of ours is live: any temp file is a killed one's
+            remove_stale_temps(run.path, (CONFIG, METRICS, SUMMARY, CHECKPOINT))
+        device = resolve_device(spec.device)
+        channels_last = use_channels_last(spec.channels_last, device)
+        recipe = make_recipe(spec, device, channels_last, rank, world)
+        loop = _Loop(spec, run, recipe, device, channels_last, rank, world)
+        if rank == 0 and not held:
+            loop.write(run.path / CONFIG, lambda: run.write_config({**spec.to_dict(),
+                                                                    "config_hash": spec.config_hash()}))
+        return loop.run(progress and rank == 0, on_step, writer_class)
 
 
 class _Loop:
@@ -148,6 +122,7 @@ class _Loop:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
                                          weight_decay=spec.weight_decay, **({"fused": True} if cuda else {}))
         self.schedule = recipe.schedule
+        self.save_every = checkpoint_interval(spec)
         self.step, self.wall, self.accum, self.rows = 0, 0.0, _zero_accum(), []
         self.totals = {"timed_images": 0.0, "timed_seconds": 0.0, "skipped": 0.0}
         self.last: dict[str, Any] | None = None  # the last metrics row, unrounded
@@ -163,10 +138,12 @@ class _Loop:
         self.forward = torch.compile(self.ddp) if compiled else self.ddp
         # Evaluation reads rank 0's BN statistics on every rank (broadcast first), through the unwrapped net.
         self.eval_model = self.forward if world == 1 else self.model
-        self.clock = _Clock(UNTIMED_COMPILED_STEPS if compiled else 0)
+        self.clock = IntervalClock(UNTIMED_COMPILED_STEPS if compiled else 0)
 
     def _restore(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.rundir.checkpoint)
+        check_config(saved_spec(state, self.rundir.checkpoint), self.rundir.checkpoint, self.spec,
+                     self.rundir.path / CONFIG)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -183,9 +160,9 @@ class _Loop:
         self.saved_at = self.step
         return state.get("stream")
 
-    def run(self, progress: bool, on_step) -> dict[str, Any]:
+    def run(self, progress: bool, on_step, writer_class: type | None) -> dict[str, Any]:
         spec = self.spec
-        writer = tensorboard(self.rundir.path / "tensorboard") if spec.tensorboard and self.main else None
+        writer = writer_class(str(self.rundir.path / "tensorboard")) if writer_class else None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # this interval's loss, misses, images
@@ -199,14 +176,28 @@ class _Loop:
                 if bar is not None and (self.step % 20 == 0 or self.step == spec.iters):
                     bar.update(self.step, lr, F.cross_entropy(out.detach().float(), y).item(),
                                (out.argmax(1) != y).float().mean().item())
-                stopping = _agreed_stop(stop["signal"] is not None, self.step, self.world, self.device)
+                stopping = agreed_stop(stop["signal"] is not None, self.step, self.world, self.device, STOP_CHECK_EVERY)
                 self._end_interval(lr, stopping, writer, on_step)
         if writer is not None:
             writer.close()
         summary = self._summary()
         if self.main:
-            self.rundir.write_summary(summary)
+            self.write(self.rundir.path / SUMMARY, lambda: self.rundir.write_summary(summary))
         return summary
+
+    def write(self, path: Path, write: Callable[[], None]) -> None:
+        """Write one of the run's files (atomically: the previous version stays whole). A full disk, a read-only
+        mount or a permission refused becomes one line naming the file and what is kept."""
+        try:
+            write()
+        except OSError as e:
+            raise ResreproError(f"cannot write {path}: {e.strerror or e} — {self._kept()}; free space or fix "
+                                "permissions, then rerun the same command to resume") from None
+
+    def _kept(self) -> str:
+        if self.saved_at is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint ({self.rundir.checkpoint}, iteration {self.saved_at}) is kept"
 
     def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One SGD step over one batch, in ``accumulate`` strided micro-batches (micro-batch j holds what rank
@@ -239,15 +230,17 @@ class _Loop:
     def _end_interval(self, lr: float, stopping: bool, writer, on_step) -> None:
         spec, step = self.spec, self.step
         evaluating = step % spec.eval_every == 0 or step == spec.iters
-        saving = step % spec.checkpoint_every == 0 or step == spec.iters or stopping
+        saving = step % self.save_every == 0 or step == spec.iters or stopping
         if not (evaluating or saving):
             return
         seconds, timed_images, timed_seconds = self.clock.lap()
-        loss, wrong, images = _reduce(self.sums, self.world).tolist()
+        # float64 sums of float32 losses are exact (thousands of 24-bit terms fit in 53 bits): a checkpoint between
+        # two evaluations, by the cadence or a stop, regroups them without changing a bit of train_loss.
+        loss, wrong, images = all_reduce(self.sums, self.world).tolist()
         self.sums.zero_()
         skipped = self.batches.skipped - self.skipped_before
         self.skipped_before = self.batches.skipped
-        skipped = _reduce(torch.tensor(float(skipped), device=self.device), self.world).item()
+        skipped = all_reduce(torch.tensor(float(skipped), device=self.device), self.world).item()
         self.wall += seconds
         for key, value in (("loss", loss), ("wrong", wrong), ("images", images), ("timed_images", timed_images),
                            ("timed_seconds", timed_seconds), ("skipped", skipped)):
@@ -256,7 +249,8 @@ class _Loop:
         if evaluating:
             self._log(lr, writer, on_step)
         if saving and self.main:
-            save_checkpoint(self.rundir.checkpoint, self._checkpoint_state())
+            state = self._checkpoint_state()
+            self.write(self.rundir.checkpoint, lambda: save_checkpoint(self.rundir.checkpoint, state))
             self.saved_at = step
         if stopping:
             raise TrainingInterrupted(f"stopped at iteration {step}; checkpoint saved in {self.rundir.path} — "
@@ -271,9 +265,7 @@ class _Loop:
             return
         what = (f"the loss became {self.accum['loss'] / max(self.accum['images'], 1)}"
                 if not math.isfinite(self.accum["loss"]) else "the weights became NaN/inf")
-        kept = ("no checkpoint had been written yet" if self.saved_at is None else
-                f"the last good checkpoint ({self.rundir.checkpoint}, iteration {self.saved_at}) is kept")
-        raise Diverged(f"{what} before iteration {self.step}; {kept} — try a lower --lr")
+        raise Diverged(f"{what} before iteration {self.step}; {self._kept()} — try a lower --lr")
 
     def _log(self, lr: float, writer, on_step) -> None:
         if self.world > 1:
@@ -300,7 +292,7 @@ class _Loop:
         if on_step is not None:
             on_step(self.step, row)
         if self.main:
-            self.rundir.write_metrics(self.rows)
+            self.write(self.rundir.path / METRICS, lambda: self.rundir.write_metrics(self.rows))
 
     def _checkpoint_state(self) -> dict[str, Any]:
         return {

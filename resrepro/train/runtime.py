@@ -1,13 +1,16 @@
-"""Where and how a run computes: device, precision, memory layout, stop signals, progress, peak memory."""
+"""Where and how a run computes: device, precision, memory layout, ranks, stop signals, clock, progress, peak
+memory."""
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from resrepro.errors import ResreproError
@@ -74,6 +77,27 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def all_reduce(t: torch.Tensor, world: int) -> torch.Tensor:
+    """Sum ``t`` over the ranks, in place (nothing to do for one process)."""
+    if world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def agreed_stop(requested: bool, step: int, world: int, device: torch.device, every: int) -> bool:
+    """Whether to checkpoint and stop after ``step``, the same answer on every rank.
+
+    A rank that stopped alone would leave the others waiting in the next collective. The ranks agree every
+    ``every`` steps, not every step: reading the all-reduced flag would stall the GPU queue each step.
+    A stop requested in between (SIGTERM/Ctrl-C reach the ranks at different steps) waits for the next one.
+    """
+    if world == 1:
+        return requested
+    if step % every:
+        return False
+    return bool(all_reduce(torch.tensor(float(requested), device=device), world).item())
+
+
 @contextmanager
 def stop_requests() -> Iterator[dict[str, int | None]]:
     """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and exit)."""
@@ -90,13 +114,40 @@ def stop_requests() -> Iterator[dict[str, int | None]]:
             signal.signal(s, h)
 
 
-def tensorboard(path):
+def tensorboard() -> type:
+    """TensorBoard's SummaryWriter class; asked for before a run writes anything, so a run that cannot log
+    where it was told to leaves nothing behind."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ResreproError("--tensorboard needs the tensorboard package: "
                             "pip install 'resrepro[tensorboard]'") from None
-    return SummaryWriter(str(path))
+    return SummaryWriter
+
+
+class IntervalClock:
+    """Training seconds of an interval (evaluation and checkpoints excluded), and of its timed steps."""
+
+    def __init__(self, untimed: int) -> None:
+        self.untimed, self.steps = untimed, 0
+        self.restart()
+
+    def restart(self) -> None:
+        self.start = self.timed_from = time.perf_counter()
+        self.timed_images = 0
+
+    def tick(self, images: int) -> None:
+        self.steps += 1
+        if self.steps <= self.untimed:
+            self.timed_from = time.perf_counter()
+        else:
+            self.timed_images += images
+
+    def lap(self) -> tuple[float, int, float]:
+        """(seconds, timed images, timed seconds) since the last restart."""
+        now = time.perf_counter()
+        timed = now - self.timed_from if self.steps > self.untimed else 0.0
+        return now - self.start, self.timed_images, timed
 
 
 class Progress:

@@ -70,7 +70,7 @@ def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_pat
 
     with pytest.raises(Stop):  # dies after logging iteration 4, before its checkpoint
         train(tiny(data), tmp_path / "cut", on_step=stop_at_4)
-    assert load_checkpoint(tmp_path / "cut")["step"] == 2
+    assert load_checkpoint(tmp_path / "cut")["step"] == 3  # 4 iterations: one checkpoint each (checkpoint_interval)
     resumed = train(tiny(data), tmp_path / "cut")
     assert resumed["final"] == full["final"]
 
@@ -282,9 +282,9 @@ def test_divergence_on_an_intervals_last_step_is_an_error_and_keeps_the_finite_c
     infinite_lr_from(3, monkeypatch)
     spec = tiny(data, milestones=(3,))
     with pytest.raises(ResreproError, match=r"weights became NaN/inf before iteration 4; the last good checkpoint"
-                                            r" .*iteration 2\) is kept"):
+                                            r" .*iteration 3\) is kept"):
         train(spec, tmp_path / "run")
     state = load_checkpoint(tmp_path / "run")
-    assert state["step"] == 2
+    assert state["step"] == 3
     assert all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
     assert RunDir(tmp_path / "run").read_summary() is None
