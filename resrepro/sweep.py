@@ -17,7 +17,17 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
-from resrepro.sweep_jobs import Report, SlurmOptions, TrainFn, check_gpus, in_process, per_gpu, slurm_array, train_any
+from resrepro.sweep_jobs import (
+    IN_USE,
+    Report,
+    SlurmOptions,
+    TrainFn,
+    check_gpus,
+    in_process,
+    per_gpu,
+    slurm_array,
+    train_any,
+)
 from resrepro.train.evaluate import eval_path
 from resrepro.train.rundir import SUMMARY, RunDir
 from resrepro.train.spec import ImageNetSpec
@@ -179,7 +189,9 @@ def run_sweep(
             outcomes = slurm_array(todo, executor, slurm, folder, train_fn, report)
         for item in todo:
             error = outcomes[item.run_dir]
-            if error is not None:
+            if error is not None and error.startswith(IN_USE):
+                result.warnings.append(error)
+            elif error is not None:
                 result.failed[item.run_dir] = error
             elif item.status != "evaluate":
                 result.trained.append(item.run_dir)

@@ -49,14 +49,24 @@ def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False) -> Any:
     return train(spec, run_dir, progress=progress)
 
 
+# An outcome that starts so is no failure: another process (a second sweep planned at the same moment, a
+# `resrepro train`) took the run first, and it is left to that process.
+IN_USE = "in use, left to its holder: "
+
+
 def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
     """Train one run unless it has finished, then evaluate it under each protocol of ``evals`` it lacks;
-    return None, or a one-line error naming the run directory. Raises only on Ctrl-C."""
+    return None, or a one-line error naming the run directory (IN_USE first if another process holds it).
+    Raises only on Ctrl-C."""
+    from resrepro.train.rundir import RunInUse
+
     try:
         if not RunDir(run_dir).is_finished():
             train_fn(spec, run_dir)
         for protocol in evals:
             _evaluate(spec, run_dir, protocol)
+    except RunInUse as e:
+        return IN_USE + " ".join(str(e).split())
     except Exception as e:  # a failed run is reported and must not stop the others...
         if _interrupted(e):  # ...but Ctrl-C (which the trainer turns into an exception) stops the sweep
             raise
@@ -82,6 +92,8 @@ def _interrupted(e: Exception) -> bool:
 
 
 def _done(k: int, n: int, run_dir: Path, error: str | None) -> str:
+    if error and error.startswith(IN_USE):
+        return f"[{k}/{n}] skipped {run_dir}: {error}"
     return f"[{k}/{n}] " + (f"failed {error}" if error else f"done {run_dir}")
 
 

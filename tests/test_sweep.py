@@ -419,3 +419,15 @@ def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_p
     rd.write_summary({"status": "finished"})
     item = plan(load_experiment("table2", "full"), tmp_path)[0]
     assert (item.status, item.evals) == ("evaluate", ("ten-crop",))  # trained; no conflict
+
+
+def test_a_run_another_process_took_after_the_plan_is_left_to_it_not_failed(tmp_path, fig1):
+    """Two sweeps planned at the same moment queue the same runs; the second finds each run held when it starts."""
+    from resrepro.train.rundir import RunInUse
+
+    def held(spec, run_dir):
+        raise RunInUse(f"{run_dir} is in use by pid 1")
+
+    result = run_sweep(fig1, tmp_path / "runs", train_fn=held, render=False)
+    assert not result.failed and not result.trained
+    assert len([w for w in result.warnings if "in use by pid 1" in w]) == len(fig1.runs)
