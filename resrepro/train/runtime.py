@@ -41,7 +41,7 @@ def autocast(precision: str, device: torch.device):
 
 def use_channels_last(choice: bool | None, device: torch.device) -> bool:
     """NHWC activations: by default on CUDA, where tensor-core convolutions want them. Not by default on a CPU:
-    `resrepro bench` times both layouts there (NHWC ran the ResNet-20 step at batch 128 1.08-1.19× faster), but
+    `resrepro bench` times both layouts there (NHWC ran the ResNet-20 step at batch 128 1.19-1.25× faster), but
     torch 2.14's CPU backward aborts on some NHWC shapes (ResNet-18 of width 8 on 224-px crops: "double free or
     corruption"), and a crash an hour into a run costs more than 10% speed. ``--channels-last`` asks for it."""
     return choice if choice is not None else device.type == "cuda"
