@@ -14,7 +14,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from resrepro.errors import ResreproError
-from resrepro.models.registry import UnknownModelError, resolve
+from resrepro.models.registry import ModelSpec, UnknownModelError, resolve
 
 # The input normalisations of our ImageNet recipe (its ``normalize`` setting): the detector must feed its backbone
 # what the backbone was pre-trained on. The paper subtracts the mean only; torchvision's weights also divide by std.
@@ -59,7 +59,7 @@ def build_detector(
         raise ResreproError(f"a detector needs at least one object class, got num_classes={num_classes}")
     if normalize not in NORMALIZATIONS:
         raise ResreproError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
-    spec = _imagenet_spec(backbone)
+    spec = backbone_spec(backbone)
     net = spec.build(width=width)
     if classifier_state is not None:
         load_classifier_state(net, classifier_state, spec.arch, f"{spec.name} of width {width}")
@@ -81,7 +81,8 @@ def build_detector(
     return FasterRCNN(trunk, **{**settings, **faster_rcnn_kwargs})
 
 
-def _imagenet_spec(backbone: str):
+def backbone_spec(backbone: str) -> ModelSpec:
+    """The registry spec of a detection backbone: any ImageNet net; a CIFAR net or unknown name is refused."""
     try:
         spec = resolve(backbone)
     except UnknownModelError as e:
@@ -154,8 +155,14 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def load_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: str, what: str) -> None:
-    """Load an ImageNet classifier's weights into ``net`` (the same architecture), ignoring its final layer.
-    Anything else that does not fit is one ResreproError naming the first keys or the shape that differ."""
+    """Load an ImageNet classifier's weights into ``net`` (the same architecture), ignoring its final layer."""
+    net.load_state_dict(check_classifier_state(net, state, arch, what), strict=False)
+
+
+def check_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: str, what: str,
+                           ) -> dict[str, torch.Tensor]:
+    """``state`` without its final layer, if the rest fits ``net`` key for key and shape for shape; otherwise
+    one ResreproError naming the first keys or the shape that differ. ``net`` may live on the meta device."""
     final = CLASSIFIER_LAYER[arch]
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(final)}
     given = {k: v for k, v in state.items() if not k.startswith(final)}
@@ -176,7 +183,7 @@ def load_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: 
                 break
     if problems:
         raise ResreproError(f"the classifier weights do not fit {what}: {'; '.join(problems)}")
-    net.load_state_dict(given, strict=False)
+    return given
 
 
 def _first(keys: list[str], n: int = 3) -> str:
@@ -189,7 +196,7 @@ def classifier_state_from_torchvision(state: dict[str, torch.Tensor], backbone: 
     3×3 of the bottleneck ("v1.5"), so they fit only our ``-v1.5`` nets, and a paper-style (v1) name is refused
     rather than given weights trained for another function; its ResNet-18/34 are our option B nets; VGG-16 loads
     as it is."""
-    spec = _imagenet_spec(backbone)
+    spec = backbone_spec(backbone)
     if spec.arch == "resnet" and spec.depth >= 50 and spec.stride_in_1x1:
         raise ResreproError(f"torchvision's ResNet-{spec.depth} puts the stride on the 3×3 (v1.5): name the backbone "
                             f"{spec.name}-v1.5 to use its weights")
