@@ -42,6 +42,7 @@ def build_detector(
     rois_per_image: int = 128,
     normalize: str = "pixel-mean",
     classifier_state: dict[str, torch.Tensor] | None = None,
+    freeze_bn: bool = True,
     **faster_rcnn_kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN whose shared layers and per-region head come from the ImageNet classifier ``backbone``.
@@ -54,6 +55,10 @@ def build_detector(
     the backbone's pre-training normalisation ("pixel-mean": our ImageNet runs' default; "mean-std":
     torchvision's weights). Defaults are Faster R-CNN's (600/1000 px, 9 anchors, 300 test proposals);
     ``faster_rcnn_kwargs`` go to torchvision's FasterRCNN as they are.
+
+    ``freeze_bn=False`` (a deviation, for training from scratch only) keeps BN learning with batch statistics:
+    frozen at initialisation BN is the identity, and a deep ResNet without normalisation diverges (ResNet-101's
+    first losses are in the thousands).
     """
     if num_classes < 1:
         raise ResreproError(f"a detector needs at least one object class, got num_classes={num_classes}")
@@ -63,7 +68,8 @@ def build_detector(
     net = spec.build(width=width)
     if classifier_state is not None:
         load_classifier_state(net, classifier_state, spec.arch, f"{spec.name} of width {width}")
-    freeze_batchnorm(net)
+    if freeze_bn:
+        freeze_batchnorm(net)
     trunk, head, head_channels, roi_size = _split_vgg(net) if spec.arch == "vgg" else _split_c4(net)
     mean, std = NORMALIZATIONS[normalize]
     # Faster R-CNN's proposal counts and RoI sampling (py-faster-rcnn's end-to-end settings): 12000 -> 2000

@@ -205,3 +205,15 @@ def test_bad_weights_and_backbones_are_one_clear_error(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "nostate.pth")
     with pytest.raises(ResreproError, match="no state dict"):
         classifier_state_from_file(tmp_path / "nostate.pth", "vgg16")
+
+
+def test_from_scratch_frozen_bn_is_the_identity_and_a_deep_resnet_diverges_without_learning_bn():
+    torch.manual_seed(0)
+    frozen = build_detector("resnet101", 3, **SMALL).train()
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.running_var, torch.ones_like(
+        m.running_var)) for m in frozen.modules() if isinstance(m, FrozenBatchNorm2d))
+    assert frozen(IMAGES, TARGETS)["loss_classifier"] > 100  # 30 unnormalised residual sums: activations explode
+    torch.manual_seed(0)
+    learning = build_detector("resnet101", 3, freeze_bn=False, **SMALL).train()
+    assert any(isinstance(m, nn.BatchNorm2d) for m in learning.modules())
+    assert learning(IMAGES, TARGETS)["loss_classifier"] < 2  # about ln 4: chance among 3 classes + background
