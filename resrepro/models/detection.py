@@ -22,6 +22,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 NORMALIZATIONS = {"pixel-mean": (IMAGENET_MEAN, (1.0, 1.0, 1.0)), "mean-std": (IMAGENET_MEAN, (0.229, 0.224, 0.225))}
 # Where each classifier keeps its final ImageNet layer, which detection replaces by the two sibling layers.
 CLASSIFIER_LAYER = {"resnet": "fc.", "vgg": "classifier.6."}
+# Deviation: RoIAlign (bilinear, 2×2 samples per bin), the pooler torchvision's RoI heads take, where the paper
+# has Fast R-CNN's RoI max pooling with boxes rounded to the feature grid.
 C4_ROI_SIZE = 14  # RoI features for conv5_1, whose stride 2 halves them to 7×7, as conv4's 14×14 map at 224 px
 VGG_ROI_SIZE = 7  # fc6 was trained on 7×7 pool5 maps: RoI pooling replaces pool5
 
@@ -118,6 +120,8 @@ def _split_vgg(net: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
     for m in net.features:
         if isinstance(m, nn.Conv2d):
             names.append(f"conv{stage}_{conv}")
+        elif isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):  # vgg16-bn
+            names.append(f"bn{stage}_{conv}")
         elif isinstance(m, nn.ReLU):
             names.append(f"relu{stage}_{conv}")
             conv += 1

@@ -119,6 +119,10 @@ def test_vgg16_is_torchvisions_config_d_at_width_64_and_narrows_with_width():
     assert narrow.classifier[0].out_features == 512 and not any(isinstance(m, nn.BatchNorm2d) for m in narrow.modules())
     assert narrow(torch.randn(2, 3, 28, 28)).shape == (2, 10)  # the tiny scale's crop: Caffe's ceil-mode pools
     assert resolve("vgg16").paper_macs == 15.3e9
+    with_bn = create_model("vgg16-bn")  # a deviation for the tiny scale: torchvision's vgg16_bn
+    shapes = [(k, v.shape) for k, v in with_bn.state_dict().items()]
+    assert shapes == [(k, v.shape) for k, v in torchvision.models.vgg16_bn(weights=None).state_dict().items()]
+    assert "vgg16-bn" not in [s.name for s in list_models()]  # not one of the paper's nets
 
 
 @pytest.mark.parametrize("name", ["resnet21", "plain7", "resnet34-D", "plain20-B", "resnet20-v1.5", "vgg19", "resnet0"])

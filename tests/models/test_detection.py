@@ -61,6 +61,9 @@ def test_vgg16_split_shares_13_convs_at_stride_16_and_runs_fc6_fc7_per_region():
     head = det.roi_heads.box_head
     assert (head.fc6.in_features, head.fc6.out_features, head.fc7.out_features) == (64 * 7 * 7, 512, 512)
     assert det.roi_heads.box_roi_pool.output_size == (7, 7)
+    bn = build_detector("vgg16-bn", 3, **SMALL).backbone  # the tiny scale's deviation: BN after each conv, frozen
+    frozen = [n for n, m in bn.named_children() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(_convs(bn)) == 13 and len(frozen) == 13 and frozen[-1] == "bn5_3"
 
 
 def _perturbed_classifier(name: str) -> nn.Module:
