@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from resrepro.errors import ResreproError
-from resrepro.train.bench import _baseline_batches, _random_cifar, run_bench, run_detection_bench, run_imagenet_bench
+from resrepro.train.bench import (
+    _baseline_batches,
+    _calibrated_classifier,
+    _random_cifar,
+    run_bench,
+    run_detection_bench,
+    run_imagenet_bench,
+)
 from tests.imagefolder import write_imagefolder
 
 
@@ -75,6 +82,19 @@ def test_detection_bench_times_each_backbone_with_the_detector_it_names() -> Non
     assert (result["width"], result["image_size"], result["batch_size"]) == (8, 64, 2)
     with pytest.raises(ResreproError, match="CIFAR net"):
         run_detection_bench(("resnet56",), device="cpu")
+
+
+def test_detection_bench_times_resnet101_with_measured_bn_statistics() -> None:
+    # With BN's initial statistics frozen, ResNet-101's losses run into the thousands, the RPN's boxes go NaN and are
+    # dropped, and the bench would time conv5_x on almost no regions.
+    from resrepro.models.detection import build_detector
+
+    torch.manual_seed(0)
+    det = build_detector("resnet101", 20, width=8, min_size=96, max_size=128, anchor_sizes=(16, 32, 64),
+                         classifier_state=_calibrated_classifier("resnet101", 8)).train()
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 70.0]])
+    losses = det([torch.rand(3, 96, 128)], [{"boxes": boxes, "labels": torch.tensor([3])}])
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_classifier"] < 100
 
 
 @pytest.mark.parametrize("args, message", [
