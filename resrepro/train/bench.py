@@ -197,9 +197,11 @@ def _calibrated_classifier(name: str, width: int) -> dict[str, torch.Tensor]:
     from resrepro.models.registry import resolve
 
     net = resolve(name).build(width=width).train()
-    for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # a plain average over the calibration batch
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not bns:  # VGG-16: nothing to measure
+        return net.state_dict()
+    for m in bns:
+        m.momentum = None  # a plain average over the calibration batch
     with torch.no_grad():
         images = torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
         net(images - torch.tensor(IMAGENET_MEAN).view(3, 1, 1))  # as the detector feeds them ("pixel-mean")
@@ -211,8 +213,8 @@ def run_detection_bench(backbones: tuple[str, ...] = ("resnet101", "vgg16"), *, 
                         ) -> dict[str, Any]:
     """Faster R-CNN training steps (fp32 eager, SGD as the paper's fine-tuning) of each backbone, side by side, on
     the same random images with a few boxes each. Defaults: the paper's nets at 600 px on a GPU; a CPU times
-    width-8 nets on 224-px images (about a minute for both on 2 cores: ResNet's conv5_x runs on each of the
-    2 × 128 sampled regions, the C4 design's cost). Anchors scale with the image."""
+    width-8 nets on 224-px images (one to two minutes for both on 2 shared cores: ResNet's conv5_x runs on each of
+    the 2 × 128 sampled regions, the C4 design's cost). Anchors scale with the image."""
     from resrepro.models.detection import backbone_spec, build_detector
 
     for name in backbones:
