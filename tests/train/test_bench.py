@@ -32,6 +32,10 @@ def test_cifar_bench_times_the_baseline_then_ours_and_reports_their_ratio() -> N
         _consistent(row, 16)
     assert result["speedup"] == pytest.approx(ours["images_per_s"] / baseline["images_per_s"])
     assert (result["model"], result["batch_size"], result["iters"]) == ("resnet20", 16, 2)
+    # what `sweep --dry-run` reads back: our default step, as `resrepro train` runs on this device
+    assert (result["images_per_s"], result["precision"], result["width"], result["image_size"]) == \
+        (ours["images_per_s"], "fp32", 16, 32)
+    assert result["macs"] == 40_551_040  # ResNet-20 at 32 px: the 41M of `resrepro models`
 
 
 def test_baseline_is_the_peer_pipeline_pad4_crop_flip_normalize() -> None:
