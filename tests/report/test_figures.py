@@ -129,7 +129,7 @@ def test_a_full_length_run_is_drawn_in_the_papers_units_of_1e4_iterations(tmp_pa
 
 def test_an_unfinished_run_is_drawn_visibly_and_labelled_as_such(tmp_path):
     make_run(tmp_path, "plain20")
-    one_point = make_run(tmp_path, "plain56", iters=100, finished=False)  # one logged iteration so far
+    make_run(tmp_path, "plain56", iters=100, finished=False)  # one logged iteration so far
     result = draw_figure("fig1", tmp_path)
     done, started = line(result.figure, "plain20/test"), line(result.figure, "plain56/test")
     assert started.get_marker() == "o" and len(started.get_xdata()) == 1  # a one-point line alone draws nothing
