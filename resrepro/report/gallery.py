@@ -139,9 +139,10 @@ def _markdown(text: str) -> str:
 def _provenance_lines(a: Artefact) -> list[str]:
     """Markdown lines: the command and what made the runs, or where to look when it was not recorded."""
     p = a.provenance
-    lines = [f"Command: `{p['command'] if p else a.command}`"]
+    lines = [f"Reproduce with: `{p['command'] if p else a.command}` (trains what is missing, then renders)"]
     if not p:
-        how = " README.md beside this page says how." if (a.folder.parents[1] / "README.md").is_file() else ""
+        how = " [README.md](README.md) beside this page says how." if (a.folder.parents[1] / "README.md").is_file() \
+            else ""
         return lines + ["", f"Runs: not at hand when this page was made; these files were rendered earlier.{how}"]
     lines += ["", f"Runs: {p['runs']} ({p['finished']} finished)."]
     made = p.get("made_by") or []
@@ -175,7 +176,7 @@ table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
 th, td { border: 1px solid #ddd; padding: .25rem .55rem; }
 th { background: #f4f4f4; }
 td { font-variant-numeric: tabular-nums; }
-img { max-width: 100%; height: auto; display: block; margin: 1rem 0; }
+img { max-width: 100%; max-height: 34rem; width: auto; height: auto; display: block; margin: 1rem 0; }
 code { font-size: .85em; background: #f6f6f6; padding: 0 .2em; }
 .prov { font-size: .85rem; color: #444; }
 """
