@@ -81,12 +81,13 @@ def bench_figure(result: dict[str, Any]) -> dict[str, Any]:
             "macs": macs_per_image(spec.name, width, size)}
 
 
-def save_bench(result: dict[str, Any], folder: str | Path = BENCH_DIR) -> Path:
-    """Record a bench result where the planner looks: one file per model, device and precision."""
+def save_bench(result: dict[str, Any], folder: str | Path | None = None) -> Path:
+    """Record a bench result where the planner looks (default :data:`BENCH_DIR`): one file per model, device
+    and precision, the latest replacing the one before."""
     from resrepro.io import write_json
 
     slug = re.sub(r"[^a-z0-9]+", "-", f"{result['device']}-{result['model']}-{result['precision']}".lower())
-    path = Path(folder).expanduser() / f"{slug.strip('-')}.json"
+    path = Path(BENCH_DIR if folder is None else folder).expanduser() / f"{slug.strip('-')}.json"
     write_json(path, result)
     return path
 

@@ -67,6 +67,19 @@ def test_imagenet_bench_refuses_a_cifar_net_and_a_folder_too_small_to_time(tmp_p
         run_imagenet_bench("resnet18", iters=1, batch_size=4, device="cpu", workers=0, data_dir=str(root))
 
 
+def test_cli_bench_records_its_figure_where_sweep_dry_run_reads_it(tmp_path, monkeypatch, capsys) -> None:
+    from resrepro.throughput import read_benches
+    from tests.inprocess import in_process_cli
+
+    monkeypatch.setattr("resrepro.throughput.BENCH_DIR", str(tmp_path / "cache"))
+    code, _, err = in_process_cli(monkeypatch, capsys, "bench", "--model", "resnet20", "--iters", "1",
+                                  "--batch-size", "8", "--device", "cpu", "--workers", "0")
+    assert code == 0 and "recorded for `sweep --dry-run`" in err
+    (figure,) = read_benches((tmp_path / "cache",))
+    assert (figure.model, figure.precision, figure.width, figure.image_size) == ("resnet20", "fp32", 16, 32)
+    assert figure.images_per_s > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--family", "foo"], "--family"),
     (["--family", "imagenet", "--model", "resnet20"], "CIFAR net"),
