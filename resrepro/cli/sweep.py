@@ -102,16 +102,31 @@ def _parse_gpus(gpus: str | None) -> list[int] | None:
 def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
     rows = [{"run": i.run.name, "status": i.status, "iters": i.run.spec.iters if i.run.spec else "—",
              "done": i.done_iters or "", "images/s": f"{i.images_per_s:,.0f}" if i.images_per_s else "—",
-             "GPU-hours": "unknown" if i.gpu_hours is None else f"{i.gpu_hours:.2f}"} for i in items]
+             "time to go": "unknown" if i.gpu_hours is None else _duration(i.gpu_hours),
+             "estimate from": i.source.split(":", 1)[0]} for i in items]
     print_records(rows, Format.table, title=f"sweep plan: {runs_dir}")
     counts: dict[str, int] = {}
     for i in items:
         counts[i.status] = counts.get(i.status, 0) + 1
-    left = [i.gpu_hours for i in items if i.status in ("partial", "todo")]
-    unknown = sum(h is None for h in left)
+    left = [i for i in items if i.status in ("partial", "todo")]
+    known = [i for i in left if i.gpu_hours is not None]
+    sources: dict[str, int] = {}
+    for i in known:
+        sources[i.source] = sources.get(i.source, 0) + 1
+    unknown = len(left) - len(known)
     err.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(left)} to train"
-              + (f", about {sum(h for h in left if h is not None):.1f} GPU-hours" if left else "")
-              + (f" plus {unknown} never measured" if unknown else ""))
+              + (f", about {_duration(sum(i.gpu_hours for i in known))} on one device" if known else "")
+              + (f" plus {unknown} without an estimate" if unknown else ""), highlight=False)
+    for source, n in sources.items():  # where each estimate came from, in full
+        err.print(f"  {n} estimated from {escape(source)}", highlight=False, soft_wrap=True)
     for i in items:
         if i.status == "conflict":
             err.print(f"[yellow]conflict:[/] {i.note}", highlight=False, soft_wrap=True)
+
+
+def _duration(hours: float) -> str:
+    """Hours as a reader wants them: "40 s", "12 min", "3.4 h" (never "0.0" for a short run)."""
+    seconds = hours * 3600
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{hours:.1f} h"

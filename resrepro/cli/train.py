@@ -296,3 +296,8 @@ def bench(
     err.print(f"ours / baseline: [bold]{result['speedup']:.2f}×[/] images/s")
     if out:
         write_json(out, result)
+    from rich.markup import escape
+
+    from resrepro.throughput import save_bench
+
+    err.print(f"recorded for `sweep --dry-run` estimates: {escape(str(save_bench(result)))}", highlight=False)

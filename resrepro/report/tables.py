@@ -23,6 +23,7 @@ from resrepro.report.paper import paper_table
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
 PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
+PAPER_WIDTH = {"cifar": 16, "imagenet": 64}  # first-stage filters (§4.2, Table 1)
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
@@ -180,7 +181,9 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     n_cols = [f"_n{m.suffix}" for m in spec.metrics]
     rows["n"] = rows[n_cols].max(axis=1).astype("Int64").where(ours, pd.NA)
     if spec.params:
-        rows["params"] = pd.array([_params(k) if isinstance(k, str) else pd.NA for k in keys], dtype="Int64")
+        trained = _trained_params(runs)
+        rows["params"] = pd.array([trained.get(k, _params(k)) if isinstance(k, str) else pd.NA for k in keys],
+                                  dtype="Int64")
     counted = rows["n"].fillna(0) > 0
     rows["dataset"] = keys.map(runs.groupby("model")["dataset"].first()).where(counted)
     rows["iters"] = keys.map(runs.groupby("model")["iters"].max()).where(counted).astype("Float64")
@@ -196,6 +199,11 @@ def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]
     if chosen is not None and chosen != paper_ds:
         notes.append(f"Ours: trained and evaluated on {chosen}, not {paper_ds} as in the paper: "
                      "compare trends, not values.")
+    widths = sorted({int(w) for w in runs["width"].dropna()} - {PAPER_WIDTH[spec.family]})
+    if spec.params and widths:
+        notes.append(f"Ours: {', '.join(map(str, widths))} filters wide where the paper has "
+                     f"{PAPER_WIDTH[spec.family]}; # params (ours) counts the nets trained (rows without runs: "
+                     "the paper's width).")
     paper_iters = PAPER_ITERS.get(spec.family)
     lengths = sorted({int(i) for i in runs["iters"].dropna()})
     if paper_iters and lengths and lengths != [paper_iters]:
@@ -205,15 +213,24 @@ def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]
 
 
 @functools.cache
-def _params(model: str) -> int:
-    """Our exact parameter count, built on the meta device (no memory, no init cost worth counting)."""
-    import torch
-
-    from resrepro.models.counting import count_params
+def _params(model: str, width: int | None = None) -> int:
+    """Our exact parameter count at ``width`` (default: the paper's), built on the meta device."""
     from resrepro.models.registry import resolve
+    from resrepro.models.summary import model_counts
 
-    with torch.device("meta"):
-        return count_params(resolve(model).build())
+    return model_counts(resolve(model), width=width)[0]
+
+
+def _trained_params(runs: pd.DataFrame) -> dict[str, int]:
+    """Model -> parameters of the nets its counted runs trained: as their summary.json records, else built at
+    their width (the tiny scale's 8 filters: a quarter of the paper's count, not the paper's net)."""
+    out = {}
+    for model, g in runs.groupby("model"):
+        recorded = pd.to_numeric(g["params"], errors="coerce").dropna()
+        width = g["width"].dropna()
+        out[str(model)] = int(recorded.iloc[0]) if len(recorded) else _params(
+            str(model), int(width.iloc[0]) if len(width) else None)
+    return out
 
 
 def _csv_order(rows: pd.DataFrame, spec: TableSpec) -> list[str]:
