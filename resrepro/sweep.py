@@ -178,7 +178,8 @@ def run_sweep(
             result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
-        train_fn = train_fn or _default_train(progress and executor == "local" and not gpus)
+        # Progress in this process or in each Slurm job's log; not from per-GPU workers sharing one terminal.
+        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus))
         if executor == "local" and not gpus:
             outcomes = in_process(todo, train_fn, report)
         elif executor == "local":

@@ -27,15 +27,16 @@ class Executor(str, Enum):
 def sweep(
     experiment: str | None = typer.Argument(
         None, help="An experiment (fig1, fig6, table6, ...; see --list) or a path to a .toml file."),
-    scale: str = typer.Option("full", help="tiny: small data, CPU minutes; full: the paper's recipe."),
+    scale: str = typer.Option("full", metavar="tiny|full",
+                              help="tiny: small data, CPU minutes; full: the paper's recipe."),
     seeds: int | None = typer.Option(None, min=1, help="Train seeds 0..K-1 of every model instead."),
     runs: Path = typer.Option(Path("runs"), help="Runs root; a run goes to RUNS/GROUP/SCALE/MODEL-sSEED."),
-    out: Path | None = typer.Option(None, help="Output folder \\[default: results/EXPERIMENT/SCALE]."),
+    out: Path | None = typer.Option(None, help="Output folder [default: results/EXPERIMENT/SCALE]."),
     gpus: str | None = typer.Option(
         None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
     executor: Executor = typer.Option(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
-    partition: str | None = typer.Option(None, help="Slurm partition \\[default: the cluster's].",
+    partition: str | None = typer.Option(None, help="Slurm partition [default: the cluster's].",
                                          rich_help_panel=SLURM),
     time_min: int = typer.Option(24 * 60, min=1, help="Slurm time limit per run, minutes; a run that "
                                  "outlives it is requeued and resumes.", rich_help_panel=SLURM),
@@ -73,7 +74,7 @@ def sweep(
     slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
-                       progress=err.is_terminal, report=lambda m: err.print(escape(m), highlight=False))
+                       progress=True, report=lambda m: err.print(escape(m), highlight=False))
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:
