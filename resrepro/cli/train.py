@@ -27,8 +27,7 @@ NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
 CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
                       "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
-# A backslash keeps rich from reading [tensorboard] as markup and dropping it.
-TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro\\[tensorboard]')."
+TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro[tensorboard]')."
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -53,8 +52,10 @@ def train_cifar(
                                     "offline; the tiny scale) or synthetic (smoke tests)."),
     data_dir: Path | None = typer.Option(
         None, help="Folder holding cifar-10-batches-py/ (default: ~/.cache/resrepro/data)."),
-    download: bool = typer.Option(False, help="Download CIFAR-10 into --data-dir first (needs the network)."),
-    skip_checksum: bool = typer.Option(False, help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
+    download: bool = typer.Option(False, "--download",
+                                  help="Download CIFAR-10 into --data-dir first (needs the network)."),
+    skip_checksum: bool = typer.Option(False, "--skip-checksum",
+                                       help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
     iters: int = typer.Option(CifarSpec.iters, help="Training iterations (paper: 64k)."),
     batch_size: int = typer.Option(CifarSpec.batch_size, help="Mini-batch size (paper: 128)."),
     lr: float = typer.Option(CifarSpec.lr, help="Base learning rate (paper: 0.1)."),
@@ -76,9 +77,9 @@ def train_cifar(
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
-    grad_checkpoint: bool = typer.Option(False, help="Recompute activations per stage in backward (ResNet-1202 on "
-                                         "small GPUs): same result, less memory, more time."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
+                                         "backward (ResNet-1202 on small GPUs): same result, less memory, more time."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
@@ -151,7 +152,7 @@ def train_imagenet(
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
 
