@@ -51,8 +51,6 @@ def sweep(
     Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
     """
     from resrepro.experiments import list_experiments, load_experiment
-    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep
-    from resrepro.sweep_jobs import check_gpus
 
     if list_ or experiment is None:
         rows = []
@@ -63,6 +61,9 @@ def sweep(
         return
     exp = load_experiment(experiment, scale, seeds)
     check_output(runs, folder=True, option="--runs")
+    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep  # torch: after the arguments' checks
+    from resrepro.sweep_jobs import check_gpus
+
     if dry_run:
         _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)
         return

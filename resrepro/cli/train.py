@@ -9,6 +9,7 @@ import typer
 
 from resrepro.cli.common import app, check_output, choices, err
 from resrepro.cli.models import Family
+from resrepro.models.registry import IMAGENET_DEPTHS
 from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
@@ -89,10 +90,7 @@ def train_cifar(
     """
     import json
 
-    from resrepro.data.cifar import load_dataset
     from resrepro.models.registry import cifar_spec
-    from resrepro.train.loop import train
-    from resrepro.train.runtime import resolve_device
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
     spec = CifarSpec(
@@ -105,6 +103,11 @@ def train_cifar(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    # Only now torch (seconds to import): a mistyped argument above was answered at once.
+    from resrepro.data.cifar import load_dataset
+    from resrepro.train.loop import train
+    from resrepro.train.runtime import resolve_device
+
     resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
     if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
@@ -119,7 +122,8 @@ def train_cifar(
 
 @train_app.command("imagenet")
 def train_imagenet(
-    depth: int = typer.Option(34, help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
+    depth: int = typer.Option(34, metavar="|".join(map(str, IMAGENET_DEPTHS)),
+                              help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
     plain: bool = typer.Option(False, "--plain", help="The plain counterpart (18 and 34 layers in the paper)."),
     shortcut: Shortcut = typer.Option(Shortcut.B, help="A zero-pad identity (Table 2), B projection where "
                                       "dimensions grow (paper's choice for 50+), C projection everywhere."),
@@ -162,8 +166,6 @@ def train_imagenet(
     import os
 
     from resrepro.models.registry import model_name
-    from resrepro.train.loop import init_distributed, train
-    from resrepro.train.runtime import resolve_device
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -178,6 +180,9 @@ def train_imagenet(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    from resrepro.train.loop import init_distributed, train  # torch, once the arguments are known to be good
+    from resrepro.train.runtime import resolve_device
+
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
     else:
@@ -239,6 +244,10 @@ def eval_(
     import json
 
     from resrepro.errors import ResreproError
+    from resrepro.train.imports import parse_import
+
+    if import_ is not None:
+        parse_import(import_)  # a mistyped library is one line before torch is imported
     from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
@@ -282,10 +291,14 @@ def bench(
     """Training throughput of our loop vs the common peer style (DataLoader + transforms, fp32 eager)."""
     from resrepro.cli.common import Format, print_records
     from resrepro.io import write_json
-    from resrepro.train.bench import run_bench, run_imagenet_bench
+    from resrepro.models.registry import resolve
 
     if out:
         check_output(out, folder=False)
+    if model is not None:
+        resolve(model)  # an unknown name is one line before torch is imported
+    from resrepro.train.bench import run_bench, run_imagenet_bench
+
     if family is Family.cifar:
         model = model or "resnet56"
         result = run_bench(model, iters=iters, batch_size=batch_size or 128, device=device, workers=workers)
