@@ -14,9 +14,6 @@ from resrepro.cli.common import Format, app, check_output, err, fail, print_reco
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
 
-SLURM = "Slurm (--executor slurm)"
-
-
 class Executor(str, Enum):
     local = "local"
     slurm = "slurm"
@@ -36,13 +33,12 @@ def sweep(
         None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
     executor: Executor = typer.Option(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
-    partition: str | None = typer.Option(None, help="Slurm partition [default: the cluster's].",
-                                         rich_help_panel=SLURM),
-    time_min: int = typer.Option(24 * 60, min=1, help="Slurm time limit per run, minutes; a run that "
-                                 "outlives it is requeued and resumes.", rich_help_panel=SLURM),
-    gpus_per_job: int = typer.Option(1, min=0, help="GPUs per run.", rich_help_panel=SLURM),
-    cpus_per_job: int = typer.Option(8, min=1, help="CPUs per run.", rich_help_panel=SLURM),
-    parallel: int = typer.Option(64, min=1, help="At most this many runs at once.", rich_help_panel=SLURM),
+    partition: str | None = typer.Option(None, help="Slurm: the partition [default: the cluster's]."),
+    time_min: int = typer.Option(24 * 60, min=1, help="Slurm: time limit per run, minutes; a run that outlives it "
+                                 "is requeued and resumes."),
+    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run."),
+    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run."),
+    parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
 ) -> None:
