@@ -10,7 +10,9 @@ import sys
 
 import typer
 
-from resrepro.cli.common import command, fail
+from resrepro.cli.common import app, command, fail
+
+__all__ = ["app", "main"]
 
 # Each module adds its commands to ``app`` (import order is the order of `resrepro --help`).
 from resrepro.cli import models as _models  # noqa: E402,F401  isort: skip
