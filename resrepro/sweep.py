@@ -11,6 +11,7 @@ that its eval/ folder still lacks. Where runs go (here, one worker per GPU, Slur
 from __future__ import annotations
 
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,8 +179,9 @@ def run_sweep(
             result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
-        # Progress in this process or in each Slurm job's log; not from per-GPU workers sharing one terminal.
-        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus))
+        # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
+        # not as bars from several workers drawing over each other on one terminal.
+        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()))
         if executor == "local" and not gpus:
             outcomes = in_process(todo, train_fn, report)
         elif executor == "local":
