@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,7 +168,9 @@ def run_sweep(
             result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
-        train_fn = train_fn or _default_train(progress and executor == "local" and not gpus)
+        # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
+        # not as bars from several workers drawing over each other on one terminal.
+        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()))
         if executor == "local" and not gpus:
             outcomes = in_process(todo, train_fn, report)
         elif executor == "local":

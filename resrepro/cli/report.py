@@ -26,12 +26,12 @@ def table(
     name: Annotated[str, typer.Argument(
         help="table2, table3, table4 (ImageNet), table6, ablation-cifar, calibration (CIFAR-10).")],
     runs: Annotated[Path | None, typer.Option(
-        help="Folder searched (recursively) for run directories \\[default: ./runs if it exists, else the "
+        help="Folder searched (recursively) for run directories [default: ./runs if it exists, else the "
         "paper's numbers only].")] = None,
     fmt: Annotated[TableFormat, typer.Option(
         "--format", help="Output format (data go to stdout).")] = TableFormat.markdown,
     dataset: Annotated[str | None, typer.Option(
-        help="Only runs on this dataset \\[default: the paper's if it has runs, else the one with "
+        help="Only runs on this dataset [default: the paper's if it has runs, else the one with "
         "most].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file instead of stdout.")] = None,
 ) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from resrepro.cli.common import app, check_output, choices, err
 from resrepro.cli.models import Family
+from resrepro.models.registry import IMAGENET_DEPTHS
 from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
@@ -27,8 +28,7 @@ NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
 CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
                       "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
-# A backslash keeps rich from reading [tensorboard] as markup and dropping it.
-TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro\\[tensorboard]')."
+TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro[tensorboard]')."
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -53,8 +53,10 @@ def train_cifar(
                                     "offline; the tiny scale) or synthetic (smoke tests)."),
     data_dir: Path | None = typer.Option(
         None, help="Folder holding cifar-10-batches-py/ (default: ~/.cache/resrepro/data)."),
-    download: bool = typer.Option(False, help="Download CIFAR-10 into --data-dir first (needs the network)."),
-    skip_checksum: bool = typer.Option(False, help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
+    download: bool = typer.Option(False, "--download",
+                                  help="Download CIFAR-10 into --data-dir first (needs the network)."),
+    skip_checksum: bool = typer.Option(False, "--skip-checksum",
+                                       help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
     iters: int = typer.Option(CifarSpec.iters, help="Training iterations (paper: 64k)."),
     batch_size: int = typer.Option(CifarSpec.batch_size, help="Mini-batch size (paper: 128)."),
     lr: float = typer.Option(CifarSpec.lr, help="Base learning rate (paper: 0.1)."),
@@ -76,9 +78,9 @@ def train_cifar(
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
-    grad_checkpoint: bool = typer.Option(False, help="Recompute activations per stage in backward (ResNet-1202 on "
-                                         "small GPUs): same result, less memory, more time."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
+                                         "backward (ResNet-1202 on small GPUs): same result, less memory, more time."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
@@ -88,10 +90,7 @@ def train_cifar(
     """
     import json
 
-    from resrepro.data.cifar import load_dataset
     from resrepro.models.registry import cifar_spec
-    from resrepro.train.loop import train
-    from resrepro.train.runtime import resolve_device
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
     spec = CifarSpec(
@@ -104,6 +103,11 @@ def train_cifar(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    # Only now torch (seconds to import): a mistyped argument above was answered at once.
+    from resrepro.data.cifar import load_dataset
+    from resrepro.train.loop import train
+    from resrepro.train.runtime import resolve_device
+
     resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
     if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
@@ -118,7 +122,8 @@ def train_cifar(
 
 @train_app.command("imagenet")
 def train_imagenet(
-    depth: int = typer.Option(34, help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
+    depth: int = typer.Option(34, metavar="|".join(map(str, IMAGENET_DEPTHS)),
+                              help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
     plain: bool = typer.Option(False, "--plain", help="The plain counterpart (18 and 34 layers in the paper)."),
     shortcut: Shortcut = typer.Option(Shortcut.B, help="A zero-pad identity (Table 2), B projection where "
                                       "dimensions grow (paper's choice for 50+), C projection everywhere."),
@@ -151,7 +156,7 @@ def train_imagenet(
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
 
@@ -161,8 +166,6 @@ def train_imagenet(
     import os
 
     from resrepro.models.registry import model_name
-    from resrepro.train.loop import init_distributed, train
-    from resrepro.train.runtime import resolve_device
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -177,6 +180,9 @@ def train_imagenet(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    from resrepro.train.loop import init_distributed, train  # torch, once the arguments are known to be good
+    from resrepro.train.runtime import resolve_device
+
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
     else:
@@ -238,6 +244,10 @@ def eval_(
     import json
 
     from resrepro.errors import ResreproError
+    from resrepro.train.imports import parse_import
+
+    if import_ is not None:
+        parse_import(import_)  # a mistyped library is one line before torch is imported
     from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
@@ -281,10 +291,14 @@ def bench(
     """Training throughput of our loop vs the common peer style (DataLoader + transforms, fp32 eager)."""
     from resrepro.cli.common import Format, print_records
     from resrepro.io import write_json
-    from resrepro.train.bench import run_bench, run_imagenet_bench
+    from resrepro.models.registry import resolve
 
     if out:
         check_output(out, folder=False)
+    if model is not None:
+        resolve(model)  # an unknown name is one line before torch is imported
+    from resrepro.train.bench import run_bench, run_imagenet_bench
+
     if family is Family.cifar:
         model = model or "resnet56"
         result = run_bench(model, iters=iters, batch_size=batch_size or 128, device=device, workers=workers)

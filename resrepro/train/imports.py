@@ -4,26 +4,38 @@ local file (nothing is ever downloaded)."""
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from resrepro.errors import ResreproError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def parse_import(name: str) -> tuple[str, str]:
+    """``torchvision:resnet50`` -> (library, architecture), or ResreproError; needs no torch, so the CLI asks first."""
+    library, _, arch = name.partition(":")
+    if library not in ("torchvision", "timm") or not arch:
+        raise ResreproError(f"--import takes torchvision:NAME or timm:NAME (e.g. torchvision:resnet50), got {name!r}")
+    return library, arch
 
 
 def import_model(name: str, weights: str | Path | None) -> torch.nn.Module:
     """``torchvision:resnet50`` or ``timm:resnet50`` with the trained weights in ``weights``, a local state
     dict file. Nothing is ever downloaded; without weights it refuses, as random weights score chance."""
+    import torch
+
     from resrepro.train.checkpoint import clean_state_dict
 
-    library, _, arch = name.partition(":")
-    if library == "torchvision" and arch:
+    library, arch = parse_import(name)
+    if library == "torchvision":
         import torchvision
 
         try:
             model = torchvision.models.get_model(arch, weights=None)
         except ValueError as e:
             raise ResreproError(f"--import {name}: {e}") from None
-    elif library == "timm" and arch:
+    else:
         import timm
 
         import resrepro.timm_models  # noqa: F401  (registers resrepro_<name>, so timm:resrepro_resnet50 works)
@@ -31,8 +43,6 @@ def import_model(name: str, weights: str | Path | None) -> torch.nn.Module:
         if not timm.is_model(arch):
             raise ResreproError(f"--import {name}: timm has no model {arch!r}")
         model = timm.create_model(arch, pretrained=False)
-    else:
-        raise ResreproError(f"--import takes torchvision:NAME or timm:NAME (e.g. torchvision:resnet50), got {name!r}")
     if weights is None:
         raise ResreproError(f"--import {name} needs --weights FILE, a local copy of its trained weights: "
                             f"{_weights_file(library, arch)}; random weights would score chance")
