@@ -9,7 +9,7 @@ import typer
 
 from resrepro.cli.common import app, check_output, choices, err
 from resrepro.cli.models import Family
-from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
+from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision, ZeroPad
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -25,6 +25,7 @@ class Shortcut(str, Enum):
 DatasetChoice = choices("DatasetChoice", CifarDataset)
 NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
+ZeroPadChoice = choices("ZeroPadChoice", ZeroPad)
 CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
                       "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
 # A backslash keeps rich from reading [tensorboard] as markup and dropping it.
@@ -46,6 +47,9 @@ def train_cifar(
     plain: bool = typer.Option(False, "--plain", help="The plain counterpart: same layers, no shortcuts."),
     shortcut: Shortcut = typer.Option(Shortcut.A, help="Shortcut option: A zero-pad identity (paper's CIFAR choice), "
                                       "B projection where dimensions grow, C projection everywhere."),
+    zero_pad: ZeroPadChoice = typer.Option(CifarSpec.zero_pad, help="Option A: where the extra zero channels go. "
+                                           "append: after the input's channels (the paper's reading); split: half "
+                                           "before and half after, as the akamaster CIFAR ResNets do."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>). If it holds this "
                                     "run, training resumes from its checkpoint."),
@@ -100,15 +104,16 @@ def train_cifar(
         augment=augment, normalize=normalize.value, val_split=val_split, width=width, eval_every=eval_every,
         checkpoint_every=eval_every, precision=precision.value, grad_checkpoint=grad_checkpoint,
         data_dir=str(data_dir) if data_dir else None, device=device, compile=compile, channels_last=channels_last,
-        tensorboard=tensorboard, verify=not skip_checksum,
+        tensorboard=tensorboard, verify=not skip_checksum, zero_pad=zero_pad.value,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
     resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
     if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
+    layout = ", option A zeros split" if spec.zero_pad == "split" else ""
     err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
-              f"{'on' if spec.uses_warmup else 'off'}) → {out}")
+              f"{'on' if spec.uses_warmup else 'off'}{layout}) → {out}")
     summary = train(spec, out, progress=True)
     final = summary["final"]
     err.print(f"done: train error {100 * final['train_error']:.2f}%, {final['eval_split']} error "

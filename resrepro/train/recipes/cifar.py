@@ -19,7 +19,8 @@ from resrepro.train.spec import CifarSpec
 
 
 def build_cifar_model(spec: CifarSpec, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    model = resolve(spec.model).build(width=spec.width, num_classes=num_classes, in_channels=in_channels)
+    model = resolve(spec.model).build(width=spec.width, num_classes=num_classes, in_channels=in_channels,
+                                      zero_pad=spec.zero_pad)
     model.grad_checkpoint = spec.grad_checkpoint
     return model
 
