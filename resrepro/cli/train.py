@@ -213,9 +213,18 @@ class OutFormat(str, Enum):
     json = "json"
 
 
+IMPORT_HELP = ("Evaluate another project's trained net instead of a run: akamaster:resnet20|32|44|56|110|1202 (its "
+               "CIFAR-10 .th files), resrepro:NAME (our net, e.g. resrepro:resnet56), torchvision:NAME or "
+               "timm:NAME. CIFAR nets are tested on the CIFAR-10 test set, ImageNet nets on --data-dir/val. The "
+               "name fixes option A's layout, which the file cannot show: akamaster: puts the zero channels half "
+               "before and half after, resrepro: (and timm:resrepro_NAME) after; the wrong one loads without "
+               "complaint and computes another function.")
+
+
 @app.command("eval")
 def eval_(
-    run: Path | None = typer.Argument(None, help="A run directory or a checkpoint file (not with --import)."),
+    runs: list[Path] | None = typer.Argument(None, help="A run directory or a checkpoint file; several with "
+                                             "--ensemble; none with --import."),
     split: Split | None = typer.Option(None, help="CIFAR: test, or val (the run's held-out split) "
                                        "(default: the run's)."),
     data_dir: Path | None = typer.Option(None, help="Where the dataset is, if not where the run had it "
@@ -225,10 +234,14 @@ def eval_(
     ten_crop: bool = typer.Option(False, "--ten-crop", help="ImageNet: 10-crop testing (Tables 2-3)."),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="ImageNet: fully-convolutional multi-scale "
                                      "testing, shorter side 224..640 (Table 4)."),
-    import_: str | None = typer.Option(None, "--import", help="Evaluate a library model instead of a run: "
-                                       "torchvision:resnet50 or timm:resnet50 (needs --data-dir)."),
-    weights: Path | None = typer.Option(None, help="Required with --import: a local state-dict file of its "
-                                        "trained weights (nothing is downloaded)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the softmax of the runs named, image by "
+                                  "image (Table 5), and show the ensemble's error beside each run's."),
+    import_: str | None = typer.Option(None, "--import", help=IMPORT_HELP),
+    weights: Path | None = typer.Option(None, help="Required with --import: a local file of its trained weights "
+                                        "(a state dict, or akamaster's .th file); nothing is downloaded."),
+    dataset: DatasetChoice | None = typer.Option(None, help="With --import: the CIFAR-style test set "
+                                                 "(default: cifar10 for CIFAR nets)."),
+    skip_checksum: bool = typer.Option(False, help="With --import: do not verify the CIFAR-10 files' MD5 sums."),
     max_images: int | None = typer.Option(None, help="ImageNet: evaluate this many val images, spread evenly."),
     workers: int | None = typer.Option(None, help="ImageNet: data-loading processes (default: the run's; 4 "
                                        "with --import)."),
@@ -250,25 +263,40 @@ def eval_(
         raise ResreproError("choose one of --center, --ten-crop, --multi-scale")
     protocol = chosen[0] if chosen else None
     sizes = None if scales is None else _milestones(scales)
+    runs = runs or []
+    common = dict(data_dir=data_dir, device=device, max_images=max_images, scales=sizes, workers=workers)
     if import_ is not None:
-        if run is not None:
-            raise ResreproError("--import evaluates a library model: give no run directory with it")
-        result = evaluate_import(import_, weights, data_dir=data_dir, protocol=protocol or "center", device=device,
-                                 max_images=max_images, scales=sizes, workers=workers)
-    elif run is None:
+        if runs or ensemble:
+            raise ResreproError("--import evaluates another project's model: give no run directory with it")
+        result = evaluate_import(import_, weights, protocol=protocol or "center", verify=not skip_checksum,
+                                 dataset=dataset.value if dataset else None, **common)
+    elif not runs:
         raise ResreproError("name a run directory or checkpoint to evaluate (or --import a library model)")
-    elif weights is not None:
-        raise ResreproError("--weights goes with --import; a run directory or checkpoint holds its own weights")
+    elif weights is not None or dataset is not None:
+        raise ResreproError("--weights and --dataset go with --import; a run holds its own weights and dataset")
+    elif ensemble:
+        from resrepro.train.ensemble import evaluate_ensemble
+
+        result = evaluate_ensemble(runs, split=split.value if split else None, protocol=protocol, **common)
+    elif len(runs) > 1:
+        raise ResreproError(f"{len(runs)} runs named: evaluate one at a time, or add --ensemble to combine them")
     else:
-        result = evaluate_run(run, split=split.value if split else None, protocol=protocol, data_dir=data_dir,
-                              device=device, max_images=max_images, scales=sizes, workers=workers)
+        result = evaluate_run(runs[0], split=split.value if split else None, protocol=protocol, **common)
     if fmt is OutFormat.json:
         typer.echo(json.dumps(result))
         return
+    for member in result.get("members", []):
+        typer.echo(f"  {_result_line(member)}  [{member['run']}]")
+    typer.echo(("ensemble: " if ensemble else "") + _result_line(result))
+
+
+def _result_line(result: dict) -> str:
     top5 = f", top-5 error {100 * result['top5_error']:.2f}%" if "top5_error" in result else ""
     how = f" ({result['protocol']})" if "protocol" in result else ""
-    typer.echo(f"{result['model']} on {result['dataset']}/{result['split']}{how}: top-1 error "
-               f"{100 * result['top1_error']:.2f}%{top5}, loss {result['loss']:.4f} ({result['images']} images)")
+    published = result.get("published_top1_error")
+    theirs = "" if published is None else f" (its project publishes {100 * published:.2f}%)"
+    return (f"{result['model']} on {result['dataset']}/{result['split']}{how}: top-1 error "
+            f"{100 * result['top1_error']:.2f}%{theirs}{top5}, loss {result['loss']:.4f} ({result['images']} images)")
 
 
 @app.command()

@@ -27,11 +27,12 @@ def build_cifar_model(spec: CifarSpec, num_classes: int = 10, in_channels: int =
 
 @torch.no_grad()
 def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torch.device, mean: torch.Tensor,
-                 std: torch.Tensor, channels_last: bool = False) -> dict[str, Any]:
-    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image)."""
+                 std: torch.Tensor, channels_last: bool = False, tally: Tally | None = None) -> dict[str, Any]:
+    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image).
+    ``tally``: one of the caller's (top-5, kept probabilities), else top-1 only."""
     was_training = model.training
     model.eval()
-    tally = Tally(device, top5=False)
+    tally = tally or Tally(device, top5=False)
     for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std,
                              channels_last=channels_last):
         with autocast(spec.precision, device):
