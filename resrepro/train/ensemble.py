@@ -36,8 +36,9 @@ def check_members(paths: Sequence[str | Path]) -> list[RunSpec]:
     for path, spec in zip(paths[1:], specs[1:], strict=True):
         for what in ("family", "dataset"):
             if getattr(spec, what) != getattr(specs[0], what):
-                raise ResreproError(f"{path} is a {getattr(spec, what)} run and {paths[0]} a "
-                                    f"{getattr(specs[0], what)} run: an ensemble averages nets of one {what}")
+                raise ResreproError(f"{path} ({what} {getattr(spec, what)}) and {paths[0]} ({what} "
+                                    f"{getattr(specs[0], what)}) cannot be combined: an ensemble averages nets of "
+                                    f"one {what}")
     return specs
 
 
