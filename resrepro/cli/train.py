@@ -251,7 +251,8 @@ def eval_(
 ) -> None:
     """Evaluate a run: CIFAR error on test/val, or ImageNet top-1/top-5 under a test protocol of §3.4.
 
-    An ImageNet run's result is also written to RUN/eval/<protocol>.json, which the tables read.
+    An ImageNet run's result is also written to RUN/eval/<protocol>.json, which the tables read. With --ensemble,
+    several runs' averaged softmax; with --import, another project's released weights.
     """
     import json
 

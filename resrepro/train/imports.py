@@ -102,6 +102,11 @@ def _read_state(weights: str | Path, library: str, arch: str) -> dict[str, torch
     except Exception as e:  # torch raises several types for a file that is no torch.save output
         raise ResreproError(f"--weights {weights} is not a file written by torch.save ({type(e).__name__}): "
                             f"{_weights_file(library, arch)}") from None
+    spec = state.get("spec") if isinstance(state, dict) else None
+    if isinstance(spec, dict) and spec.get("zero_pad", "append") != "append":
+        # A checkpoint that says its layout: loading it into the appended one would be the silent error.
+        raise ResreproError(f"--weights {weights} is a checkpoint of a run trained with zero_pad "
+                            f"{spec['zero_pad']!r}; evaluate it as a run: resrepro eval {weights}")
     # akamaster's .th files: {"state_dict": ..., "best_prec1": ...}; resrepro checkpoints: {"model": ...}.
     state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):

@@ -85,3 +85,7 @@ def test_a_split_run_trains_resumes_and_evaluates_in_the_split_layout(tmp_path, 
                                            "json")
     assert code == 0, err
     assert json.loads(out_append)["loss"] != json.loads(out)["loss"]
+    # Imported by a name of the other layout, a checkpoint that records its own is refused.
+    code, _, err = in_process_cli(monkeypatch, capsys, "eval", "--import", "resrepro:resnet8", "--weights",
+                                  str(cut / "checkpoint.pt"), "--dataset", "synthetic")
+    assert code == 2 and "trained with zero_pad 'split'; evaluate it as a run" in " ".join(err.split()), err
