@@ -17,7 +17,10 @@ from torch import nn
 from resrepro.errors import ResreproError
 
 SOURCES = ("akamaster", "resrepro", "timm", "torchvision")
-AKAMASTER_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the nets akamaster/pytorch_resnet_cifar10 publishes weights of
+# The weights akamaster/pytorch_resnet_cifar10 releases, by net.
+AKAMASTER_FILES = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th",
+                   "resnet44": "resnet44-014dd654.th", "resnet56": "resnet56-4bfd9763.th",
+                   "resnet110": "resnet110-1d1ed7c2.th", "resnet1202": "resnet1202-f3b1deed.th"}
 AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/tree/master/pretrained_models"
 
 
@@ -62,10 +65,8 @@ def _build(library: str, arch: str, name: str) -> tuple[nn.Module, str, str, obj
 
     same = lambda key: key  # noqa: E731
     if library == "akamaster":
-        depth = re.fullmatch(r"resnet(\d+)", arch)
-        if depth is None or int(depth[1]) not in AKAMASTER_DEPTHS:
-            raise ResreproError(f"--import {name}: akamaster publishes "
-                                f"{', '.join(f'resnet{d}' for d in AKAMASTER_DEPTHS)}")
+        if arch not in AKAMASTER_FILES:
+            raise ResreproError(f"--import {name}: akamaster publishes {', '.join(AKAMASTER_FILES)}")
         model = resolve(arch).build(zero_pad="split")
         # Its final layer is `linear`, ours `fc`; its inputs are [0, 1] images normalised by ImageNet statistics.
         rename = lambda key: re.sub(r"^linear\.", "fc.", key)  # noqa: E731
@@ -128,7 +129,7 @@ def _mismatch(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor],
         return "; ".join(f"{what} keys {few(keys)}" for what, keys in (("missing", missing),
                                                                         ("unexpected", unexpected)) if keys)
     for k, v in expected.items():
-        if given[k].shape != v.shape:
+        if k in given and given[k].shape != v.shape:
             return f"{k} has shape {list(given[k].shape)}, the architecture needs {list(v.shape)}"
     return None
 
@@ -146,7 +147,7 @@ def _published(library: str, arch: str) -> float | None:
 def _weights_file(library: str, arch: str) -> str:
     """Which file holds a library model's trained weights, for the message that asks for it."""
     if library == "akamaster":
-        return f"akamaster's {arch}-<hash>.th ({AKAMASTER_URL})"
+        return f"akamaster's {AKAMASTER_FILES[arch]} ({AKAMASTER_URL})"
     if library == "resrepro":
         return "a state dict saved with torch.save(model.state_dict(), FILE), or a checkpoint `resrepro train` wrote"
     if library == "torchvision":

@@ -59,17 +59,19 @@ class AkamasterResNet(nn.Module):
         return self.linear(F.avg_pool2d(out, out.size()[3]).view(out.size(0), -1))
 
 
-def akamaster_file(path, n: int = 3, seed: int = 0) -> AkamasterResNet:
-    """Its file format: torch.save of {"state_dict": DataParallel's state dict, "best_prec1": ...}."""
+def akamaster_file(path, n: int = 3, seed: int = 0, num_classes: int = 10) -> AkamasterResNet:
+    """Its file format: torch.save of {"state_dict": DataParallel's state dict, "best_prec1": ...}, without BN's
+    num_batches_tracked (its released files predate torch 0.4.1)."""
     torch.manual_seed(seed)
-    model = AkamasterResNet(n)
+    model = AkamasterResNet(n, num_classes)
     for m in model.modules():  # trained-looking BN statistics, so that every layer shapes the output
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
             m.bias.data.uniform_(-0.2, 0.2)
-    torch.save({"state_dict": nn.DataParallel(model).state_dict(), "best_prec1": 91.73}, path)
+    state = {k: v for k, v in nn.DataParallel(model).state_dict().items() if "num_batches_tracked" not in k}
+    torch.save({"state_dict": state, "best_prec1": 91.73}, path)
     return model.eval()
 
 
@@ -120,18 +122,22 @@ def test_the_same_file_in_our_appended_layout_loads_but_computes_another_functio
     (("--import", "akamaster:resnet18", "--weights", "aka20.th"), "akamaster publishes resnet20, resnet32"),
     (("--import", "akamaster:resnet20", "--weights", "aka32.th"),
      "do not fit akamaster:resnet20 (a 20-layer CIFAR ResNet, option A zeros split): unexpected keys layer1.3."),
+    (("--import", "akamaster:resnet20", "--weights", "aka100.th"),
+     "fc.weight has shape [100, 64], the architecture needs [10, 64]"),
     (("--import", "akamaster:resnet20", "--weights", "afile"), "--weights afile is not a file written by torch"),
     (("--import", "akamaster:resnet20", "--weights", "list.pt"), "--weights list.pt holds no state dict"),
     (("--import", "akamaster:resnet20", "--weights", "missing.th"), "cannot read --weights missing.th"),
     (("--import", "akamaster:resnet20", "--weights", "aka20.th", "--data-dir", "adir"),
      "CIFAR-10 must be unpacked at adir/cifar-10-batches-py/"),
-    (("--import", "akamaster:resnet20"), "needs --weights FILE, a local copy of its trained weights: akamaster's"),
+    (("--import", "akamaster:resnet20"), "needs --weights FILE, a local copy of its trained weights: akamaster's "
+     "resnet20-12fca82f.th"),
     (("--import", "akamaster:resnet20", "--weights", "aka20.th", "--ten-crop"), "--ten-crop/--multi-scale"),
     (("run", "--weights", "aka20.th"), "--weights and --dataset go with --import"),
 ])
 def test_bad_imports_are_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
     akamaster_file(tmp_path / "aka20.th")
     akamaster_file(tmp_path / "aka32.th", n=5)
+    akamaster_file(tmp_path / "aka100.th", num_classes=100)  # a CIFAR-100 net
     (tmp_path / "afile").write_text("not a checkpoint\n")
     (tmp_path / "adir").mkdir()
     torch.save([1, 2], tmp_path / "list.pt")
