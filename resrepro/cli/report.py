@@ -24,7 +24,7 @@ class TableFormat(str, Enum):
 @app.command()
 def table(
     name: Annotated[str, typer.Argument(
-        help="table2, table3, table4 (ImageNet), table6, ablation-cifar, calibration (CIFAR-10).")],
+        help="table2, table3, table4, table5 (ImageNet), table6, ablation-cifar, calibration (CIFAR-10).")],
     runs: Annotated[Path | None, typer.Option(
         help="Folder searched (recursively) for run directories [default: ./runs if it exists, else the "
         "paper's numbers only].")] = None,

@@ -54,6 +54,8 @@ class TableSpec:
     split: str | None = None  # only runs evaluated on this split count
     extra: tuple[str, ...] = ()  # third-party columns (``x``, ``x_std``) shown beside the paper's
     notes: tuple[str, ...] = ()
+    # A table whose numbers are not the runs' own (an ensemble's): build(name, spec, runs_dir, dataset) -> Table.
+    build: Callable[..., Table] | None = None
 
 
 @dataclass
@@ -109,6 +111,15 @@ def _calibration_notes() -> tuple[str, ...]:
     return tuple(f"{r.source}: {r.note}." for r in cal.itertuples())
 
 
+def _table5() -> TableSpec:
+    from resrepro.report import table5
+
+    # No protocol: the renderer evaluates the ensemble itself, so a sweep has nothing to evaluate beforehand.
+    return TableSpec("Table 5: ensemble error (%), the paper's ILSVRC 2015 entry and ours, multi-scale testing",
+                     "imagenet", (Metric("top1_error", "_top1", "top-1 "), Metric("top5_error", "_top5", "top-5 ")),
+                     table5.rows, build=table5.build_table5)
+
+
 _CIFAR = Metric("eval_error")
 TABLES: dict[str, Callable[[], TableSpec]] = {
     "table2": lambda: TableSpec(
@@ -124,6 +135,7 @@ TABLES: dict[str, Callable[[], TableSpec]] = {
         (Metric("multi_scale_top1", "_top1", "top-1 ", "multi-scale"),
          Metric("multi_scale_top5", "_top5", "top-5 ", "multi-scale")),
         _rows("table4", paper_top1="top1", paper_top5="top5")),
+    "table5": _table5,
     "table6": lambda: TableSpec(
         "Table 6: classification error (%) on the CIFAR-10 test set", "cifar", (_CIFAR,),
         _rows("table6", layers="layers", paper_params_m="params_m", paper="error", paper_mean="error_mean",
@@ -157,6 +169,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     if name not in TABLES:
         raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     spec = TABLES[name]()
+    if spec.build is not None:
+        return spec.build(name, spec, runs_dir, dataset)
     rows = spec.rows().reset_index(drop=True)
     keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
     found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
