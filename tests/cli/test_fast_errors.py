@@ -22,7 +22,7 @@ CASES = [
     (("bench", "--model", "resnte20"), "unknown model 'resnte20'"),
     (("sweep", "fig66", "--dry-run"), "unknown experiment 'fig66'"),
     (("sweep", "fig6", "--scale", "medium", "--dry-run"), "has no scale 'medium': choose full, tiny"),
-    (("eval", "--import", "tv:resnet50"), "--import takes torchvision:NAME or timm:NAME"),
+    (("eval", "--import", "tv:resnet50"), "--import takes akamaster:NAME, resrepro:NAME"),
     (("figure", "fig9"), "'fig9' is not one of"),
 ]
 
