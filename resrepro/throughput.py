@@ -108,6 +108,7 @@ def read_benches(folders: tuple[str | Path, ...]) -> list[BenchFigure]:
 
 
 def measured_speeds(runs_root: Path) -> dict[tuple, float]:
+    # Keyed by speed_key: (model, dataset, width).
     """Training images per second of every finished run under ``runs_root``, by (model, dataset, width)."""
     speeds: dict[tuple, float] = {}
     for summary in sorted(runs_root.rglob(SUMMARY)) if runs_root.is_dir() else []:
@@ -146,6 +147,9 @@ class Estimator:
             macs = macs_per_image(spec.model, spec.width, image_size(spec))
         except (ResreproError, RuntimeError):  # a model this resrepro cannot build: no guess
             return None
+        sibling = self._sibling_run(spec, macs)
+        if sibling is not None:
+            return sibling
         bench = self._bench(spec, macs)
         if bench is not None:
             scaled = "" if bench.model == spec.model else ", scaled by multiply-adds"
@@ -154,6 +158,24 @@ class Estimator:
         return Throughput(rate / (TRAIN_FLOPS_PER_MAC * macs),
                           f"FLOPs: each net's multiply-adds at an assumed {rate / 1e9:,.0f} GFLOP/s on "
                           f"{self.device_type}, a rough guess (nothing measured; run `resrepro bench`)")
+
+    def _sibling_run(self, spec: RunSpec, macs: int) -> Throughput | None:
+        """A finished run of another net on the same data at the same width, scaled by multiply-adds: the same
+        rule as for benches (see ``_bench``), and measured on this very machine's runs folder."""
+        _, dataset, width = speed_key(spec.to_dict())
+        scaled = []
+        for (model, d, w), speed in self.runs.items():
+            if (d, w) != (dataset, width):
+                continue
+            try:
+                theirs = macs_per_image(model, width, image_size(spec))
+            except (ResreproError, RuntimeError):
+                continue
+            scaled.append((abs(math.log(theirs / macs)), model, speed * theirs / macs))
+        if not scaled:
+            return None
+        _, model, speed = min(scaled)
+        return Throughput(speed, f"runs: a finished {model} run at this width, scaled by multiply-adds")
 
     def _bench(self, spec: RunSpec, macs: int) -> BenchFigure | None:
         """This machine's device before others (a GPU's before a CPU's: sweeps train on GPUs), the same net

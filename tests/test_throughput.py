@@ -69,3 +69,17 @@ def test_files_that_are_no_bench_result_are_passed_over(tmp_path):
     (tmp_path / "notes.json").write_text('{"hello": 1}')
     (tmp_path / "broken.json").write_text("{")
     assert read_benches((tmp_path, tmp_path / "missing")) == []
+
+
+def test_a_finished_run_of_another_net_at_the_same_width_is_scaled_by_multiply_adds(tmp_path):
+    # The tiny scale's own runs beat any bench or FLOP guess: a tiny ResNet-110 planned after ResNet-56 ran.
+    save_bench(bench("resnet56", CPU[0], 160.0, "resrepro, NCHW (default)"), tmp_path)
+    done, planned = spec_of("resnet56", "tiny"), spec_of("resnet110", "tiny")
+    run = RunDir(tmp_path / "runs" / "x")
+    run.write_config(done.to_dict())
+    run.write_summary({"status": "finished", "images_per_s": 300.0})
+    got = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(planned)
+    assert got.images_per_s == pytest.approx(300.0 * 125.75 / 253.1, rel=0.05)
+    assert got.source == "runs: a finished resnet56 run at this width, scaled by multiply-adds"
+    other_width = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(spec_of("resnet110"))  # full: width 16
+    assert not other_width.source.startswith("runs:")

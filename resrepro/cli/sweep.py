@@ -100,7 +100,8 @@ def _parse_gpus(gpus: str | None) -> list[int] | None:
 def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
     rows = [{"run": i.run.name, "status": i.status, "iters": i.run.spec.iters if i.run.spec else "—",
              "done": i.done_iters or "", "images/s": f"{i.images_per_s:,.0f}" if i.images_per_s else "—",
-             "time to go": "unknown" if i.gpu_hours is None else _duration(i.gpu_hours),
+             "time to go": "—" if i.status in ("finished", "evaluate") else
+             "unknown" if i.gpu_hours is None else _duration(i.gpu_hours),
              "estimate from": i.source.split(":", 1)[0]} for i in items]
     print_records(rows, Format.table, title=f"sweep plan: {runs_dir}")
     counts: dict[str, int] = {}
