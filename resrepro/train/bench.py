@@ -121,9 +121,9 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
         rows.append({"pipeline": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
-    return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
-            "torch": torch.__version__, "rows": rows,
-            "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+    return _with_figure({"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
+                         "torch": torch.__version__, "rows": rows,
+                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]})
 
 
 def _random_batches(batch_size: int, size: int, classes: int, device, channels_last: bool = False):
@@ -166,9 +166,17 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
         rows.append({"stage": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
-    return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
-            "torch": torch.__version__, "rows": rows + pipeline,
-            "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+    return _with_figure({"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
+                         "torch": torch.__version__, "rows": rows + pipeline,
+                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]})
+
+
+def _with_figure(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with the figure `sweep --dry-run` estimates from: our default step's images/s, the net's
+    width, image size, precision and multiply-adds."""
+    from resrepro.throughput import bench_figure
+
+    return result | bench_figure(result)
 
 
 def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int) -> dict[str, Any]:
