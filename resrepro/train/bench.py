@@ -179,6 +179,12 @@ def _with_figure(result: dict[str, Any]) -> dict[str, Any]:
     return result | bench_figure(result)
 
 
+def _sig(x: float) -> float:
+    # Four significant digits, not a fixed number of decimals: decoding a batch of tiny JPEGs takes a fraction
+    # of a millisecond, where two decimals lose several per cent.
+    return float(f"{x:.4g}")
+
+
 def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int) -> dict[str, Any]:
     from resrepro.data.imagenet import imagenet_loaders
 
@@ -193,8 +199,8 @@ def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters:
     if served == 0:
         raise ResreproError(f"{data_dir} holds too few training images to time batches of {batch_size}: "
                             "it needs at least two full batches")
-    return {"stage": f"data pipeline: {workers} workers", "images_per_s": round(images / seconds, 1),
-            "ms_per_iter": round(1000 * seconds / served, 2), "peak_memory_mib": None}
+    return {"stage": f"data pipeline: {workers} workers", "images_per_s": _sig(images / seconds),
+            "ms_per_iter": _sig(1000 * seconds / served), "peak_memory_mib": None}
 
 
 def _calibrated_classifier(name: str, width: int) -> dict[str, torch.Tensor]:
