@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 
 from resrepro.errors import ResreproError
 from resrepro.io import remove_stale_temps
@@ -172,10 +171,9 @@ class _Loop:
                                                    spec.batch_size, spec.lr, progress) as bar:
             self.clock.restart()
             while self.step < spec.iters:
-                lr, out, y = self._train_step()
+                lr, loss, error = self._train_step()
                 if bar is not None and (self.step % 20 == 0 or self.step == spec.iters):
-                    bar.update(self.step, lr, F.cross_entropy(out.detach().float(), y).item(),
-                               (out.argmax(1) != y).float().mean().item())
+                    bar.update(self.step, lr, loss.item(), error.item() if self.recipe.counts_errors else None)
                 stopping = agreed_stop(stop["signal"] is not None, self.step, self.world, self.device, STOP_CHECK_EVERY)
                 self._end_interval(lr, stopping, writer, on_step)
         if writer is not None:
@@ -201,7 +199,7 @@ class _Loop:
 
     def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
         """One SGD step over one batch, in ``accumulate`` strided micro-batches (micro-batch j holds what rank
-        j would get on that many GPUs); returns the lr and the last micro-batch's outputs and labels."""
+        j would get on that many GPUs); returns the lr and the last micro-batch's loss and error (tensors)."""
         spec, accumulate = self.spec, getattr(self.spec, "accumulate", 1)
         lr = self.schedule.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -213,10 +211,9 @@ class _Loop:
             xj, yj = (x, y) if accumulate == 1 else (x[j::accumulate], y[j::accumulate])
             sync = j == accumulate - 1 or self.world == 1
             with (nullcontext() if sync else self.ddp.no_sync()), autocast(spec.precision, self.device):
-                out = self.forward(xj)
-                loss = F.cross_entropy(out, yj) * (len(yj) / len(y))
+                batch_loss, misses = self.recipe.loss(self.forward, xj, yj)
+                loss = batch_loss * (len(yj) / len(y))
             loss.backward()
-            misses = (out.argmax(1) != yj).sum()
             wrong += misses
             self.sums += torch.stack([loss.detach().double() * len(y), misses.double(),
                                       torch.tensor(float(len(yj)), device=self.device, dtype=torch.float64)])
@@ -225,7 +222,7 @@ class _Loop:
             self.schedule.observe(self.step, wrong.item() / len(y))
         self.step += 1
         self.clock.tick(len(y) * self.world)
-        return lr, out, yj
+        return lr, batch_loss.detach(), misses / len(yj)
 
     def _end_interval(self, lr: float, stopping: bool, writer, on_step) -> None:
         spec, step = self.spec, self.step
@@ -274,8 +271,10 @@ class _Loop:
         result = self.recipe.evaluate(self.eval_model)
         a, n = self.accum, max(self.accum["images"], 1)
         row = {"iter": self.step, "epoch": round(self.step * self.spec.batch_size / self.recipe.train_images, 4),
-               "lr": lr, "train_loss": a["loss"] / n, "train_error": a["wrong"] / n,
-               "eval_split": self.recipe.eval_split, "eval_loss": result["loss"], "eval_error": result["top1_error"],
+               "lr": lr, "train_loss": a["loss"] / n,
+               "train_error": a["wrong"] / n if self.recipe.counts_errors else None,
+               "eval_split": self.recipe.eval_split, "eval_loss": result["loss"],
+               "eval_error": result["error"] if "error" in result else result["top1_error"],
                "images_per_s": a["timed_images"] / a["timed_seconds"] if a["timed_seconds"] else None,
                "wall_s": self.wall}
         if "top5_error" in result:

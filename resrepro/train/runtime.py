@@ -157,8 +157,9 @@ class Progress:
     def __init__(self, progress, task) -> None:
         self.progress, self.task = progress, task
 
-    def update(self, step: int, lr: float, loss: float, error: float) -> None:
-        self.progress.update(self.task, completed=step, lr=f"{lr:.4g}", loss=f"{loss:.3f}", error=f"{100 * error:.1f}%")
+    def update(self, step: int, lr: float, loss: float, error: float | None) -> None:
+        shown = "—" if error is None else f"{100 * error:.1f}%"  # None: a family without a training error
+        self.progress.update(self.task, completed=step, lr=f"{lr:.4g}", loss=f"{loss:.3f}", error=shown)
 
 
 @contextmanager
