@@ -1,9 +1,10 @@
 """One door to every architecture: names like ``resnet110``, ``plain56``, ``resnet34-A``, ``resnet50-v1.5``.
 
-A name is ``[cifar-|imagenet-]{resnet|plain}{depth}[-A|-B|-C][-v1.5]``. Depths 18/34/50/101/152 are the
-ImageNet nets of Table 1; any other depth 6n+2 is a CIFAR net of §4.2 (``cifar-resnet50`` for the CIFAR net of
-n=8). CIFAR nets default to option A (the paper's CIFAR choice), ImageNet nets to option B (the paper's
-choice for 50/101/152 and Tables 3-5); name ``-A`` for Table 2's 18/34.
+A name is ``[cifar-|imagenet-]{resnet|plain}{depth}[-A|-B|-C][-v1.5]``, or ``vgg16`` (the ImageNet net the paper
+compares with in Table 3 and replaces in Tables 7/8). Depths 18/34/50/101/152 are the ImageNet nets of Table 1;
+any other depth 6n+2 is a CIFAR net of §4.2 (``cifar-resnet50`` for the CIFAR net of n=8). CIFAR nets default to
+option A (the paper's CIFAR choice), ImageNet nets to option B (the paper's choice for 50/101/152 and
+Tables 3-5); name ``-A`` for Table 2's 18/34.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 from resrepro.errors import ResreproError
 from resrepro.models.cifar import CifarResNet
 from resrepro.models.imagenet import IMAGENET_LAYERS, ImageNetResNet
+from resrepro.models.vgg import VGG16
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6 and Fig. 6
 IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)
@@ -29,6 +31,7 @@ MAX_N = 1000
 # (multiply-adds, the same for plain and residual nets of one depth).
 PAPER_PARAMS = {20: 0.27e6, 32: 0.46e6, 44: 0.66e6, 56: 0.85e6, 110: 1.7e6, 1202: 19.4e6}
 PAPER_MACS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
+VGG16_PAPER_MACS = 15.3e9  # §4.1: "VGG-16/19 nets (15.3/19.6 billion FLOPs)"
 
 _NAME = re.compile(
     r"^(?:(?P<family>cifar|imagenet)-)?(?P<kind>resnet|plain)(?P<depth>\d+)"
@@ -51,6 +54,7 @@ class ModelSpec:
     shortcut: str = "A"
     stride_in_1x1: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict, compare=False)
+    arch: str = "resnet"  # "resnet" (plain or residual, Table 1 / §4.2) or "vgg"
 
     @property
     def n(self) -> int | None:
@@ -68,10 +72,14 @@ class ModelSpec:
 
     @property
     def paper_macs(self) -> float | None:
+        if self.arch == "vgg":
+            return VGG16_PAPER_MACS
         return PAPER_MACS.get(self.depth) if self.family == "imagenet" else None
 
     def build(self, **overrides: Any) -> nn.Module:
         kw = {**self.kwargs, **overrides}
+        if self.arch == "vgg":
+            return VGG16(**kw)
         if self.family == "cifar":
             return CifarResNet(self.n, plain=self.plain, shortcut=self.shortcut, **kw)
         return ImageNetResNet(
@@ -105,12 +113,14 @@ def cifar_spec(n: int, *, plain: bool = False, shortcut: str = "A") -> ModelSpec
 
 def resolve(name: str) -> ModelSpec:
     """Parse a model name into a :class:`ModelSpec`, or raise :class:`UnknownModelError` saying why."""
+    if name.strip().lower() in ("vgg16", "imagenet-vgg16"):
+        return VGG16_SPEC
     m = _NAME.match(name.strip().lower())
     if not m:
         hint = difflib.get_close_matches(name, [s.name for s in list_models()], n=3)
         also = f" Did you mean {', '.join(hint)}?" if hint else ""
         raise UnknownModelError(
-            f"unknown model {name!r}: expected e.g. resnet20, plain56, resnet34-A, resnet50-v1.5 "
+            f"unknown model {name!r}: expected e.g. resnet20, plain56, resnet34-A, resnet50-v1.5, vgg16 "
             f"(see `resrepro models`).{also}"
         )
     depth, plain = int(m["depth"]), m["kind"] == "plain"
@@ -152,4 +162,9 @@ def list_models(family: str | None = None) -> list[ModelSpec]:
             specs += [resolve(f"resnet{d}-{s}") for s in "ABC"]
             if d >= 50:
                 specs.append(resolve(f"resnet{d}-v1.5"))
+        specs.append(VGG16_SPEC)
     return specs
+
+
+# No shortcuts (plain); 13 convs + 3 FC layers.
+VGG16_SPEC = ModelSpec("vgg16", "imagenet", 16, plain=True, arch="vgg")

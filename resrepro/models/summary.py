@@ -27,7 +27,7 @@ def model_table(family: str | None = None) -> list[dict[str, Any]]:
             "layers": spec.depth,
             "plain": spec.plain,
             "shortcut": None if spec.plain else spec.shortcut,
-            "stride": "1x1 (v1)" if spec.stride_in_1x1 else "3x3 (v1.5)",
+            "stride": None if spec.arch == "vgg" else "1x1 (v1)" if spec.stride_in_1x1 else "3x3 (v1.5)",
             "params": params,
             "macs": macs,
             "paper_params": spec.paper_params,
