@@ -203,6 +203,12 @@ class Split(str, Enum):
     val = "val"
 
 
+class DetectionProtocol(str, Enum):
+    voc07 = "voc07"
+    voc12 = "voc12"
+    coco = "coco"
+
+
 class OutFormat(str, Enum):
     text = "text"
     json = "json"
@@ -220,6 +226,9 @@ def eval_(
     ten_crop: bool = typer.Option(False, "--ten-crop", help="ImageNet: 10-crop testing (Tables 2-3)."),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="ImageNet: fully-convolutional multi-scale "
                                      "testing, shorter side 224..640 (Table 4)."),
+    protocol_: DetectionProtocol | None = typer.Option(None, "--protocol", help="Detection: voc07 (11-point AP), "
+                                                       "voc12 (area AP), coco (mAP@[.5:.95]) (default: the run's "
+                                                       "dataset's)."),
     import_: str | None = typer.Option(None, "--import", help="Evaluate a library model instead of a run: "
                                        "torchvision:resnet50 or timm:resnet50 (needs --data-dir)."),
     weights: Path | None = typer.Option(None, help="Required with --import: a local state-dict file of its "
@@ -231,9 +240,10 @@ def eval_(
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     fmt: OutFormat = typer.Option(OutFormat.text, "--format", help="text or json."),
 ) -> None:
-    """Evaluate a run: CIFAR error on test/val, or ImageNet top-1/top-5 under a test protocol of §3.4.
+    """Evaluate a run: CIFAR error on test/val, ImageNet top-1/top-5 under a test protocol of §3.4, or a
+    detection run's test mAP (per-class AP in the file).
 
-    An ImageNet run's result is also written to RUN/eval/<protocol>.json, which the tables read.
+    An ImageNet or detection run's result is also written to RUN/eval/<protocol>.json, which the tables read.
     """
     import json
 
@@ -241,8 +251,9 @@ def eval_(
     from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
+    chosen += [protocol_.value] if protocol_ else []
     if len(chosen) > 1:
-        raise ResreproError("choose one of --center, --ten-crop, --multi-scale")
+        raise ResreproError("choose one of --center, --ten-crop, --multi-scale, --protocol")
     protocol = chosen[0] if chosen else None
     sizes = None if scales is None else _milestones(scales)
     if import_ is not None:
@@ -259,6 +270,10 @@ def eval_(
                               device=device, max_images=max_images, scales=sizes, workers=workers)
     if fmt is OutFormat.json:
         typer.echo(json.dumps(result))
+        return
+    if "map" in result:
+        typer.echo(f"{result['model']} on {result['dataset']}/test ({result['protocol']}): mAP "
+                   f"{100 * result['map']:.2f}% ({result['images']} images)")
         return
     top5 = f", top-5 error {100 * result['top5_error']:.2f}%" if "top5_error" in result else ""
     how = f" ({result['protocol']})" if "protocol" in result else ""

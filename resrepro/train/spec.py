@@ -1,8 +1,8 @@
 """Run specifications: one frozen dataclass per run, written to ``config.json`` in its run directory.
 
 ``RunSpec`` holds what every family shares (the SGD recipe, its length, where and how fast it runs); each family
-extends it: ``CifarSpec`` (§4.2), ``ImageNetSpec`` (§3.4) and ``DetectionSpec`` (appendix A). A field typed ``Literal[...]`` declares its
-allowed values once: the check below and the CLI's choices both read them from here.
+extends it: ``CifarSpec`` (§4.2), ``ImageNetSpec`` (§3.4) and ``DetectionSpec`` (appendix A). A field typed
+``Literal[...]`` declares its allowed values once: the check below and the CLI's choices both read them from here.
 """
 
 from __future__ import annotations
@@ -245,15 +245,16 @@ DETECTION_RECIPES: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True, kw_only=True)
 class DetectionSpec(RunSpec):
     """A Faster R-CNN fine-tuning run (appendix A): ``model`` is the backbone, an ImageNet net of the registry
-    or "vgg16". ``iters``, ``milestones`` and ``batch_size`` left at None take the dataset's recipe
+    (vgg16 included). ``iters``, ``milestones`` and ``batch_size`` left at None take the dataset's recipe
     (DETECTION_RECIPES). RPN and Fast R-CNN are trained jointly (torchvision's approximate joint training), not
     in the alternating steps the paper's COCO recipe names.
 
     The backbone's initial weights come from ``backbone_run`` (a resrepro ImageNet run directory), from
     ``backbone_import`` + ``weights`` (a local torchvision file), or from nowhere (from scratch). Where they lie
     is a runtime matter; which weights they are is not: ``backbone_hash`` (the run's config hash, or the file's
-    SHA-256) enters the config hash. ``eval_error`` is 1 − the test split's benchmark mAP: VOC07 11-point mAP@.5
-    (voc07+12, digits-voc), VOC12 area mAP@.5 (voc07++12), COCO mAP@[.5:.95] (coco, digits-coco)."""
+    SHA-256) enters the config hash, and ``normalize`` is the backbone's pre-training normalisation.
+    ``eval_error`` is 1 − the test split's benchmark mAP: VOC07 11-point mAP@.5 (voc07+12, digits-voc), VOC12 area
+    mAP@.5 (voc07++12), COCO mAP@[.5:.95] (coco, digits-coco)."""
 
     family: ClassVar[str] = "detection"
     RUNTIME: ClassVar[tuple[str, ...]] = (*RunSpec.RUNTIME, "backbone_run", "weights", "workers")
@@ -292,8 +293,7 @@ class DetectionSpec(RunSpec):
         super().__post_init__()
 
     def check(self) -> None:
-        if self.model != "vgg16":
-            _check_imagenet_model(self.model)
+        _check_imagenet_model(self.model)
         super().check()
         if not 0 < self.min_size <= self.max_size:
             raise ResreproError(f"min_size and max_size must satisfy 0 < min_size <= max_size, got {self.min_size} "
@@ -305,13 +305,10 @@ class DetectionSpec(RunSpec):
         if (self.backbone_import is None) != (self.weights is None):
             raise ResreproError("--backbone-import and --weights go together: a library name and its local weights "
                                 "file (nothing is downloaded)")
-        if (self.backbone_run or self.weights) and self.backbone_hash is None:
-            raise ResreproError("a backbone source needs its backbone_hash (pinned by `resrepro train detection` "
-                                "and the sweep): the weights' identity is part of the run's configuration")
 
     @property
     def from_scratch(self) -> bool:
-        return self.backbone_hash is None
+        return self.backbone_run is None and self.weights is None
 
 
 FAMILIES: dict[str, type[RunSpec]] = {"cifar": CifarSpec, "imagenet": ImageNetSpec, "detection": DetectionSpec}

@@ -33,16 +33,19 @@ def build_detection_model(spec: DetectionSpec, num_classes: int,
 
     return build_detector(spec.model, num_classes, width=spec.width, min_size=spec.min_size,
                           max_size=spec.max_size, anchor_sizes=spec.anchor_sizes,
-                          proposals_test=spec.proposals_test, classifier_state=classifier_state)
+                          proposals_test=spec.proposals_test, normalize=spec.normalize,
+                          classifier_state=classifier_state)
 
 
 def pin_backbone(spec: DetectionSpec) -> DetectionSpec:
-    """The spec with ``backbone_hash`` naming its backbone's weights: the ImageNet run's config hash, or the
-    weights file's SHA-256. Refuses a backbone run that is not a finished ImageNet run of the same net."""
+    """The spec with ``backbone_hash`` naming its backbone's weights (the ImageNet run's config hash, or the
+    weights file's SHA-256) and ``normalize`` their pre-training normalisation (torchvision's: mean-std).
+    Refuses a backbone run that is not a finished ImageNet run of the same net."""
     if spec.backbone_run is not None:
-        return spec.replace(backbone_hash=_backbone_run(spec)[0].config_hash())
+        saved = _backbone_run(spec)[0]
+        return spec.replace(backbone_hash=saved.config_hash(), normalize=saved.normalize)
     if spec.weights is not None:
-        return spec.replace(backbone_hash=_file_hash(spec.weights))
+        return spec.replace(backbone_hash=_file_hash(spec.weights), normalize="mean-std")
     return spec
 
 
@@ -89,10 +92,15 @@ def _classifier_state(spec: DetectionSpec) -> dict[str, torch.Tensor] | None:
         found = saved.config_hash()
         state = clean_state_dict(load_checkpoint(path)["model"])
     else:
-        from resrepro.models.detection import classifier_state_from_file
+        from resrepro.models.detection import classifier_state_from_torchvision
+        from resrepro.train.imports import import_model
 
         found = _file_hash(spec.weights)
-        state = classifier_state_from_file(Path(spec.weights).expanduser(), spec.model)
+        library = import_model(spec.backbone_import, spec.weights)  # refuses a file that does not fit the name
+        state = classifier_state_from_torchvision(library.state_dict(), spec.model)
+    if spec.backbone_hash is None:  # the identity is part of the run's configuration: it is fixed before training
+        raise ResreproError("the backbone source has no backbone_hash: start the run with `resrepro train detection` "
+                            "or a sweep, which pin it")
     if found != spec.backbone_hash:
         raise ResreproError(f"the backbone weights at {spec.backbone_run or spec.weights} are not the ones this run "
                             f"started from (identity {found}, the run's {spec.backbone_hash}): point at the original")

@@ -1,0 +1,112 @@
+"""The detection family on the one engine: its spec, its backbone sources, exact resume, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from resrepro.errors import ResreproError
+from resrepro.io import write_json
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.loop import train
+from resrepro.train.recipes.detection import pin_backbone
+from resrepro.train.rundir import RunDir
+from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec, spec_from_config
+from tests.inprocess import in_process_cli
+from tests.train import detection_fakes
+
+# A detector small enough for seconds on a CPU: 8-filter backbone, 64-px images, small anchors.
+TINY = dict(model="resnet18", dataset="digits-voc", width=8, min_size=48, max_size=64, anchor_sizes=(16, 32),
+            batch_size=2, iters=4, milestones=(3,), eval_every=2, checkpoint_every=2, workers=0, proposals_test=50)
+
+
+@pytest.fixture
+def detection_data(monkeypatch, tmp_path):
+    detection_fakes.install(monkeypatch)
+    return dict(data_dir=str(tmp_path / "data"))
+
+
+def test_recipe_defaults_follow_the_dataset():
+    voc, coco = DetectionSpec(), DetectionSpec(dataset="coco")
+    assert (voc.iters, voc.milestones, voc.batch_size) == (80_000, (60_000,), 1)  # Faster R-CNN's VOC recipe
+    assert (coco.iters, coco.milestones, coco.batch_size) == (320_000, (240_000,), 8)  # appendix A: 240k + 80k
+    assert (voc.lr, voc.momentum, voc.weight_decay, voc.min_size, voc.max_size) == (0.001, 0.9, 5e-4, 600, 1000)
+    assert DetectionSpec(iters=10, milestones=[5]).milestones == (5,)
+    assert spec_from_config(json.loads(json.dumps(coco.to_dict()))) == coco
+
+
+def test_weights_location_is_runtime_but_their_identity_is_not():
+    a = DetectionSpec(backbone_run="/a/run", backbone_hash="0123456789ab")
+    assert a.config_hash() == a.replace(backbone_run="/moved/run").config_hash()
+    assert a.config_hash() != a.replace(backbone_hash="ba9876543210").config_hash()
+    assert a.config_hash() != DetectionSpec().config_hash()  # from scratch is another run
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(model="resnet20"), "not an ImageNet net"),
+    (dict(dataset="voc2007"), "unknown dataset"),
+    (dict(min_size=1200), "min_size"),
+    (dict(backbone_import="torchvision:resnet101"), "go together"),
+    (dict(backbone_run="r", backbone_import="torchvision:resnet101", weights="w"), "not both"),
+])
+def test_spec_refuses_what_cannot_run(bad, message):
+    with pytest.raises(ResreproError, match=message):
+        DetectionSpec(**bad)
+
+
+def _fake_run(path, spec, finished=True):
+    """A run directory as `resrepro train` leaves it, without training (config, summary, weights)."""
+    path.mkdir(parents=True)
+    write_json(path / "config.json", {**spec.to_dict(), "config_hash": spec.config_hash()})
+    if finished:
+        write_json(path / "summary.json", {"status": "finished", "final": {"eval_error": 0.5}})
+    return path
+
+
+def test_backbone_run_of_another_family_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    cifar = _fake_run(tmp_path / "cifar", CifarSpec(model="resnet20"))
+    code, out, err = in_process_cli(monkeypatch, capsys, "train", "detection", "--backbone", "resnet18",
+                                    "--dataset", "digits-voc", "--backbone-run", str(cifar),
+                                    "--out", str(tmp_path / "det"))
+    assert code == 2 and "is a cifar run" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "det").exists()
+
+
+def test_backbone_run_pins_its_hash_and_normalisation_and_must_match_the_net(tmp_path):
+    imagenet = ImageNetSpec(model="resnet18", width=8, normalize="mean-std")
+    run = _fake_run(tmp_path / "r18", imagenet)
+    pinned = pin_backbone(DetectionSpec(model="resnet18", width=8, backbone_run=str(run)))
+    assert pinned.backbone_hash == imagenet.config_hash() and pinned.normalize == "mean-std"
+    with pytest.raises(ResreproError, match="not the backbone resnet34"):
+        pin_backbone(DetectionSpec(model="resnet34", width=8, backbone_run=str(run)))
+    with pytest.raises(ResreproError, match="width 8, not the backbone resnet18 at width 16"):
+        pin_backbone(DetectionSpec(model="resnet18", width=16, backbone_run=str(run)))
+    unfinished = _fake_run(tmp_path / "half", imagenet, finished=False)
+    with pytest.raises(ResreproError, match="has not finished"):
+        pin_backbone(DetectionSpec(model="resnet18", width=8, backbone_run=str(unfinished)))
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, detection_data):
+    spec = DetectionSpec(**TINY, **detection_data)
+    full = train(spec, tmp_path / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_2(step, row):
+        if step == 2:
+            raise Stop
+
+    cut = spec.replace(checkpoint_every=1)  # runtime: the same run, checkpointed after every step
+    with pytest.raises(Stop):  # dies after logging iteration 2, before its checkpoint: resumes from 1, mid-epoch
+        train(cut, tmp_path / "cut", on_step=stop_at_2)
+    assert load_checkpoint(tmp_path / "cut")["step"] == 1
+    resumed = train(cut, tmp_path / "cut")
+    assert resumed["final"] == full["final"]
+    assert resumed["final"]["train_error"] is None and resumed["final"]["eval_protocol"] == "voc07"
+    rows = [RunDir(tmp_path / d).read_metrics() for d in ("cut", "full")]
+    assert [[r[k] for k in ("iter", "lr", "train_loss", "eval_error")] for r in rows[0]] == \
+        [[r[k] for k in ("iter", "lr", "train_loss", "eval_error")] for r in rows[1]]
+    a, b = load_checkpoint(tmp_path / "full")["model"], load_checkpoint(tmp_path / "cut")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
