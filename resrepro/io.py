@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -70,3 +71,24 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def build_folder_once(root: str | Path, build: Callable[[Path], None]) -> Path:
+    """``root``, built by ``build(folder)`` if it does not exist yet, and renamed into place when complete.
+
+    A reader never sees half a folder, and two processes building it at once both end with the same
+    complete folder: the loser's rename fails and its copy is removed."""
+    root = Path(root).expanduser()
+    if root.is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        build(tmp)
+        tmp.rename(root)
+    except OSError:
+        if not root.is_dir():  # not another process's complete folder: a real failure
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

@@ -3,11 +3,11 @@ JPEG files, so the real ImageFolder pipeline (decode, scale augmentation, 10-cro
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 from PIL import Image
+
+from resrepro.io import build_folder_once
 
 DIGITS_DIR = "~/.cache/resrepro/data/digits-imagefolder"
 # 8×8 digits upscaled to 32×32; the tiny scale trains 28-px crops of shorter sides 32..40, so a crop holds
@@ -24,22 +24,12 @@ def digits_imagefolder(root: str | Path = DIGITS_DIR) -> Path:
     """
     from resrepro.data.tiny import digits
 
-    root = Path(root).expanduser()
-    if root.is_dir():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+    def build(folder: Path) -> None:
         for split, images in zip(("train", "val"), digits(), strict=True):
             for i, (image, label) in enumerate(zip(images.images, images.labels, strict=True)):
-                path = tmp / split / str(int(label)) / f"{split}_{i:04d}.JPEG"
+                path = folder / split / str(int(label)) / f"{split}_{i:04d}.JPEG"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 pixels = image.permute(1, 2, 0).numpy()
                 Image.fromarray(pixels).resize((SIDE, SIDE), Image.BICUBIC).save(path, "JPEG", quality=90)
-        tmp.rename(root)
-    except OSError:
-        if not root.is_dir():  # not another process's complete folder: a real failure
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return build_folder_once(root, build)
