@@ -4,6 +4,7 @@ detection runs report ``map`` and per-class ``ap`` instead."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ def _evaluate_detection(spec: DetectionSpec, model, protocol: str | None, data_d
     root = data_dir or spec.data_dir
     test_set = load_detection(spec.dataset, "test", Path(root).expanduser() if root else None)
     result = score(detect(model, test_set, dev, spec.precision), test_set, protocol)
+    # A class without ground truth has AP NaN, which JSON cannot hold: null.
+    result |= {k: {c: None if math.isnan(v) else v for c, v in result[k].items()}
+               for k in ("ap", "ap50") if k in result}
     return {"split": "test", "protocol": protocol, **result, "images": len(test_set),
             "skipped_images": test_set.skipped}
 

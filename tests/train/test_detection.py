@@ -13,17 +13,33 @@ from resrepro.train.recipes.detection import pin_backbone
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec, spec_from_config
 from tests.inprocess import in_process_cli
-from tests.train import detection_fakes
 
 # A detector small enough for seconds on a CPU: 8-filter backbone, 64-px images, small anchors.
 TINY = dict(model="resnet18", dataset="digits-voc", width=8, min_size=48, max_size=64, anchor_sizes=(16, 32),
             batch_size=2, iters=4, milestones=(3,), eval_every=2, checkpoint_every=2, workers=0, proposals_test=50)
 
 
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    from resrepro.data.detection.tiny import digits_detection
+
+    return digits_detection(tmp_path_factory.mktemp("data") / "digits-detection")
+
+
 @pytest.fixture
-def detection_data(monkeypatch, tmp_path):
-    detection_fakes.install(monkeypatch)
-    return dict(data_dir=str(tmp_path / "data"))
+def detection_data(monkeypatch, digits_dir):
+    """The tiny digits set, cut to its first 8 train and 4 test images so that a test trains in seconds."""
+    import resrepro.data.detection as data
+    from resrepro.data.detection import DetectionSet
+
+    real = data.load_detection
+
+    def first_images(dataset, split, data_dir=None):
+        full = real(dataset, split, data_dir)
+        return DetectionSet(full.records[:8 if split == "train" else 4], full.classes, full.name)
+
+    monkeypatch.setattr(data, "load_detection", first_images)
+    return dict(data_dir=str(digits_dir))
 
 
 def test_recipe_defaults_follow_the_dataset():
@@ -87,6 +103,7 @@ def test_backbone_run_pins_its_hash_and_normalisation_and_must_match_the_net(tmp
         pin_backbone(DetectionSpec(model="resnet18", width=8, backbone_run=str(unfinished)))
 
 
+@pytest.mark.slow  # ~25 s on an idle 2-core CPU (100 s on a busy one)
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, detection_data):
     spec = DetectionSpec(**TINY, **detection_data)
     full = train(spec, tmp_path / "full")
