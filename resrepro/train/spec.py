@@ -271,6 +271,7 @@ class DetectionSpec(RunSpec):
     max_size: int = 1000
     anchor_sizes: tuple[int, ...] = (128, 256, 512)  # 3 areas x 3 aspect ratios = 9 anchors
     proposals_test: int = 300
+    rois_per_image: int = 128  # Fast R-CNN's sampled RoIs per training image, a quarter foreground
     backbone_run: str | None = None
     backbone_import: str | None = None  # "torchvision:resnet101" (v1.5: stride on the 3x3) or "torchvision:vgg16"
     weights: str | None = None  # the local weights file of backbone_import
@@ -298,8 +299,10 @@ class DetectionSpec(RunSpec):
         if not 0 < self.min_size <= self.max_size:
             raise ResreproError(f"min_size and max_size must satisfy 0 < min_size <= max_size, got {self.min_size} "
                                 f"and {self.max_size}")
-        if not self.anchor_sizes or min(self.anchor_sizes) < 1 or self.proposals_test < 1 or self.workers < 0:
-            raise ResreproError("anchor_sizes must be positive, proposals_test at least 1, workers non-negative")
+        if not self.anchor_sizes or min(self.anchor_sizes) < 1 or min(self.proposals_test, self.rois_per_image) < 1 \
+                or self.workers < 0:
+            raise ResreproError("anchor_sizes must be positive, proposals_test and rois_per_image at least 1, "
+                                "workers non-negative")
         if self.backbone_run is not None and self.backbone_import is not None:
             raise ResreproError("the backbone comes from --backbone-run or from --backbone-import, not both")
         if (self.backbone_import is None) != (self.weights is None):

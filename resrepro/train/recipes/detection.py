@@ -33,7 +33,8 @@ def build_detection_model(spec: DetectionSpec, num_classes: int,
 
     return build_detector(spec.model, num_classes, width=spec.width, min_size=spec.min_size,
                           max_size=spec.max_size, anchor_sizes=spec.anchor_sizes,
-                          proposals_test=spec.proposals_test, normalize=spec.normalize,
+                          proposals_test=spec.proposals_test, rois_per_image=spec.rois_per_image,
+                          normalize=spec.normalize,
                           classifier_state=classifier_state)
 
 
