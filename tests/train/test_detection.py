@@ -127,3 +127,33 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, detection_data):
         [[r[k] for k in ("iter", "lr", "train_loss", "eval_error")] for r in rows[1]]
     a, b = load_checkpoint(tmp_path / "full")["model"], load_checkpoint(tmp_path / "cut")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow  # ~30 s on an idle 2-core CPU
+def test_tiny_train_then_eval_then_table7(tmp_path, detection_data, monkeypatch, capsys):
+    run = tmp_path / "runs" / "vgg16-s0"
+    code, out, err = in_process_cli(
+        monkeypatch, capsys, "train", "detection", "--backbone", "vgg16", "--dataset", "digits-voc", "--width", "8",
+        "--min-size", "48", "--max-size", "64", "--anchor-sizes", "16,32", "--batch-size", "2", "--iters", "2",
+        "--eval-every", "2", "--workers", "0", "--data-dir", detection_data["data_dir"], "--out", str(run))
+    assert code == 0, err
+    final = json.loads(out)
+    assert final["eval_protocol"] == "voc07" and 0 <= final["eval_error"] <= 1
+    code, out, err = in_process_cli(monkeypatch, capsys, "eval", str(run), "--protocol", "voc07")
+    assert code == 0, err
+    saved = json.loads((run / "eval" / "voc07.json").read_text())
+    assert saved["map"] == pytest.approx(1 - final["eval_error"])  # the same weights, the same test images
+    assert set(saved["ap"]) == set("0123456789") and saved["images"] == 4
+    assert f"mAP {100 * saved['map']:.2f}%" in out
+    code, out, err = in_process_cli(monkeypatch, capsys, "eval", str(run), "--protocol", "voc12")
+    assert code == 0 and (run / "eval" / "voc12.json").exists()
+    code, out, err = in_process_cli(monkeypatch, capsys, "table", "table7", "--runs", str(tmp_path / "runs"),
+                                    "--format", "csv")
+    assert code == 0, err
+    import csv
+    import io
+
+    rows = {r["model"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert float(rows["vgg16"]["ours_mean_voc07"]) == pytest.approx(100 * saved["map"], abs=1e-4)
+    assert float(rows["vgg16"]["paper_voc07"]) == 73.2 and float(rows["resnet101"]["paper_voc12"]) == 73.8
+    assert rows["vgg16"]["n"] == "1" and rows["resnet101"]["ours_mean_voc07"] == ""
