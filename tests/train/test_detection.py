@@ -157,3 +157,26 @@ def test_tiny_train_then_eval_then_table7(tmp_path, detection_data, monkeypatch,
     assert float(rows["vgg16"]["ours_mean_voc07"]) == pytest.approx(100 * saved["map"], abs=1e-4)
     assert float(rows["vgg16"]["paper_voc07"]) == 73.2 and float(rows["resnet101"]["paper_voc12"]) == 73.8
     assert rows["vgg16"]["n"] == "1" and rows["resnet101"]["ours_mean_voc07"] == ""
+
+
+@pytest.mark.slow  # two processes, the 200 test images: ~1 min on an idle 2-core CPU
+def test_ddp_under_torchrun_evaluates_as_one_process(tmp_path, digits_dir):
+    """Each rank detects every second test image; gathered, the mAP is the one a single process measures."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    args = ["train", "detection", "--backbone", "vgg16", "--dataset", "digits-voc", "--width", "8", "--min-size",
+            "48", "--max-size", "64", "--anchor-sizes", "16,32", "--batch-size", "2", "--iters", "2", "--eval-every",
+            "2", "--workers", "0", "--device", "cpu", "--data-dir", str(digits_dir), "--out", str(run)]
+    env = {**os.environ, "COLUMNS": "200"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "resrepro", *args], capture_output=True, text=True, env=env)
+    assert ddp.returncode == 0, ddp.stderr
+    summary = RunDir(run).read_summary()
+    assert summary["world_size"] == 2
+    one = subprocess.run([sys.executable, "-m", "resrepro", "eval", str(run), "--format", "json"],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    assert json.loads(one.stdout)["map"] == pytest.approx(1 - summary["final"]["eval_error"], abs=1e-9)
