@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from resrepro.cli.common import app, check_output, choices, err
-from resrepro.cli.models import Family
 from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
@@ -281,13 +280,28 @@ def eval_(
                f"{100 * result['top1_error']:.2f}%{top5}, loss {result['loss']:.4f} ({result['images']} images)")
 
 
+class BenchFamily(str, Enum):
+    cifar = "cifar"
+    imagenet = "imagenet"
+    detection = "detection"
+
+
 @app.command()
 def bench(
     model: str | None = typer.Option(None, help="Registry name (default: resnet56; resnet50 with --family imagenet)."),
-    family: Family = typer.Option(Family.cifar, help="cifar: our loop vs DataLoader + PIL transforms; imagenet: "
-                                  "the model step at 224 px and, with --data-dir, the data pipeline's images/s."),
-    iters: int = typer.Option(50, min=1, help="Timed iterations per contender (after warm-up)."),
-    batch_size: int | None = typer.Option(None, min=1, help="Mini-batch size (default: 128 cifar, 64 imagenet)."),
+    family: BenchFamily = typer.Option(BenchFamily.cifar, help="cifar: our loop vs DataLoader + PIL transforms; "
+                                       "imagenet: the model step at 224 px and, with --data-dir, the data "
+                                       "pipeline's images/s; detection: Faster R-CNN training steps per backbone."),
+    backbone: list[str] | None = typer.Option(None, help="Detection backbones to time side by side (repeat the "
+                                              "option; default: resnet101 and vgg16)."),
+    width: int | None = typer.Option(None, min=1, help="Detection: first-stage filters (default: 64 on a GPU, 8 on "
+                                     "a CPU)."),
+    image_size: int | None = typer.Option(None, min=64, help="Detection: shorter side in px (default: 600 on a GPU, "
+                                          "224 on a CPU)."),
+    iters: int | None = typer.Option(None, min=1, help="Timed iterations per contender, after warm-up (default: 50; "
+                                     "3 for detection)."),
+    batch_size: int | None = typer.Option(None, min=1, help="Mini-batch size (default: 128 cifar, 64 imagenet, "
+                                          "2 images detection)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     workers: int = typer.Option(2, help="DataLoader workers (the CIFAR baseline's; the ImageNet pipeline's)."),
     data_dir: Path | None = typer.Option(None, help="ImageNet ImageFolder root, to time the data pipeline too."),
@@ -295,12 +309,26 @@ def bench(
 ) -> None:
     """Training throughput of our loop vs the common peer style (DataLoader + transforms, fp32 eager)."""
     from resrepro.cli.common import Format, print_records
+    from resrepro.errors import ResreproError
     from resrepro.io import write_json
-    from resrepro.train.bench import run_bench, run_imagenet_bench
+    from resrepro.train.bench import run_bench, run_detection_bench, run_imagenet_bench
 
     if out:
         check_output(out, folder=False)
-    if family is Family.cifar:
+    if family is BenchFamily.detection:
+        if model:
+            raise ResreproError("--family detection times --backbone NAME (repeatable), not --model")
+        result = run_detection_bench(tuple(backbone or ("resnet101", "vgg16")), iters=iters or 3,
+                                     batch_size=batch_size or 2, width=width, image_size=image_size, device=device)
+        print_records(result["rows"], Format.table, title=f"Faster R-CNN, {result['batch_size']} images of "
+                      f"{result['image_size']} px, width {result['width']}, {result['device']}")
+        if out:
+            write_json(out, result)
+        return
+    if backbone or width or image_size:
+        raise ResreproError("--backbone, --width and --image-size go with --family detection")
+    iters = iters or 50
+    if family is BenchFamily.cifar:
         model = model or "resnet56"
         result = run_bench(model, iters=iters, batch_size=batch_size or 128, device=device, workers=workers)
     else:

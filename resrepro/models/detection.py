@@ -14,7 +14,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from resrepro.errors import ResreproError
-from resrepro.models.registry import UnknownModelError, resolve
+from resrepro.models.registry import ModelSpec, UnknownModelError, resolve
 
 # The input normalisations of our ImageNet recipe (its ``normalize`` setting): the detector must feed its backbone
 # what the backbone was pre-trained on. The paper subtracts the mean only; torchvision's weights also divide by std.
@@ -22,6 +22,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 NORMALIZATIONS = {"pixel-mean": (IMAGENET_MEAN, (1.0, 1.0, 1.0)), "mean-std": (IMAGENET_MEAN, (0.229, 0.224, 0.225))}
 # Where each classifier keeps its final ImageNet layer, which detection replaces by the two sibling layers.
 CLASSIFIER_LAYER = {"resnet": "fc.", "vgg": "classifier.6."}
+# Deviation: RoIAlign (bilinear, 2×2 samples per bin), the pooler torchvision's RoI heads take, where the paper
+# has Fast R-CNN's RoI max pooling with boxes rounded to the feature grid.
 C4_ROI_SIZE = 14  # RoI features for conv5_1, whose stride 2 halves them to 7×7, as conv4's 14×14 map at 224 px
 VGG_ROI_SIZE = 7  # fc6 was trained on 7×7 pool5 maps: RoI pooling replaces pool5
 
@@ -42,6 +44,7 @@ def build_detector(
     rois_per_image: int = 128,
     normalize: str = "pixel-mean",
     classifier_state: dict[str, torch.Tensor] | None = None,
+    freeze_bn: bool = True,
     **faster_rcnn_kwargs: Any,
 ) -> FasterRCNN:
     """Faster R-CNN whose shared layers and per-region head come from the ImageNet classifier ``backbone``.
@@ -54,16 +57,21 @@ def build_detector(
     the backbone's pre-training normalisation ("pixel-mean": our ImageNet runs' default; "mean-std":
     torchvision's weights). Defaults are Faster R-CNN's (600/1000 px, 9 anchors, 300 test proposals);
     ``faster_rcnn_kwargs`` go to torchvision's FasterRCNN as they are.
+
+    ``freeze_bn=False`` (a deviation, for training from scratch only) keeps BN learning with batch statistics:
+    frozen at initialisation BN is the identity, and a deep ResNet without normalisation diverges (ResNet-101's
+    first losses are in the thousands).
     """
     if num_classes < 1:
         raise ResreproError(f"a detector needs at least one object class, got num_classes={num_classes}")
     if normalize not in NORMALIZATIONS:
         raise ResreproError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
-    spec = _imagenet_spec(backbone)
+    spec = backbone_spec(backbone)
     net = spec.build(width=width)
     if classifier_state is not None:
         load_classifier_state(net, classifier_state, spec.arch, f"{spec.name} of width {width}")
-    freeze_batchnorm(net)
+    if freeze_bn:
+        freeze_batchnorm(net)
     trunk, head, head_channels, roi_size = _split_vgg(net) if spec.arch == "vgg" else _split_c4(net)
     mean, std = NORMALIZATIONS[normalize]
     # Faster R-CNN's proposal counts and RoI sampling (py-faster-rcnn's end-to-end settings): 12000 -> 2000
@@ -81,7 +89,8 @@ def build_detector(
     return FasterRCNN(trunk, **{**settings, **faster_rcnn_kwargs})
 
 
-def _imagenet_spec(backbone: str):
+def backbone_spec(backbone: str) -> ModelSpec:
+    """The registry spec of a detection backbone: any ImageNet net; a CIFAR net or unknown name is refused."""
     try:
         spec = resolve(backbone)
     except UnknownModelError as e:
@@ -111,6 +120,8 @@ def _split_vgg(net: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
     for m in net.features:
         if isinstance(m, nn.Conv2d):
             names.append(f"conv{stage}_{conv}")
+        elif isinstance(m, (nn.BatchNorm2d, FrozenBatchNorm2d)):  # vgg16-bn
+            names.append(f"bn{stage}_{conv}")
         elif isinstance(m, nn.ReLU):
             names.append(f"relu{stage}_{conv}")
             conv += 1
@@ -154,8 +165,14 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def load_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: str, what: str) -> None:
-    """Load an ImageNet classifier's weights into ``net`` (the same architecture), ignoring its final layer.
-    Anything else that does not fit is one ResreproError naming the first keys or the shape that differ."""
+    """Load an ImageNet classifier's weights into ``net`` (the same architecture), ignoring its final layer."""
+    net.load_state_dict(check_classifier_state(net, state, arch, what), strict=False)
+
+
+def check_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: str, what: str,
+                           ) -> dict[str, torch.Tensor]:
+    """``state`` without its final layer, if the rest fits ``net`` key for key and shape for shape; otherwise
+    one ResreproError naming the first keys or the shape that differ. ``net`` may live on the meta device."""
     final = CLASSIFIER_LAYER[arch]
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(final)}
     given = {k: v for k, v in state.items() if not k.startswith(final)}
@@ -176,7 +193,7 @@ def load_classifier_state(net: nn.Module, state: dict[str, torch.Tensor], arch: 
                 break
     if problems:
         raise ResreproError(f"the classifier weights do not fit {what}: {'; '.join(problems)}")
-    net.load_state_dict(given, strict=False)
+    return given
 
 
 def _first(keys: list[str], n: int = 3) -> str:
@@ -189,7 +206,7 @@ def classifier_state_from_torchvision(state: dict[str, torch.Tensor], backbone: 
     3×3 of the bottleneck ("v1.5"), so they fit only our ``-v1.5`` nets, and a paper-style (v1) name is refused
     rather than given weights trained for another function; its ResNet-18/34 are our option B nets; VGG-16 loads
     as it is."""
-    spec = _imagenet_spec(backbone)
+    spec = backbone_spec(backbone)
     if spec.arch == "resnet" and spec.depth >= 50 and spec.stride_in_1x1:
         raise ResreproError(f"torchvision's ResNet-{spec.depth} puts the stride on the 3×3 (v1.5): name the backbone "
                             f"{spec.name}-v1.5 to use its weights")

@@ -20,15 +20,23 @@ class VGG16(nn.Module):
     ``width`` is conv1's filters; fc6/fc7 scale with it (4096 at 64) so a narrow net stays in proportion.
     Max pooling rounds up (``ceil_mode``) as Caffe's, in which VGG was trained: identical to torchvision's at
     sizes divisible by 32 (224), and a 28-px image (the tiny scale) still leaves conv5_3 a 1×1 map to pool.
+
+
+    ``batch_norm=True`` (``vgg16-bn``, torchvision's ``vgg16_bn`` layout) is a deviation, not the paper's VGG-16:
+    BN after every conv, for the tiny scale, where the paper's VGG-16 does not train from scratch in its few
+    hundred iterations.
     """
 
-    def __init__(self, *, num_classes: int = 1000, width: int = 64, in_channels: int = 3) -> None:
+    def __init__(self, *, num_classes: int = 1000, width: int = 64, in_channels: int = 3,
+                 batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
         for convs, scale in zip(VGG16_STAGES, STAGE_WIDTHS, strict=True):
             for _ in range(convs):
-                layers += [nn.Conv2d(channels, scale * width, 3, padding=1), nn.ReLU(inplace=True)]
+                layers.append(nn.Conv2d(channels, scale * width, 3, padding=1))
+                layers += [nn.BatchNorm2d(scale * width)] if batch_norm else []
+                layers.append(nn.ReLU(inplace=True))
                 channels = scale * width
             layers.append(nn.MaxPool2d(2, stride=2, ceil_mode=True))
         self.features = nn.Sequential(*layers)

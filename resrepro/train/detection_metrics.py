@@ -57,7 +57,7 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def _voc_class_ap(
-    detections: Sequence[dict[str, Any]], targets: list[dict[str, np.ndarray]], label: int, use_07_metric: bool
+    detections: list[dict[str, np.ndarray]], targets: list[dict[str, np.ndarray]], label: int, use_07_metric: bool
 ) -> float:
     """AP of one class: detections taken greedily by descending score, each a true positive when its best-IoU
     ground truth (IoU > 0.5) is not yet taken; a detection whose best match is difficult counts for nothing."""
@@ -65,20 +65,17 @@ def _voc_class_ap(
     positives = sum(int((~difficult).sum()) for _, difficult in gts)
     if positives == 0:
         return math.nan
-    image, score, box = [], [], []
-    for i, det in enumerate(detections):
-        keep = _numpy(det["labels"]) == label
-        image += [i] * int(keep.sum())
-        score.append(_numpy(det["scores"])[keep])
-        box.append(_numpy(det["boxes"]).reshape(-1, 4)[keep])
-    order = np.argsort(-np.concatenate(score), kind="stable")
-    boxes = np.concatenate(box).astype(np.float64)[order]
-    images = np.array(image, dtype=np.int64)[order]
+    mine = [d["labels"] == label for d in detections]
+    image = np.concatenate([np.full(int(keep.sum()), i) for i, keep in enumerate(mine)]).astype(np.int64)
+    score = np.concatenate([d["scores"][keep] for d, keep in zip(detections, mine, strict=True)])
+    box = [d["boxes"][keep] for d, keep in zip(detections, mine, strict=True)]
+    order = np.argsort(-score, kind="stable")
+    boxes, images = np.concatenate(box)[order], image[order]
     taken = [np.zeros(len(d), dtype=bool) for _, d in gts]
     tp, fp = np.zeros(len(order)), np.zeros(len(order))
     for d, (i, b) in enumerate(zip(images, boxes, strict=True)):
         gt_boxes, difficult = gts[i]
-        overlaps = _iou(b, gt_boxes.astype(np.float64)) if len(gt_boxes) else np.zeros(0)
+        overlaps = _iou(b, gt_boxes) if len(gt_boxes) else np.zeros(0)
         j = int(overlaps.argmax()) if len(overlaps) else -1
         if j < 0 or overlaps[j] <= VOC_IOU:
             fp[d] = 1
@@ -103,13 +100,23 @@ def voc_evaluate(detections: Sequence[dict[str, Any]], dataset: Any, use_07_metr
     """
     if len(detections) != len(dataset):
         raise ValueError(f"{len(detections)} detection lists for {len(dataset)} images")
+    # Converted once, in float64 as the devkit computes.
+    dets = [
+        {
+            "boxes": _numpy(d["boxes"]).reshape(-1, 4).astype(np.float64),
+            "scores": _numpy(d["scores"]).astype(np.float64).reshape(-1),
+            "labels": _numpy(d["labels"]).reshape(-1),
+        }
+        for d in detections
+    ]
     targets = []
     for i in range(len(dataset)):
         t = dataset.target(i)
-        targets.append({k: _numpy(t[k]) for k in ("boxes", "labels", "difficult")})
+        targets.append(
+            {"boxes": _numpy(t["boxes"]).astype(np.float64), **{k: _numpy(t[k]) for k in ("labels", "difficult")}}
+        )
     ap = {
-        name: _voc_class_ap(detections, targets, label, use_07_metric)
-        for label, name in enumerate(dataset.classes, start=1)
+        name: _voc_class_ap(dets, targets, label, use_07_metric) for label, name in enumerate(dataset.classes, start=1)
     }
     scored = [v for v in ap.values() if not math.isnan(v)]
     return {"map": float(np.mean(scored)) if scored else math.nan, "ap": ap}

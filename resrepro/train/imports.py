@@ -69,3 +69,32 @@ def _weights_file(library: str, arch: str) -> str:
     cfg = timm.models.get_pretrained_cfg(arch)
     source = f" (Hugging Face {cfg.hf_hub_id})" if cfg is not None and cfg.hf_hub_id else ""
     return f"timm's pretrained {arch}{source} saved with torch.save(model.state_dict(), FILE)"
+
+
+def classifier_state_from_file(path: str | Path, backbone: str) -> dict[str, torch.Tensor]:
+    """A local torchvision ImageNet weights file (``resnet50``/``101``/``152``, which are v1.5: name the backbone
+    ``resnet101-v1.5``; ``resnet18``/``34``; ``vgg16``) as the ``classifier_state`` of a detector with that
+    backbone, in our names. Their images are normalised by mean and std: build the detector with
+    ``normalize="mean-std"``. Anything that does not fit the backbone (at width 64) is one ResreproError."""
+    from resrepro.models.detection import backbone_spec, check_classifier_state, classifier_state_from_torchvision
+    from resrepro.train.checkpoint import clean_state_dict
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise ResreproError(f"cannot read backbone weights {path}: {e.strerror or e}") from None
+    except Exception as e:  # torch raises several types for a file that is no torch.save output
+        raise ResreproError(f"backbone weights {path} are not a file written by torch.save ({type(e).__name__}): "
+                            f"use torchvision's ImageNet weights for {backbone}") from None
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ResreproError(f"backbone weights {path} hold no state dict (a dict of tensors)")
+    state = classifier_state_from_torchvision(clean_state_dict(state), backbone)
+    spec = backbone_spec(backbone)
+    with torch.device("meta"):  # the shapes alone: no memory, no initialisation
+        net = spec.build()
+    try:
+        check_classifier_state(net, state, spec.arch, f"{spec.name} of width 64")
+    except ResreproError as e:
+        raise ResreproError(f"{path}: {e}") from None
+    return state

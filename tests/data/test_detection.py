@@ -98,6 +98,8 @@ def xml_of(voc: Path, voc_id: str = "000005") -> Path:
         (lambda voc: shutil.rmtree(xml_of(voc).parent),
          r"missing .*VOC2007/Annotations; expected PASCAL VOC as"),
         (lambda voc: xml_of(voc).unlink(), r"image 000005 is listed in .*VOC2007/ImageSets but has no annotation"),
+        (lambda voc: (voc / "VOCdevkit/VOC2012/JPEGImages/2008_000002.jpg").unlink(),
+         r"image 2008_000002 is listed in .*VOC2012/ImageSets but .*2008_000002.jpg does not exist"),
         (lambda voc: xml_of(voc).write_text(xml_of(voc).read_text().replace(">64</xmax", ">65</xmax")),
          r"000005.xml \(xmin, ymin, xmax, ymax\): box \[30.0, 5.0, 65.0, 48.0\] lies outside its 64×48 image"),
         (lambda voc: xml_of(voc).write_text(xml_of(voc).read_text().replace("<xmin>1<", "<xmin>11<")),
@@ -206,6 +208,8 @@ def test_missing_coco_files_name_where_they_must_be(coco):
         load_detection("coco", "train", None)
     with pytest.raises(ResreproError, match="unknown detection dataset 'voc2007'"):
         load_detection("voc2007", "train", coco)
+    with pytest.raises(ResreproError, match="unknown split 'val'"):
+        load_detection("coco", "val", coco)
 
 
 def test_hflip_mirrors_image_and_boxes():

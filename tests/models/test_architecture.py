@@ -103,7 +103,29 @@ def test_same_function_as_torchvision_with_v15_stride_and_option_b(depth):
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["resnet21", "plain7", "resnet34-D", "plain20-B", "resnet20-v1.5", "vgg16", "resnet0"])
+def test_vgg16_is_torchvisions_config_d_at_width_64_and_narrows_with_width():
+    import torchvision
+
+    ours, theirs = create_model("vgg16").eval(), torchvision.models.vgg16(weights=None).eval()
+    shapes = [(k, v.shape) for k, v in ours.state_dict().items()]
+    assert shapes == [(k, v.shape) for k, v in theirs.state_dict().items()]
+    ours.load_state_dict(theirs.state_dict())  # torchvision's weights file loads as it is
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+    narrow = create_model("vgg16", width=8, num_classes=10)
+    convs = [m for m in narrow.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8] * 2 + [16] * 2 + [32] * 3 + [64] * 6 and len(convs) == 13
+    assert narrow.classifier[0].out_features == 512 and not any(isinstance(m, nn.BatchNorm2d) for m in narrow.modules())
+    assert narrow(torch.randn(2, 3, 28, 28)).shape == (2, 10)  # the tiny scale's crop: Caffe's ceil-mode pools
+    assert resolve("vgg16").paper_macs == 15.3e9
+    with_bn = create_model("vgg16-bn")  # a deviation for the tiny scale: torchvision's vgg16_bn
+    shapes = [(k, v.shape) for k, v in with_bn.state_dict().items()]
+    assert shapes == [(k, v.shape) for k, v in torchvision.models.vgg16_bn(weights=None).state_dict().items()]
+    assert "vgg16-bn" not in [s.name for s in list_models()]  # not one of the paper's nets
+
+
+@pytest.mark.parametrize("name", ["resnet21", "plain7", "resnet34-D", "plain20-B", "resnet20-v1.5", "vgg19", "resnet0"])
 def test_bad_names_raise_a_clear_error(name):
     with pytest.raises(ResreproError):
         resolve(name)

@@ -68,6 +68,13 @@ def test_v15_stride_costs_what_torchvision_does(name):
     assert model_counts(resolve(name))[1] == pytest.approx(V15_MACS[name], rel=1e-3)
 
 
+def test_vgg16_counts_match_the_known_figures():
+    params, macs = model_counts(resolve("vgg16"))
+    assert params == 138_357_544  # torchvision's vgg16, the 138M of Simonyan & Zisserman's Table 2
+    # §4.1 puts VGG-16 at 15.3 billion FLOPs; its 13 convs alone have 15.35 G multiply-adds, fc6-fc8 0.12 G more.
+    assert macs == 15_470_264_320 and macs == pytest.approx(15.3e9, rel=0.02)
+
+
 def test_counting_on_a_real_model_equals_meta_counting():
     spec = resolve("resnet20")
     model = spec.build()

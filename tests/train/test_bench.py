@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from resrepro.errors import ResreproError
-from resrepro.train.bench import _baseline_batches, _random_cifar, run_bench, run_imagenet_bench
+from resrepro.train.bench import _baseline_batches, _random_cifar, run_bench, run_detection_bench, run_imagenet_bench
 from tests.imagefolder import write_imagefolder
 
 
@@ -63,7 +63,25 @@ def test_imagenet_bench_refuses_a_cifar_net_and_a_folder_too_small_to_time(tmp_p
         run_imagenet_bench("resnet18", iters=1, batch_size=4, device="cpu", workers=0, data_dir=str(root))
 
 
+def test_detection_bench_times_each_backbone_with_the_detector_it_names() -> None:
+    from resrepro.models import count_params
+    from resrepro.models.detection import build_detector
+
+    result = run_detection_bench(("vgg16", "resnet18"), iters=1, batch_size=2, width=8, image_size=64, device="cpu")
+    assert [row["backbone"] for row in result["rows"]] == ["vgg16", "resnet18"]
+    for row in result["rows"]:
+        _consistent(row, 2)
+        assert row["params"] == count_params(build_detector(row["backbone"], 20, width=8))  # width reached the net
+    assert (result["width"], result["image_size"], result["batch_size"]) == (8, 64, 2)
+    with pytest.raises(ResreproError, match="CIFAR net"):
+        run_detection_bench(("resnet56",), device="cpu")
+
+
 @pytest.mark.parametrize("args, message", [
+    (["--family", "detection", "--backbone", "resnet56"], "CIFAR net"),
+    (["--family", "detection", "--model", "resnet50"], "--backbone"),
+    (["--backbone", "vgg16"], "--family detection"),
+    (["--family", "detection", "--image-size", "32"], "--image-size"),
     (["--family", "foo"], "--family"),
     (["--family", "imagenet", "--model", "resnet20"], "CIFAR net"),
     (["--model", "resnet-twenty"], "unknown model"),
