@@ -63,7 +63,7 @@ def test_detection_experiments_list_each_backbone_run_before_its_detector(name, 
     for scale in ("tiny", "full"):
         exp = load_experiment(name, scale)
         detectors = [r for r in exp.runs if isinstance(r.spec, DetectionSpec)]
-        assert [r.model for r in detectors] == ["vgg16", "resnet101"]
+        assert [r.model for r in detectors] == ["vgg16" if scale == "full" else "vgg16-bn", "resnet101"]
         for det in detectors:
             backbone = exp.runs[exp.runs.index(det) - 1]
             assert backbone is det.backbone and isinstance(backbone.spec, ImageNetSpec)

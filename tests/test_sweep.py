@@ -168,7 +168,7 @@ def test_detectors_start_after_the_backbones_the_sweep_trains_even_in_parallel(t
     result = run_sweep(exp, tmp_path, gpus=[0, 1], train_fn=backbone_first_train, render=False)
     assert not result.failed and len(result.trained) == 4
     assert sorted(str(p.relative_to(tmp_path)) for p in result.evaluated) == [
-        f"detection-voc/tiny/{m}-s0/eval/{p}.json" for m in ("resnet101", "vgg16") for p in ("voc07", "voc12")]
+        f"detection-voc/tiny/{m}-s0/eval/{p}.json" for m in ("resnet101", "vgg16-bn") for p in ("voc07", "voc12")]
     backbone = RunDir(tmp_path / "detection-voc/tiny/resnet101-s0").read_config()["backbone_run"]
     assert backbone == str(tmp_path / "imagenet/tiny/resnet101-s0")  # resolved against the runs root
 
