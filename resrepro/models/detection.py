@@ -129,7 +129,7 @@ def _split_vgg(net: nn.Module) -> tuple[nn.Module, nn.Module, int, int]:
             names.append(f"pool{stage}")
             stage, conv = stage + 1, 1
     trunk = nn.Sequential(OrderedDict(zip(names[:-1], list(net.features)[:-1], strict=True)))  # pool5 dropped
-    trunk.out_channels = net.features[-3].out_channels
+    trunk.out_channels = _out_channels(net.features)  # the last conv: with BN, features[-3] is a BN
     fc6, relu6, drop6, fc7, relu7, drop7 = list(net.classifier)[:6]
     head = nn.Sequential(OrderedDict(flatten=nn.Flatten(), fc6=fc6, relu6=relu6, drop6=drop6, fc7=fc7, relu7=relu7,
                                      drop7=drop7))
