@@ -180,3 +180,13 @@ def test_ddp_under_torchrun_evaluates_as_one_process(tmp_path, digits_dir):
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr
     assert json.loads(one.stdout)["map"] == pytest.approx(1 - summary["final"]["eval_error"], abs=1e-9)
+
+
+def test_the_tiny_scales_vgg16_bn_builds_a_detector():
+    """vgg16-bn's trunk ends with conv5_3, BN, ReLU: its channels come from the conv, not from features[-3]."""
+    from resrepro.models.detection import build_detector
+
+    model = build_detector("vgg16-bn", 2, width=4, min_size=48, max_size=64, anchor_sizes=(16, 32)).eval()
+    assert model.backbone.out_channels == 32
+    with torch.no_grad():
+        assert set(model([torch.rand(3, 48, 64)])[0]) == {"boxes", "scores", "labels"}
