@@ -21,7 +21,8 @@ def train_detection(
                                             "VOC12), coco (test: val2014), digits-voc / digits-coco (the tiny "
                                             "scale's, offline)."),
     data_dir: Path | None = typer.Option(None, help="Folder holding VOCdevkit/ or the COCO images and "
-                                         "annotations/ (default: ~/.cache/resrepro/data)."),
+                                         "annotations/ (required for VOC and COCO; the digits sets are written "
+                                         "on first use, by default to ~/.cache/resrepro/data/digits-detection)."),
     backbone_run: Path | None = typer.Option(None, help="Initialise the backbone from this finished `resrepro train "
                                              "imagenet` run directory (same net and width)."),
     backbone_import: str | None = typer.Option(None, help="Initialise it from a library's weights instead: "
