@@ -128,8 +128,8 @@ def _calibration_notes() -> tuple[str, ...]:
 
 
 _CIFAR = Metric("eval_error")
-_DETECTION_NOTE = ("Faster R-CNN, the same system for both backbones (appendix A); mAP in %, best: the highest "
-                   "run. Ours: RPN and Fast R-CNN trained jointly in one step.")
+_DETECTION_NOTE = ("Faster R-CNN, the same system for both backbones (appendix A); mAP in %. Ours: RPN and Fast "
+                   "R-CNN trained jointly in one step.")
 TABLES: dict[str, Callable[[], TableSpec]] = {
     "table2": lambda: TableSpec(
         "Table 2: top-1 error (%) on ImageNet validation, 10-crop testing", "imagenet",
@@ -222,7 +222,9 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     rows["iters"] = keys.map(runs.groupby("model")["iters"].max()).where(counted).astype("Float64")
     rows = rows.astype({c: "Int64" for c in ("layers", "iters") if c in rows})
     rows = rows.drop(columns=n_cols)
-    return Table(name, spec, rows[_csv_order(rows, spec)], [COLUMN_NOTE, *spec.notes, *notes],
+    # A score's best run is its highest (mAP), an error's its lowest.
+    column_note = COLUMN_NOTE.replace("lowest", "highest") if spec.metrics[0].higher_is_better else COLUMN_NOTE
+    return Table(name, spec, rows[_csv_order(rows, spec)], [column_note, *spec.notes, *notes],
                  list(dict.fromkeys(warnings)))
 
 
