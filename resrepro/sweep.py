@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
@@ -30,8 +30,9 @@ from resrepro.sweep_jobs import (
     slurm_array,
     train_any,
 )
+from resrepro.throughput import Estimator
 from resrepro.train.evaluate import DETECTION_PROTOCOLS, eval_path
-from resrepro.train.rundir import SUMMARY, RunDir
+from resrepro.train.rundir import RunDir
 from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
@@ -46,13 +47,14 @@ class PlanItem:
     run_dir: Path
     status: str
     done_iters: int = 0  # the last logged iteration of a partial run
-    images_per_s: float | None = None  # measured on a run of the same model, dataset and width
+    images_per_s: float | None = None  # estimated: see ``source``
+    source: str = ""  # where images_per_s comes from: runs, bench or FLOPs (resrepro.throughput)
     note: str = ""
     evals: tuple[str, ...] = ()  # test protocols to run after training: not yet in RUN/eval/
 
     @property
     def gpu_hours(self) -> float | None:
-        """Estimated time still to train: remaining iterations × batch / measured images per second."""
+        """Estimated time still to train: remaining iterations × batch / estimated images per second."""
         if self.status in ("finished", "evaluate", "conflict", "running"):
             return 0.0 if self.status in ("finished", "evaluate") else None
         if not self.images_per_s:
@@ -76,12 +78,13 @@ class SweepResult:
         return [i.run_dir for i in self.plan if i.status in ("finished", "evaluate")]
 
 
-def plan(experiment: Experiment, runs_root: str | Path) -> list[PlanItem]:
-    """Where each run of the experiment stands in ``runs_root``, with a measured time estimate."""
+def plan(experiment: Experiment, runs_root: str | Path, *, estimate: Estimator | None = None) -> list[PlanItem]:
+    """Where each run of the experiment stands in ``runs_root``, with a time estimate that names its source
+    (``estimate``: default, finished runs under ``runs_root``, then bench results, then FLOPs)."""
     runs_root = Path(runs_root)
-    speeds = measured_speeds(runs_root)
+    estimate = estimate or Estimator(runs_root)
     protocols = evaluations(experiment)
-    return [_status(_located(run, runs_root), runs_root / run.run_dir_rel, speeds, protocols)
+    return [_status(_located(run, runs_root), runs_root / run.run_dir_rel, estimate, protocols)
             for run in experiment.runs]
 
 
@@ -104,19 +107,27 @@ def evaluations(experiment: Experiment) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for t in tables if t in table_names() for p in table_protocols(t)))
 
 
-def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocols: tuple[str, ...]) -> PlanItem:
-    speed = speeds.get(_speed_key(run.spec.to_dict()))
+def _status(run: PlannedRun, run_dir: Path, estimate: Estimator, protocols: tuple[str, ...]) -> PlanItem:
+    item = _where(run, run_dir, protocols)
+    if item.status in ("todo", "partial"):
+        speed = estimate(run.spec)
+        if speed is not None:
+            return dataclasses.replace(item, images_per_s=speed.images_per_s, source=speed.source)
+    return item
+
+
+def _where(run: PlannedRun, run_dir: Path, protocols: tuple[str, ...]) -> PlanItem:
     detection = isinstance(run.spec, DetectionSpec)  # mAP protocols for detection runs, the others for ImageNet's
     evals = tuple(p for p in protocols if (p in DETECTION_PROTOCOLS) == detection
                   and not eval_path(run_dir, p).exists()) if isinstance(run.spec, ImageNetSpec | DetectionSpec) else ()
     rd = RunDir(run_dir)
     held = rd.holding(run.spec)
     if held == "held":
-        return PlanItem(run, run_dir, "running", images_per_s=speed, evals=evals,
+        return PlanItem(run, run_dir, "running", evals=evals,
                         note=f"{run_dir} is in use by {rd.holder() or 'another process'}: left to it; sweep again "
                              "after it ends to evaluate and render it")
     if held == "free":  # nothing there, or a run that died before its first checkpoint
-        return PlanItem(run, run_dir, "todo", images_per_s=speed, evals=evals)
+        return PlanItem(run, run_dir, "todo", evals=evals)
     if held != "this":
         what = "files that are no resrepro run" if held == "foreign" else "another configuration"
         try:
@@ -127,31 +138,9 @@ def _status(run: PlannedRun, run_dir: Path, speeds: dict[tuple, float], protocol
                 "sweep into another --runs folder")
         return PlanItem(run, run_dir, "conflict", note=note)
     if rd.is_finished():
-        return PlanItem(run, run_dir, "evaluate" if evals else "finished", images_per_s=speed, evals=evals)
+        return PlanItem(run, run_dir, "evaluate" if evals else "finished", evals=evals)
     done = max((int(r["iter"]) for r in rd.read_metrics() if isinstance(r.get("iter"), int)), default=0)
-    return PlanItem(run, run_dir, "partial", done_iters=done, images_per_s=speed, evals=evals)
-
-
-def _speed_key(config: dict[str, Any]) -> tuple:
-    # Throughput depends on the net, the image size and the width; a tiny CPU run says nothing about a
-    # full GPU run, so only runs that agree on all three inform an estimate.
-    return config.get("model"), config.get("dataset"), config.get("width")
-
-
-def measured_speeds(runs_root: Path) -> dict[tuple, float]:
-    """Training images per second of every finished run under ``runs_root``, by (model, dataset, width)."""
-    speeds: dict[tuple, float] = {}
-    for summary in sorted(runs_root.rglob(SUMMARY)) if runs_root.is_dir() else []:
-        try:
-            rd = RunDir(summary.parent)
-            s, config = rd.read_summary() or {}, rd.read_config()
-        except ResreproError:
-            continue  # a damaged run directory informs no estimate
-        if not (isinstance(s, dict) and isinstance(config, dict)):
-            continue
-        if s.get("status") == "finished" and isinstance(s.get("images_per_s"), int | float):
-            speeds.setdefault(_speed_key(config), float(s["images_per_s"]))
-    return speeds
+    return PlanItem(run, run_dir, "partial", done_iters=done, evals=evals)
 
 
 def run_sweep(
@@ -191,7 +180,9 @@ def run_sweep(
             result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
-        train_fn = train_fn or _default_train(progress and executor == "local" and not gpus)
+        # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
+        # not as bars from several workers drawing over each other on one terminal.
+        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()))
         outcomes: dict[Path, str | None] = {}
         for wave in _waves(todo):
             if executor == "local" and not gpus:

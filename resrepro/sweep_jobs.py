@@ -9,6 +9,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
@@ -104,10 +105,23 @@ def _verb(item: PlanItem) -> str:
     return verb + (f" ({', '.join(item.evals)})" if item.evals else "")
 
 
+def _left(done: list[PlanItem], todo: list[PlanItem], seconds: float) -> str:
+    """The sweep's time to go at its pace so far, after the runs ``done``: each run weighs its planned GPU-hours
+    (its iterations to go if any run has no estimate), so a ResNet-110 after a plain-20 is not taken as quick."""
+    hours = [i.gpu_hours for i in done + todo]
+    weights = hours if None not in hours else [max(i.run.spec.iters - i.done_iters, 0) for i in done + todo]
+    past, ahead = sum(weights[:len(done)]), sum(weights[len(done):])
+    if not (past and seconds):
+        return ""
+    m, s = divmod(round(seconds * ahead / past), 60)
+    return f" (sweep: about {m // 60}:{m % 60:02d}:{s:02d} to go)"
+
+
 def in_process(todo: list[PlanItem], train_fn: TrainFn, report: Report) -> dict[Path, str | None]:
-    outcomes = {}
+    outcomes, start = {}, time.monotonic()
     for k, item in enumerate(todo, 1):
-        report(f"[{k}/{len(todo)}] {_verb(item)} {item.run_dir}")
+        left = _left(todo[:k - 1], todo[k - 1:], time.monotonic() - start)
+        report(f"[{k}/{len(todo)}] {_verb(item)} {item.run_dir}{left}")
         outcomes[item.run_dir] = _attempt(train_fn, item.run.spec, item.run_dir, item.evals)
         report(_done(k, len(todo), item.run_dir, outcomes[item.run_dir]))
     return outcomes

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the build reads; the copy keeps the build's own files (build/, *.egg-info) out of the checkout.
-SOURCES = ("resrepro", "experiments", "results/paper", "pyproject.toml", "README.md")
+SOURCES = ("resrepro", "experiments", "results/paper", "pyproject.toml", "README.md", "LICENSE")
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> str:
@@ -49,6 +49,15 @@ def test_wheel_holds_every_module_and_shipped_file(wheel):
                for p in experiments.rglob("*.toml")}
     shipped |= {f"resrepro/_shipped/paper/{p.name}" for p in (ROOT / "results" / "paper").glob("*.csv")}
     assert "resrepro/_shipped/experiments/groups/cifar10.toml" in shipped and shipped - names == set()
+
+
+def test_wheel_carries_the_mit_license(wheel):
+    # pyproject says MIT and names the file: the wheel's metadata must carry the text, not just the name.
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        (text,) = [n for n in z.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert "License-Expression: MIT" in z.read(meta).decode()
+        assert z.read(text).decode().startswith("MIT License")
 
 
 def test_installed_wheel_runs_from_any_directory(wheel, tmp_path):

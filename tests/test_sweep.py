@@ -74,6 +74,12 @@ def calls(run_dir: Path) -> int:
 
 
 @pytest.fixture
+def no_benches(monkeypatch, tmp_path):
+    """No `resrepro bench` results anywhere (not the user's, not the repository's)."""
+    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (tmp_path / "no-benches",))
+
+
+@pytest.fixture
 def fig1():
     return load_experiment("fig1", "tiny")
 
@@ -271,15 +277,16 @@ def test_submitit_debug_executor(tmp_path, fig1):
     assert [p.name for p in again.trained] == ["plain20-s0"] and not again.failed
 
 
-def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1):
+def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1, no_benches):
     spec = fig1.runs[0].spec  # plain20 on digits, width 8
     measured = RunDir(tmp_path / "elsewhere" / "plain20-s9")
     measured.write_config(spec.replace(seed=9).to_dict())
     measured.write_summary({"status": "finished", "images_per_s": 640.0})
     items = {i.run.model: i for i in plan(fig1, tmp_path)}
-    assert items["plain20"].images_per_s == 640.0
+    assert items["plain20"].images_per_s == 640.0 and items["plain20"].source.startswith("runs:")
     assert items["plain20"].gpu_hours == pytest.approx(spec.iters * spec.batch_size / 640.0 / 3600)
-    assert items["plain56"].gpu_hours is None  # never measured: no guess
+    # never measured: a FLOP-based guess, said to be one
+    assert items["plain56"].gpu_hours > 0 and items["plain56"].source.startswith("FLOPs:")
 
 
 def test_partial_estimate_counts_only_the_remaining_iterations(fig1):
@@ -424,14 +431,40 @@ def test_a_damaged_config_is_named_in_the_plan(tmp_path, fig1):
     measured = RunDir(tmp_path / "elsewhere")  # a finished run whose config.json is a list informs no estimate
     measured.write_config([1, 2])
     measured.write_summary({"status": "finished", "images_per_s": 10.0})
-    assert plan(fig1, tmp_path)[1].images_per_s is None
+    assert not plan(fig1, tmp_path)[1].source.startswith("runs")
 
 
-def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys):
+def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
     monkeypatch.setattr("resrepro.sweep._default_train", lambda progress: pytest.fail("trained in a dry run"))
-    code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={tmp_path}", "--dry-run")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run")
     assert code == 0 and "resnet110-s0" in out and "9 todo" in err
-    assert not any(tmp_path.iterdir())
+    assert not any(runs.iterdir())
+    # nothing measured: every estimate is from FLOPs and says so, and none is zero
+    assert "9 estimated from FLOPs:" in err and "assumed" in err and "bench" not in out
+    assert "about 0" not in err and " 0 s" not in out
+
+
+def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
+    from resrepro.throughput import bench_figure, save_bench
+
+    bench = tmp_path / "bench"
+    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (bench,))
+    result = {"model": "resnet56", "batch_size": 128, "iters": 50, "device": "NVIDIA H100 80GB HBM3",
+              "torch": "2.14.1", "rows": [{"pipeline": "peer style", "images_per_s": 3000.0},
+                                          {"pipeline": "resrepro, bf16, channels_last, compile",
+                                           "images_per_s": 12_800.0}]}
+    save_bench(result | bench_figure(result), bench)
+    (tmp_path / "runs").mkdir()
+    code, out, err = _cli(monkeypatch, capsys, "fig6", f"--runs={tmp_path / 'runs'}", "--dry-run")
+    assert code == 0 and "10 todo" in err
+    row = next(line for line in out.splitlines() if "resnet56-s0" in line)
+    # 64,000 iterations × 128 images at the bench's 12,800 images/s: 640 s, about 11 min
+    assert "12,800" in row and "11 min" in row and "bench" in row
+    assert "1 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16\n" in err
+    assert "9 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, scaled by multiply-adds" in err
+    assert "FLOPs" not in err
 
 
 def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_path):

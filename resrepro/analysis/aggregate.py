@@ -18,7 +18,7 @@ import pandas as pd
 
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import CONFIG, RunDir
-from resrepro.train.spec import runtime_fields
+from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
 
 REQUIRED_KEYS = ("model", "dataset")
 INT_KEYS = ("seed", "iters", "width")
@@ -80,10 +80,12 @@ def setting(config: dict[str, Any]) -> str:
     fields of its family (where or how fast it ran), the model by its canonical name (``resnet20-A`` and
     ``resnet20`` are one net). Runs with equal settings are seeds of one experiment."""
     try:
-        runtime = runtime_fields(config)
+        runtime, added = runtime_fields(config), added_defaults(config)
     except ResreproError:  # a family this resrepro does not train: every field may say what it computes
-        runtime = frozenset()
-    kept = {k: v for k, v in config.items() if k not in {"seed", "config_hash", *runtime}}
+        runtime, added = frozenset(), {}
+    # A field added since (zero_pad) at the value earlier runs had is the same experiment as its absence.
+    kept = {k: v for k, v in config.items()
+            if k not in {"seed", "config_hash", *runtime} and not is_added_default(added, k, v)}
     # Runs written before families were recorded are CIFAR runs, the same experiments as those written after.
     kept |= {"model": canonical_model(str(config.get("model"))), "family": config.get("family", "cifar")}
     return json.dumps(kept, sort_keys=True, default=str)

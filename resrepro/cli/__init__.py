@@ -10,7 +10,9 @@ import sys
 
 import typer
 
-from resrepro.cli.common import app, fail
+from resrepro.cli.common import app, command, fail
+
+__all__ = ["app", "main"]
 
 # Each module adds its commands to ``app`` (import order is the order of `resrepro --help`).
 from resrepro.cli import models as _models  # noqa: E402,F401  isort: skip
@@ -28,7 +30,7 @@ def main() -> None:
 
     try:
         # Outside standalone mode click returns the code of a typer.Exit raised in a command, not exit with it.
-        code = app(standalone_mode=False)
+        code = command()(standalone_mode=False)
     except ResreproError as e:
         fail(str(e))
     except (KeyboardInterrupt, typer.Abort):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -10,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NoReturn
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -21,7 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    # Click's plain two-column help, not Typer's rich table: at 80 columns the table split option names over four
+    # columns and left help text a third of the width; plain help also prints [brackets] as written.
+    rich_markup_mode=None,
 )
 
 # Messages and progress go to stderr so that data on stdout (tables, CSV, JSON) pipes cleanly into files.
@@ -33,6 +37,27 @@ class Format(str, Enum):
     markdown = "markdown"
     csv = "csv"
     json = "json"
+
+
+def command() -> click.Command:
+    """The click command of ``app`` — what ``main`` runs and what the help test renders — with each argument
+    shown as click shows one: NAME (NAME... for several) and its choices if it has some. Typer would add its
+    Python type (``<str>``, ``<list[Path]>``), which says nothing to a user."""
+    from typer.core import TyperArgument
+
+    root = typer.main.get_command(app)
+    todo = [root]
+    while todo:
+        cmd = todo.pop()
+        todo += getattr(cmd, "commands", {}).values()
+        for param in cmd.params:
+            if isinstance(param, TyperArgument):
+                many = param.nargs != 1
+                param.metavar = param.metavar or (param.name.upper().removesuffix("S") if many else param.name.upper())
+                param._rich_display_name = functools.partial(str, param.metavar + ("..." if many else ""))
+                if not param.type_descriptor.is_choice:
+                    param.display_type_rich = lambda ctx: None
+    return root
 
 
 def choices(name: str, literal: Any) -> type[Enum]:

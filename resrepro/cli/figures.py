@@ -43,9 +43,9 @@ def figure(
         help="fig7: a CSV from `resrepro layer-response`, instead of computing it from --runs.")] = None,
 ) -> None:
     """Render one of the paper's figures (PNG, PDF, caption) from run directories; says what is missing."""
-    from resrepro.report.figures import render_figure
+    from resrepro.report.figures import default_out, render_figure
 
-    out = out or Path("results") / name.value
+    out = out or default_out(name.value, runs)
     check_output(out, folder=True)
     written, warnings = render_figure(name.value, runs, out, dataset=dataset, responses=responses)
     warn(warnings)

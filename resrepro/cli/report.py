@@ -24,14 +24,14 @@ class TableFormat(str, Enum):
 @app.command()
 def table(
     name: Annotated[str, typer.Argument(
-        help="table2, table3, table4 (ImageNet), table6, ablation-cifar, calibration (CIFAR-10).")],
+        help="table2, table3, table4, table5 (ImageNet), table6, ablation-cifar, calibration (CIFAR-10).")],
     runs: Annotated[Path | None, typer.Option(
-        help="Folder searched (recursively) for run directories \\[default: ./runs if it exists, else the "
+        help="Folder searched (recursively) for run directories [default: ./runs if it exists, else the "
         "paper's numbers only].")] = None,
     fmt: Annotated[TableFormat, typer.Option(
         "--format", help="Output format (data go to stdout).")] = TableFormat.markdown,
     dataset: Annotated[str | None, typer.Option(
-        help="Only runs on this dataset \\[default: the paper's if it has runs, else the one with "
+        help="Only runs on this dataset [default: the paper's if it has runs, else the one with "
         "most].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file instead of stdout.")] = None,
 ) -> None:
@@ -53,3 +53,29 @@ def table(
     else:
         write_text(out, text)
         err.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+@app.command()
+def report(
+    runs: Annotated[Path, typer.Option(
+        help="Runs root, as for `resrepro sweep` (RUNS/GROUP/SCALE/MODEL-sSEED); if absent, the page shows what "
+        "OUT already holds.")] = DEFAULT_RUNS,
+    out: Annotated[Path, typer.Option(
+        help="Results folder: artefacts are re-rendered into OUT/NAME/SCALE, the page is OUT/report.html and "
+        "OUT/report.md.")] = Path("results"),
+) -> None:
+    """One static page (HTML, images embedded, and its Markdown twin) of every table and figure with runs."""
+    from resrepro.errors import ResreproError
+    from resrepro.report.gallery import build_report
+
+    check_output(out, folder=True)
+    if runs.exists() and not runs.is_dir():
+        raise ResreproError(f"--runs {runs} is a file: name the folder holding your runs")
+    if not runs.exists():
+        err.print(f"[yellow]warning:[/] no {escape(str(runs))} folder: nothing re-rendered, the page shows what "
+                  f"{escape(str(out))} holds", highlight=False, soft_wrap=True)
+    written, warnings = build_report(runs if runs.exists() else None, out)
+    for w in warnings:
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    for path in written:
+        err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)

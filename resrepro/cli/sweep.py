@@ -14,9 +14,6 @@ from resrepro.cli.common import Format, app, check_output, err, fail, print_reco
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
 
-SLURM = "Slurm (--executor slurm)"
-
-
 class Executor(str, Enum):
     local = "local"
     slurm = "slurm"
@@ -27,21 +24,21 @@ class Executor(str, Enum):
 def sweep(
     experiment: str | None = typer.Argument(
         None, help="An experiment (fig1, fig6, table6, ...; see --list) or a path to a .toml file."),
-    scale: str = typer.Option("full", help="tiny: small data, CPU minutes; full: the paper's recipe."),
+    scale: str = typer.Option("full", metavar="tiny|full",
+                              help="tiny: small data, CPU minutes; full: the paper's recipe."),
     seeds: int | None = typer.Option(None, min=1, help="Train seeds 0..K-1 of every model instead."),
     runs: Path = typer.Option(Path("runs"), help="Runs root; a run goes to RUNS/GROUP/SCALE/MODEL-sSEED."),
-    out: Path | None = typer.Option(None, help="Output folder \\[default: results/EXPERIMENT/SCALE]."),
+    out: Path | None = typer.Option(None, help="Output folder [default: results/EXPERIMENT/SCALE]."),
     gpus: str | None = typer.Option(
         None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
     executor: Executor = typer.Option(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
-    partition: str | None = typer.Option(None, help="Slurm partition \\[default: the cluster's].",
-                                         rich_help_panel=SLURM),
-    time_min: int = typer.Option(24 * 60, min=1, help="Slurm time limit per run, minutes; a run that "
-                                 "outlives it is requeued and resumes.", rich_help_panel=SLURM),
-    gpus_per_job: int = typer.Option(1, min=0, help="GPUs per run.", rich_help_panel=SLURM),
-    cpus_per_job: int = typer.Option(8, min=1, help="CPUs per run.", rich_help_panel=SLURM),
-    parallel: int = typer.Option(64, min=1, help="At most this many runs at once.", rich_help_panel=SLURM),
+    partition: str | None = typer.Option(None, help="Slurm: the partition [default: the cluster's]."),
+    time_min: int = typer.Option(24 * 60, min=1, help="Slurm: time limit per run, minutes; a run that outlives it "
+                                 "is requeued and resumes."),
+    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run."),
+    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run."),
+    parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
 ) -> None:
@@ -50,8 +47,6 @@ def sweep(
     Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
     """
     from resrepro.experiments import list_experiments, load_experiment
-    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep
-    from resrepro.sweep_jobs import check_gpus
 
     if list_ or experiment is None:
         rows = []
@@ -62,6 +57,9 @@ def sweep(
         return
     exp = load_experiment(experiment, scale, seeds)
     check_output(runs, folder=True, option="--runs")
+    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep  # torch: after the arguments' checks
+    from resrepro.sweep_jobs import check_gpus
+
     if dry_run:
         _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)
         return
@@ -73,7 +71,7 @@ def sweep(
     slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
-                       progress=err.is_terminal, report=lambda m: err.print(escape(m), highlight=False))
+                       progress=True, report=lambda m: err.print(escape(m), highlight=False))
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:
@@ -104,16 +102,32 @@ def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
     rows = [{"run": i.run.name if i.run_dir.parent == runs_dir else str(i.run.run_dir_rel), "status": i.status,
              "iters": i.run.spec.iters if i.run.spec else "—",
              "done": i.done_iters or "", "images/s": f"{i.images_per_s:,.0f}" if i.images_per_s else "—",
-             "GPU-hours": "unknown" if i.gpu_hours is None else f"{i.gpu_hours:.2f}"} for i in items]
+             "time to go": "—" if i.status in ("finished", "evaluate") else
+             "unknown" if i.gpu_hours is None else _duration(i.gpu_hours),
+             "estimate from": i.source.split(":", 1)[0]} for i in items]
     print_records(rows, Format.table, title=f"sweep plan: {runs_dir}")
     counts: dict[str, int] = {}
     for i in items:
         counts[i.status] = counts.get(i.status, 0) + 1
-    left = [i.gpu_hours for i in items if i.status in ("partial", "todo")]
-    unknown = sum(h is None for h in left)
+    left = [i for i in items if i.status in ("partial", "todo")]
+    known = [i for i in left if i.gpu_hours is not None]
+    sources: dict[str, int] = {}
+    for i in known:
+        sources[i.source] = sources.get(i.source, 0) + 1
+    unknown = len(left) - len(known)
     err.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(left)} to train"
-              + (f", about {sum(h for h in left if h is not None):.1f} GPU-hours" if left else "")
-              + (f" plus {unknown} never measured" if unknown else ""))
+              + (f", about {_duration(sum(i.gpu_hours for i in known))} on one device" if known else "")
+              + (f" plus {unknown} without an estimate" if unknown else ""), highlight=False)
+    for source, n in sources.items():  # where each estimate came from, in full
+        err.print(f"  {n} estimated from {escape(source)}", highlight=False, soft_wrap=True)
     for i in items:
         if i.status == "conflict":
             err.print(f"[yellow]conflict:[/] {i.note}", highlight=False, soft_wrap=True)
+
+
+def _duration(hours: float) -> str:
+    """Hours as a reader wants them: "40 s", "12 min", "3.4 h" (never "0.0" for a short run)."""
+    seconds = hours * 3600
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{hours:.1f} h"

@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 
 from resrepro.cli.common import app, check_output, choices, err
-from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision
+from resrepro.models.registry import IMAGENET_DEPTHS
+from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision, ZeroPad
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -24,10 +25,10 @@ class Shortcut(str, Enum):
 DatasetChoice = choices("DatasetChoice", CifarDataset)
 NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
+ZeroPadChoice = choices("ZeroPadChoice", ZeroPad)
 CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
                       "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
-# A backslash keeps rich from reading [tensorboard] as markup and dropping it.
-TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro\\[tensorboard]')."
+TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro[tensorboard]')."
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -45,6 +46,9 @@ def train_cifar(
     plain: bool = typer.Option(False, "--plain", help="The plain counterpart: same layers, no shortcuts."),
     shortcut: Shortcut = typer.Option(Shortcut.A, help="Shortcut option: A zero-pad identity (paper's CIFAR choice), "
                                       "B projection where dimensions grow, C projection everywhere."),
+    zero_pad: ZeroPadChoice = typer.Option(CifarSpec.zero_pad, help="Option A: where the extra zero channels go. "
+                                           "append: after the input's channels (the paper's reading); split: half "
+                                           "before and half after, as the akamaster CIFAR ResNets do."),
     seed: int = typer.Option(0, help="Seed of initialisation, data order and augmentation."),
     out: Path | None = typer.Option(None, help="Run directory (default: runs/<model>-s<seed>). If it holds this "
                                     "run, training resumes from its checkpoint."),
@@ -52,8 +56,10 @@ def train_cifar(
                                     "offline; the tiny scale) or synthetic (smoke tests)."),
     data_dir: Path | None = typer.Option(
         None, help="Folder holding cifar-10-batches-py/ (default: ~/.cache/resrepro/data)."),
-    download: bool = typer.Option(False, help="Download CIFAR-10 into --data-dir first (needs the network)."),
-    skip_checksum: bool = typer.Option(False, help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
+    download: bool = typer.Option(False, "--download",
+                                  help="Download CIFAR-10 into --data-dir first (needs the network)."),
+    skip_checksum: bool = typer.Option(False, "--skip-checksum",
+                                       help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
     iters: int = typer.Option(CifarSpec.iters, help="Training iterations (paper: 64k)."),
     batch_size: int = typer.Option(CifarSpec.batch_size, help="Mini-batch size (paper: 128)."),
     lr: float = typer.Option(CifarSpec.lr, help="Base learning rate (paper: 0.1)."),
@@ -75,9 +81,9 @@ def train_cifar(
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
-    grad_checkpoint: bool = typer.Option(False, help="Recompute activations per stage in backward (ResNet-1202 on "
-                                         "small GPUs): same result, less memory, more time."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
+                                         "backward (ResNet-1202 on small GPUs): same result, less memory, more time."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
@@ -87,10 +93,7 @@ def train_cifar(
     """
     import json
 
-    from resrepro.data.cifar import load_dataset
     from resrepro.models.registry import cifar_spec
-    from resrepro.train.loop import train
-    from resrepro.train.runtime import resolve_device
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
     spec = CifarSpec(
@@ -99,15 +102,21 @@ def train_cifar(
         augment=augment, normalize=normalize.value, val_split=val_split, width=width, eval_every=eval_every,
         checkpoint_every=eval_every, precision=precision.value, grad_checkpoint=grad_checkpoint,
         data_dir=str(data_dir) if data_dir else None, device=device, compile=compile, channels_last=channels_last,
-        tensorboard=tensorboard, verify=not skip_checksum,
+        tensorboard=tensorboard, verify=not skip_checksum, zero_pad=zero_pad.value,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    # Only now torch (seconds to import): a mistyped argument above was answered at once.
+    from resrepro.data.cifar import load_dataset
+    from resrepro.train.loop import train
+    from resrepro.train.runtime import resolve_device
+
     resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
     if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
+    layout = ", option A zeros split" if spec.zero_pad == "split" else ""
     err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
-              f"{'on' if spec.uses_warmup else 'off'}) → {out}")
+              f"{'on' if spec.uses_warmup else 'off'}{layout}) → {out}")
     summary = train(spec, out, progress=True)
     final = summary["final"]
     err.print(f"done: train error {100 * final['train_error']:.2f}%, {final['eval_split']} error "
@@ -117,7 +126,8 @@ def train_cifar(
 
 @train_app.command("imagenet")
 def train_imagenet(
-    depth: int = typer.Option(34, help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
+    depth: int = typer.Option(34, metavar="|".join(map(str, IMAGENET_DEPTHS)),
+                              help="18, 34 (basic blocks), 50, 101, 152 (bottlenecks) (Table 1)."),
     plain: bool = typer.Option(False, "--plain", help="The plain counterpart (18 and 34 layers in the paper)."),
     shortcut: Shortcut = typer.Option(Shortcut.B, help="A zero-pad identity (Table 2), B projection where "
                                       "dimensions grow (paper's choice for 50+), C projection everywhere."),
@@ -150,7 +160,7 @@ def train_imagenet(
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),
-    tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
 ) -> None:
     """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
 
@@ -160,8 +170,6 @@ def train_imagenet(
     import os
 
     from resrepro.models.registry import model_name
-    from resrepro.train.loop import init_distributed, train
-    from resrepro.train.runtime import resolve_device
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
@@ -176,6 +184,9 @@ def train_imagenet(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
+    from resrepro.train.loop import init_distributed, train  # torch, once the arguments are known to be good
+    from resrepro.train.runtime import resolve_device
+
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
     else:
@@ -213,9 +224,18 @@ class OutFormat(str, Enum):
     json = "json"
 
 
+IMPORT_HELP = ("Evaluate another project's trained net instead of a run: akamaster:resnet20|32|44|56|110|1202 (its "
+               "CIFAR-10 .th files), resrepro:NAME (our net, e.g. resrepro:resnet56), torchvision:NAME or "
+               "timm:NAME. CIFAR nets are tested on the CIFAR-10 test set, ImageNet nets on --data-dir/val. The "
+               "name fixes option A's layout, which the file cannot show: akamaster: puts the zero channels half "
+               "before and half after, resrepro: (and timm:resrepro_NAME) after; the wrong one loads without "
+               "complaint and computes another function.")
+
+
 @app.command("eval")
 def eval_(
-    run: Path | None = typer.Argument(None, help="A run directory or a checkpoint file (not with --import)."),
+    runs: list[Path] | None = typer.Argument(None, help="A run directory or a checkpoint file; several with "
+                                             "--ensemble; none with --import."),
     split: Split | None = typer.Option(None, help="CIFAR: test, or val (the run's held-out split) "
                                        "(default: the run's)."),
     data_dir: Path | None = typer.Option(None, help="Where the dataset is, if not where the run had it "
@@ -228,10 +248,14 @@ def eval_(
     protocol_: DetectionProtocol | None = typer.Option(None, "--protocol", help="Detection: voc07 (11-point AP), "
                                                        "voc12 (area AP), coco (mAP@[.5:.95]) (default: the run's "
                                                        "dataset's)."),
-    import_: str | None = typer.Option(None, "--import", help="Evaluate a library model instead of a run: "
-                                       "torchvision:resnet50 or timm:resnet50 (needs --data-dir)."),
-    weights: Path | None = typer.Option(None, help="Required with --import: a local state-dict file of its "
-                                        "trained weights (nothing is downloaded)."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Average the softmax of the runs named, image by "
+                                  "image (Table 5), and show the ensemble's error beside each run's."),
+    import_: str | None = typer.Option(None, "--import", help=IMPORT_HELP),
+    weights: Path | None = typer.Option(None, help="Required with --import: a local file of its trained weights "
+                                        "(a state dict, or akamaster's .th file); nothing is downloaded."),
+    dataset: DatasetChoice | None = typer.Option(None, help="With --import: the CIFAR-style test set "
+                                                 "(default: cifar10 for CIFAR nets)."),
+    skip_checksum: bool = typer.Option(False, help="With --import: do not verify the CIFAR-10 files' MD5 sums."),
     max_images: int | None = typer.Option(None, help="ImageNet: evaluate this many val images, spread evenly."),
     workers: int | None = typer.Option(None, help="ImageNet: data-loading processes (default: the run's; 4 "
                                        "with --import)."),
@@ -242,11 +266,16 @@ def eval_(
     """Evaluate a run: CIFAR error on test/val, ImageNet top-1/top-5 under a test protocol of §3.4, or a
     detection run's test mAP (per-class AP in the file).
 
-    An ImageNet or detection run's result is also written to RUN/eval/<protocol>.json, which the tables read.
+    An ImageNet or detection run's result is also written to RUN/eval/<protocol>.json, which the tables read. With
+    --ensemble, several runs' averaged softmax; with --import, another project's released weights.
     """
     import json
 
     from resrepro.errors import ResreproError
+    from resrepro.train.imports import parse_import
+
+    if import_ is not None:
+        parse_import(import_)  # a mistyped library is one line before torch is imported
     from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
@@ -255,18 +284,25 @@ def eval_(
         raise ResreproError("choose one of --center, --ten-crop, --multi-scale, --protocol")
     protocol = chosen[0] if chosen else None
     sizes = None if scales is None else _milestones(scales)
+    runs = runs or []
+    common = dict(data_dir=data_dir, device=device, max_images=max_images, scales=sizes, workers=workers)
     if import_ is not None:
-        if run is not None:
-            raise ResreproError("--import evaluates a library model: give no run directory with it")
-        result = evaluate_import(import_, weights, data_dir=data_dir, protocol=protocol or "center", device=device,
-                                 max_images=max_images, scales=sizes, workers=workers)
-    elif run is None:
+        if runs or ensemble:
+            raise ResreproError("--import evaluates another project's model: give no run directory with it")
+        result = evaluate_import(import_, weights, protocol=protocol or "center", verify=not skip_checksum,
+                                 dataset=dataset.value if dataset else None, **common)
+    elif not runs:
         raise ResreproError("name a run directory or checkpoint to evaluate (or --import a library model)")
-    elif weights is not None:
-        raise ResreproError("--weights goes with --import; a run directory or checkpoint holds its own weights")
+    elif weights is not None or dataset is not None:
+        raise ResreproError("--weights and --dataset go with --import; a run holds its own weights and dataset")
+    elif ensemble:
+        from resrepro.train.ensemble import evaluate_ensemble
+
+        result = evaluate_ensemble(runs, split=split.value if split else None, protocol=protocol, **common)
+    elif len(runs) > 1:
+        raise ResreproError(f"{len(runs)} runs named: evaluate one at a time, or add --ensemble to combine them")
     else:
-        result = evaluate_run(run, split=split.value if split else None, protocol=protocol, data_dir=data_dir,
-                              device=device, max_images=max_images, scales=sizes, workers=workers)
+        result = evaluate_run(runs[0], split=split.value if split else None, protocol=protocol, **common)
     if fmt is OutFormat.json:
         typer.echo(json.dumps(result))
         return
@@ -274,10 +310,18 @@ def eval_(
         typer.echo(f"{result['model']} on {result['dataset']}/test ({result['protocol']}): mAP "
                    f"{100 * result['map']:.2f}% ({result['images']} images)")
         return
+    for member in result.get("members", []):
+        typer.echo(f"  {_result_line(member)}  [{member['run']}]")
+    typer.echo(("ensemble: " if ensemble else "") + _result_line(result))
+
+
+def _result_line(result: dict) -> str:
     top5 = f", top-5 error {100 * result['top5_error']:.2f}%" if "top5_error" in result else ""
     how = f" ({result['protocol']})" if "protocol" in result else ""
-    typer.echo(f"{result['model']} on {result['dataset']}/{result['split']}{how}: top-1 error "
-               f"{100 * result['top1_error']:.2f}%{top5}, loss {result['loss']:.4f} ({result['images']} images)")
+    published = result.get("published_top1_error")
+    theirs = "" if published is None else f" (its project publishes {100 * published:.2f}%)"
+    return (f"{result['model']} on {result['dataset']}/{result['split']}{how}: top-1 error "
+            f"{100 * result['top1_error']:.2f}%{theirs}{top5}, loss {result['loss']:.4f} ({result['images']} images)")
 
 
 class BenchFamily(str, Enum):
@@ -311,10 +355,14 @@ def bench(
     from resrepro.cli.common import Format, print_records
     from resrepro.errors import ResreproError
     from resrepro.io import write_json
-    from resrepro.train.bench import run_bench, run_detection_bench, run_imagenet_bench
+    from resrepro.models.registry import resolve
 
     if out:
         check_output(out, folder=False)
+    if model is not None:
+        resolve(model)  # an unknown name is one line before torch is imported
+    from resrepro.train.bench import run_bench, run_detection_bench, run_imagenet_bench
+
     if family is BenchFamily.detection:
         if model:
             raise ResreproError("--family detection times --backbone NAME (repeatable), not --model")
@@ -339,3 +387,8 @@ def bench(
     err.print(f"ours / baseline: [bold]{result['speedup']:.2f}×[/] images/s")
     if out:
         write_json(out, result)
+    from rich.markup import escape
+
+    from resrepro.throughput import save_bench
+
+    err.print(f"recorded for `sweep --dry-run` estimates: {escape(str(save_bench(result)))}", highlight=False)

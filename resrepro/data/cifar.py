@@ -215,6 +215,12 @@ def normalizer(train: ImageSet, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         mean = _pixel_sum(train.images, 1).sum((1, 2)).double() / n
         var = _pixel_sum(train.images, 2).sum((1, 2)).double() / n - mean**2
         return mean.float().view(-1, 1, 1), var.sqrt().float().view(-1, 1, 1)
+    if mode == "imagenet":
+        # torchvision's fixed ImageNet statistics on [0, 1] images, not the training set's: the preprocessing of
+        # most public PyTorch nets, CIFAR ones included (akamaster/pytorch_resnet_cifar10).
+        from resrepro.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+        return 255 * torch.tensor(IMAGENET_MEAN).view(-1, 1, 1), 255 * torch.tensor(IMAGENET_STD).view(-1, 1, 1)
     raise ResreproError(f"unknown normalisation {mode!r}: choose 'pixel-mean' (the paper's) or 'mean-std'")
 
 

@@ -93,6 +93,7 @@ def evaluate(
     workers: int = 4,
     resize: int = 256,
     crop: int = 224,
+    tally: Tally | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5 error (fractions) and loss of ``model`` on the val ImageFolder under ``protocol``.
 
@@ -102,6 +103,7 @@ def evaluate(
     ``max_images`` evaluates that many images spread evenly over the folder. With fewer than 5 classes
     "top5_error" is the top-min(5, classes) error. Images that fail to decode are skipped and counted in
     "skipped"; "images" counts those evaluated. The model is moved to ``device`` and left in its mode.
+    ``tally``: the caller's (one keeping each image's probabilities, for an ensemble), else a new one.
     """
     if protocol not in PROTOCOLS:
         raise ResreproError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -121,7 +123,7 @@ def evaluate(
     )
     was_training = model.training
     model.to(device).eval()
-    tally = Tally(device)
+    tally = tally or Tally(device)
     try:
         with torch.inference_mode():
             for batch in loader:

@@ -7,15 +7,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from resrepro.models.blocks import BasicBlock, Bottleneck, init_weights
+from resrepro.models.registry import IMAGENET_LAYERS  # Table 1's stages, kept where names are checked
 
-# Table 1: block type and blocks per stage (conv2_x .. conv5_x).
-IMAGENET_LAYERS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
+BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ImageNetResNet(nn.Module):
@@ -35,7 +29,8 @@ class ImageNetResNet(nn.Module):
         super().__init__()
         if depth not in IMAGENET_LAYERS:
             raise ValueError(f"ImageNet depth must be one of {sorted(IMAGENET_LAYERS)}, got {depth}")
-        block, layers = IMAGENET_LAYERS[depth]
+        kind, layers = IMAGENET_LAYERS[depth]
+        block = BLOCKS[kind]
         self.depth, self.plain, self.shortcut = depth, plain, shortcut
         self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

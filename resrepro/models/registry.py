@@ -12,16 +12,24 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from resrepro.errors import ResreproError
-from resrepro.models.cifar import CifarResNet
-from resrepro.models.imagenet import IMAGENET_LAYERS, ImageNetResNet
-from resrepro.models.vgg import VGG16
 
+if TYPE_CHECKING:
+    from torch import nn
+
+# Names and depths are plain data, without torch (imported when a net is built): the CLI checks a model name or
+# depth in a fraction of a second, before the seconds that importing torch takes.
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6 and Fig. 6
+# Table 1: block type and blocks per stage (conv2_x .. conv5_x).
+IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
 IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)
 # Five times ResNet-1202's n (200): 97M parameters, built in seconds. Beyond it a mistyped --n (an extra digit
 # or ten) would sit building a model that cannot train, with no message.
@@ -77,8 +85,13 @@ class ModelSpec:
         return PAPER_MACS.get(self.depth) if self.family == "imagenet" else None
 
     def build(self, **overrides: Any) -> nn.Module:
+        from resrepro.models.cifar import CifarResNet
+        from resrepro.models.imagenet import ImageNetResNet
+
         kw = {**self.kwargs, **overrides}
         if self.arch == "vgg":
+            from resrepro.models.vgg import VGG16
+
             return VGG16(**kw)
         if self.family == "cifar":
             return CifarResNet(self.n, plain=self.plain, shortcut=self.shortcut, **kw)

@@ -10,11 +10,15 @@ from resrepro.models.counting import count_macs, count_params
 from resrepro.models.registry import ModelSpec, list_models
 
 
-def model_counts(spec: ModelSpec) -> tuple[int, int]:
-    """(params, multiply-adds) of one architecture, counted on the meta device: no memory, no compute."""
+def model_counts(spec: ModelSpec, *, width: int | None = None,
+                 input_size: tuple[int, int, int] | None = None) -> tuple[int, int]:
+    """(params, multiply-adds) of one architecture, counted on the meta device: no memory, no compute.
+
+    ``width`` builds it as a run of another width does (the tiny scale's 8 filters); ``input_size`` counts
+    multiply-adds on other images than the paper's (default: 3×32×32 CIFAR, 3×224×224 ImageNet)."""
     with torch.device("meta"):
-        model = spec.build()
-        return count_params(model), count_macs(model, spec.input_size)
+        model = spec.build(**({} if width is None else {"width": width}))
+        return count_params(model), count_macs(model, input_size or spec.input_size)
 
 
 def model_table(family: str | None = None) -> list[dict[str, Any]]:

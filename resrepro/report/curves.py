@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -67,3 +68,25 @@ def mean_curve(model: str, runs: list[Run]) -> tuple[Curve | None, list[str]]:
     splits = {s for f in frames for s in f.get("eval_split", pd.Series(dtype=str)).dropna()}
     mean = stacked.groupby(level=0).mean().sort_index()
     return Curve(model, used, mean, "val" if "val" in splits else "test"), warnings
+
+
+PAPER_UNIT = 10_000  # Fig. 1 and 6 count iterations in units of 1e4 (64k iterations: 0 to 6.4)
+
+
+def x_axis(curve: Curve, epochs: bool, longest: int) -> tuple[Any, str]:
+    """The x values and axis label: epochs (Fig. 4); the paper's 1e4 iterations when the longest curve spans
+    at least one unit; plain iterations for a shorter run (600 iterations read as 0.00-0.06 otherwise)."""
+    iters = curve.data.index.to_numpy()
+    if epochs and "epoch" in curve.data and curve.data["epoch"].notna().all():
+        return curve.data["epoch"].to_numpy(), "epochs"
+    if epochs or longest < PAPER_UNIT:
+        return iters, "iterations"
+    return iters / PAPER_UNIT, "iter. (1e4)"
+
+
+def longest(curves: dict[str, Curve]) -> int:
+    return max((int(c.data.index.max()) for c in curves.values() if len(c.data)), default=0)
+
+
+def unfinished(curve: Curve) -> bool:
+    return not all(r.finished for r in curve.runs)

@@ -19,7 +19,7 @@ from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write, write_text
 from resrepro.models.registry import resolve
-from resrepro.report.curves import Curve, mean_curve, read_metrics
+from resrepro.report.curves import Curve, longest, mean_curve, read_metrics, unfinished, x_axis
 from resrepro.train.rundir import CONFIG, RunDir
 
 if TYPE_CHECKING:
@@ -96,6 +96,24 @@ def render_figure(
     return written, result.warnings
 
 
+def default_out(name: str, runs_dir: str | Path | None) -> Path:
+    """Where `resrepro figure` writes unless told: results/<name>/<scale>, as `resrepro sweep` does, the scale
+    being the one whose planned runs have the settings of the runs found (results/<name> for other runs)."""
+    from resrepro.analysis.aggregate import setting
+    from resrepro.experiments import list_experiments, load_experiment
+
+    out = Path("results") / name
+    if runs_dir is None or not Path(runs_dir).is_dir() or name not in list_experiments():
+        return out
+    found = {setting(r.config) for r in find_runs(runs_dir)[0] if r.model in FIGURES[name].models}
+    matches = {}
+    for scale in load_experiment(name).scales:
+        planned = {setting(r.spec.to_dict()) for r in load_experiment(name, scale).runs}
+        matches[scale] = len(found & planned)
+    best = max(matches, key=matches.get, default=None)
+    return out / best if best is not None and matches[best] else out
+
+
 def draw_figure(
     name: str,
     runs_dir: str | Path | None,
@@ -166,23 +184,25 @@ def new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure,
     return figure, figure.subplots(rows, cols, squeeze=False)
 
 
-def _x(curve: Curve, epochs: bool) -> tuple[Any, str]:
-    iters = curve.data.index.to_numpy()
-    if not epochs:
-        return iters / 1e4, "iter. (1e4)"  # the paper's axis unit
-    if "epoch" in curve.data and curve.data["epoch"].notna().all():
-        return curve.data["epoch"].to_numpy(), "epochs"
-    return iters, "iterations"
+def _style(curve: Curve, model: str) -> tuple[dict[str, Any], str]:
+    """(plot keywords, legend label): an unfinished curve ends in a hollow marker and says so in the legend,
+    and a single logged point (a line of one point draws nothing) gets a marker too."""
+    marker = {"marker": "o", "markevery": [-1], "mfc": "none", "ms": 6} if unfinished(curve) or \
+        len(curve.data) < 2 else {}
+    done = int(curve.data.index.max()) if len(curve.data) else 0
+    return marker, label(model) + (f" (unfinished, {done:,} it.)" if unfinished(curve) else "")
 
 
 def _draw_fig1(curves: dict[str, Curve]) -> Figure:
     figure, axes = new_figure(1, 2, (9, 3.4))
+    span = longest(curves)
     for model, c in curves.items():
-        x, xlabel = _x(c, epochs=False)
+        x, xlabel = x_axis(c, False, span)
+        marker, name = _style(c, model)
         panels = ((axes[0, 0], "train_error", "train"), (axes[0, 1], "eval_error", c.eval_split))
         for ax, column, role in panels:
-            ax.plot(x, 100 * c.data[column].to_numpy(), color=colour(model), lw=1.5, label=label(model),
-                    gid=f"{model}/{role}")
+            ax.plot(x, 100 * c.data[column].to_numpy(), color=colour(model), lw=1.5, label=name,
+                    gid=f"{model}/{role}", **marker)
             ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("training error (%)")
     axes[0, 1].set_ylabel(f"{_split(curves)} error (%)")
@@ -196,14 +216,16 @@ def _draw_fig1(curves: dict[str, Curve]) -> Figure:
 def _draw_panels(spec: FigureSpec, curves: dict[str, Curve], epochs: bool) -> Figure:
     """Fig. 6 (dashed training, bold test error) or Fig. 4 (thin training, bold validation error)."""
     figure, axes = new_figure(1, len(spec.panels), (4.2 * len(spec.panels), 3.4))
+    span = longest(curves)
     for ax, (title, models) in zip(axes[0], spec.panels, strict=True):
         for model in (m for m in models if m in curves):
             c, col = curves[model], colour(model)
-            x, xlabel = _x(c, epochs)
+            x, xlabel = x_axis(c, epochs, span)
+            marker, name = _style(c, model)
             ax.plot(x, 100 * c.data["train_error"].to_numpy(), color=col, lw=0.8, ls="-" if epochs else "--",
-                    gid=f"{model}/train")
-            ax.plot(x, 100 * c.data["eval_error"].to_numpy(), color=col, lw=2, label=label(model),
-                    gid=f"{model}/{c.eval_split}")
+                    gid=f"{model}/train", **marker)
+            ax.plot(x, 100 * c.data["eval_error"].to_numpy(), color=col, lw=2, label=name,
+                    gid=f"{model}/{c.eval_split}", **marker)
             ax.set_xlabel(xlabel)
         ax.set_title(title)
         ax.set_xlim(left=0)

@@ -23,6 +23,7 @@ from resrepro.report.paper import paper_table
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
 PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
+PAPER_WIDTH = {"cifar": 16, "imagenet": 64}  # first-stage filters (§4.2, Table 1)
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
@@ -55,6 +56,8 @@ class TableSpec:
     split: str | None = None  # only runs evaluated on this split count
     extra: tuple[str, ...] = ()  # third-party columns (``x``, ``x_std``) shown beside the paper's
     notes: tuple[str, ...] = ()
+    # A table whose numbers are not the runs' own (an ensemble's): build(name, spec, runs_dir, dataset) -> Table.
+    build: Callable[..., Table] | None = None
 
 
 @dataclass
@@ -127,6 +130,15 @@ def _calibration_notes() -> tuple[str, ...]:
     return tuple(f"{r.source}: {r.note}." for r in cal.itertuples())
 
 
+def _table5() -> TableSpec:
+    from resrepro.report import table5
+
+    # No protocol: the renderer evaluates the ensemble itself, so a sweep has nothing to evaluate beforehand.
+    return TableSpec("Table 5: ensemble error (%), the paper's ILSVRC 2015 entry and ours, multi-scale testing",
+                     "imagenet", (Metric("top1_error", "_top1", "top-1 "), Metric("top5_error", "_top5", "top-5 ")),
+                     table5.rows, build=table5.build_table5)
+
+
 _CIFAR = Metric("eval_error")
 _DETECTION_NOTE = ("Faster R-CNN, the same system for both backbones (appendix A); mAP in %. Ours: RPN and Fast "
                    "R-CNN trained jointly in one step.")
@@ -144,6 +156,7 @@ TABLES: dict[str, Callable[[], TableSpec]] = {
         (Metric("multi_scale_top1", "_top1", "top-1 ", "multi-scale"),
          Metric("multi_scale_top5", "_top5", "top-5 ", "multi-scale")),
         _rows("table4", paper_top1="top1", paper_top5="top5")),
+    "table5": _table5,
     "table6": lambda: TableSpec(
         "Table 6: classification error (%) on the CIFAR-10 test set", "cifar", (_CIFAR,),
         _rows("table6", layers="layers", paper_params_m="params_m", paper="error", paper_mean="error_mean",
@@ -191,6 +204,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     if name not in TABLES:
         raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     spec = TABLES[name]()
+    if spec.build is not None:
+        return spec.build(name, spec, runs_dir, dataset)
     rows = spec.rows().reset_index(drop=True)
     keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
     found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
@@ -216,7 +231,9 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     n_cols = [f"_n{m.suffix}" for m in spec.metrics]
     rows["n"] = rows[n_cols].max(axis=1).astype("Int64").where(ours, pd.NA)
     if spec.params:
-        rows["params"] = pd.array([_params(k) if isinstance(k, str) else pd.NA for k in keys], dtype="Int64")
+        trained = _trained_params(runs)
+        rows["params"] = pd.array([trained.get(k, _params(k)) if isinstance(k, str) else pd.NA for k in keys],
+                                  dtype="Int64")
     counted = rows["n"].fillna(0) > 0
     rows["dataset"] = keys.map(runs.groupby("model")["dataset"].first()).where(counted)
     rows["iters"] = keys.map(runs.groupby("model")["iters"].max()).where(counted).astype("Float64")
@@ -234,6 +251,11 @@ def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]
     if chosen is not None and chosen != paper_ds:
         notes.append(f"Ours: trained and evaluated on {chosen}, not {paper_ds} as in the paper: "
                      "compare trends, not values.")
+    widths = sorted({int(w) for w in runs["width"].dropna()} - {PAPER_WIDTH[spec.family]})
+    if spec.params and widths:
+        notes.append(f"Ours: {', '.join(map(str, widths))} filters wide where the paper has "
+                     f"{PAPER_WIDTH[spec.family]}; # params (ours) counts the nets trained (rows without runs: "
+                     "the paper's width).")
     paper_iters = PAPER_ITERS.get(spec.family)
     lengths = sorted({int(i) for i in runs["iters"].dropna()})
     if paper_iters and lengths and lengths != [paper_iters]:
@@ -243,15 +265,24 @@ def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]
 
 
 @functools.cache
-def _params(model: str) -> int:
-    """Our exact parameter count, built on the meta device (no memory, no init cost worth counting)."""
-    import torch
-
-    from resrepro.models.counting import count_params
+def _params(model: str, width: int | None = None) -> int:
+    """Our exact parameter count at ``width`` (default: the paper's), built on the meta device."""
     from resrepro.models.registry import resolve
+    from resrepro.models.summary import model_counts
 
-    with torch.device("meta"):
-        return count_params(resolve(model).build())
+    return model_counts(resolve(model), width=width)[0]
+
+
+def _trained_params(runs: pd.DataFrame) -> dict[str, int]:
+    """Model -> parameters of the nets its counted runs trained: as their summary.json records, else built at
+    their width (the tiny scale's 8 filters: a quarter of the paper's count, not the paper's net)."""
+    out = {}
+    for model, g in runs.groupby("model"):
+        recorded = pd.to_numeric(g["params"], errors="coerce").dropna()
+        width = g["width"].dropna()
+        out[str(model)] = int(recorded.iloc[0]) if len(recorded) else _params(
+            str(model), int(width.iloc[0]) if len(width) else None)
+    return out
 
 
 def _csv_order(rows: pd.DataFrame, spec: TableSpec) -> list[str]:

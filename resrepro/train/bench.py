@@ -121,9 +121,9 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
         rows.append({"pipeline": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
-    return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
-            "torch": torch.__version__, "rows": rows,
-            "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+    return _with_figure({"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
+                         "torch": torch.__version__, "rows": rows,
+                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]})
 
 
 def _random_batches(batch_size: int, size: int, classes: int, device, channels_last: bool = False):
@@ -166,9 +166,17 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
         rows.append({"stage": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
-    return {"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
-            "torch": torch.__version__, "rows": rows + pipeline,
-            "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]}
+    return _with_figure({"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
+                         "torch": torch.__version__, "rows": rows + pipeline,
+                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]})
+
+
+def _with_figure(result: dict[str, Any]) -> dict[str, Any]:
+    """The result with the figure `sweep --dry-run` estimates from: our default step's images/s, the net's
+    width, image size, precision and multiply-adds."""
+    from resrepro.throughput import bench_figure
+
+    return result | bench_figure(result)
 
 
 def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int) -> dict[str, Any]:
@@ -189,13 +197,32 @@ def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters:
             "ms_per_iter": round(1000 * seconds / served, 2), "peak_memory_mib": None}
 
 
+def _calibrated_classifier(name: str, width: int) -> dict[str, torch.Tensor]:
+    """A random classifier whose BN statistics are measured on random images, as pre-training leaves them. With
+    the initial ones (mean 0, var 1) frozen BN is the identity, ResNet-101's activations explode, the RPN
+    proposes NaN boxes that are dropped, and conv5_x would be timed on almost no regions."""
+    from resrepro.models.detection import IMAGENET_MEAN
+    from resrepro.models.registry import resolve
+
+    net = resolve(name).build(width=width).train()
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    if not bns:  # VGG-16: nothing to measure
+        return net.state_dict()
+    for m in bns:
+        m.momentum = None  # a plain average over the calibration batch
+    with torch.no_grad():
+        images = torch.rand(8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+        net(images - torch.tensor(IMAGENET_MEAN).view(3, 1, 1))  # as the detector feeds them ("pixel-mean")
+    return net.state_dict()
+
+
 def run_detection_bench(backbones: tuple[str, ...] = ("resnet101", "vgg16"), *, iters: int = 3, batch_size: int = 2,
                         width: int | None = None, image_size: int | None = None, device: str = "auto",
                         ) -> dict[str, Any]:
     """Faster R-CNN training steps (fp32 eager, SGD as the paper's fine-tuning) of each backbone, side by side, on
     the same random images with a few boxes each. Defaults: the paper's nets at 600 px on a GPU; a CPU times
-    width-8 nets on 224-px images (about a minute for both on 2 cores: ResNet's conv5_x runs on each of the
-    2 × 128 sampled regions, the C4 design's cost). Anchors scale with the image."""
+    width-8 nets on 224-px images (one to two minutes for both on 2 shared cores: ResNet's conv5_x runs on each of
+    the 2 × 128 sampled regions, the C4 design's cost). Anchors scale with the image."""
     from resrepro.models.detection import backbone_spec, build_detector
 
     for name in backbones:
@@ -218,7 +245,8 @@ def run_detection_bench(backbones: tuple[str, ...] = ("resnet101", "vgg16"), *, 
     for name in backbones:
         torch.manual_seed(0)
         model = build_detector(name, 20, width=width, min_size=size, max_size=size * 5 // 3,
-                               anchor_sizes=tuple(round(a * size / 600) for a in (128, 256, 512))).to(dev).train()
+                               anchor_sizes=tuple(round(a * size / 600) for a in (128, 256, 512)),
+                               classifier_state=_calibrated_classifier(name, width)).to(dev).train()
 
         def loss_of(x, y, model=model):
             return sum(model(x, y).values())

@@ -11,6 +11,7 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_trained
+from resrepro.train.metrics import Tally
 from resrepro.train.runtime import resolve_device, use_channels_last
 from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec
 
@@ -27,11 +28,13 @@ def eval_path(run: str | Path, protocol: str) -> Path:
 
 def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | None = None,
                  data_dir: str | Path | None = None, device: str = "auto", max_images: int | None = None,
-                 scales: Sequence[int] | None = None, workers: int | None = None) -> dict[str, Any]:
+                 scales: Sequence[int] | None = None, workers: int | None = None,
+                 tally: Tally | None = None) -> dict[str, Any]:
     """The final weights' error and loss. CIFAR: on ``split`` ("test", "val", None for the run's own). ImageNet:
     under ``protocol`` (default "center") at the run's own sizes, on its val/ (``data_dir``: where that
-    ImageFolder is now). Detection: the test split's mAP under ``protocol`` (default: the dataset's benchmark).
-    ImageNet and detection results are written to :func:`eval_path` for the tables."""
+    ImageFolder is now), written to :func:`eval_path` for the tables. ``tally``: the caller's, to keep each
+    image's probabilities (an ensemble) or count top-5 on CIFAR. Detection: the test split's mAP under
+    ``protocol`` (default: the dataset's benchmark), written to :func:`eval_path` too."""
     dev = resolve_device(device)
     spec, model = load_trained(path, dev)
     if isinstance(spec, DetectionSpec):
@@ -42,13 +45,14 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
     elif isinstance(spec, CifarSpec):
         if protocol not in (None, "center") or max_images or scales:
             raise ResreproError(f"{path} is a CIFAR run: --ten-crop/--multi-scale/--max-images are for ImageNet")
-        result = _evaluate_cifar(spec, model, split, data_dir, dev)
+        result = _evaluate_cifar(spec, model, split, data_dir, dev, tally)
     elif protocol in DETECTION_PROTOCOLS:
         raise ResreproError(f"--protocol {protocol} is for detection runs; {path} is an ImageNet run")
     else:
         if split is not None:
             raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
-        result = _evaluate_imagenet(spec, model, protocol or "center", data_dir, dev, max_images, scales, workers)
+        result = _evaluate_imagenet(spec, model, protocol or "center", data_dir, dev, max_images, scales, workers,
+                                    tally)
     result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset, **result}
     if isinstance(spec, ImageNetSpec | DetectionSpec):
         from resrepro.io import write_json
@@ -57,7 +61,7 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
     return result
 
 
-def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev) -> dict[str, Any]:
+def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev, tally: Tally | None) -> dict[str, Any]:
     from resrepro.data.cifar import load_dataset, normalizer
     from resrepro.train.recipes.cifar import evaluate_set
 
@@ -72,7 +76,7 @@ def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev) ->
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    result = evaluate_set(model, splits.eval, spec.replace(device=str(dev)), dev, mean, std, channels_last)
+    result = evaluate_set(model, splits.eval, spec.replace(device=str(dev)), dev, mean, std, channels_last, tally)
     return {"split": splits.eval_split, **result}
 
 
@@ -94,32 +98,67 @@ def _evaluate_detection(spec: DetectionSpec, model, protocol: str | None, data_d
 
 
 def _evaluate_imagenet(spec: ImageNetSpec, model, protocol: str, data_dir, dev, max_images, scales,
-                       workers) -> dict[str, Any]:
+                       workers, tally: Tally | None) -> dict[str, Any]:
     from resrepro.data.imagenet_eval import evaluate
 
     root = Path(data_dir).expanduser() if data_dir is not None else spec.data_root()
     sizes = tuple(scales or spec.test_scales)
     result = evaluate(model, root / "val", protocol, device=dev, normalize=spec.normalize, max_images=max_images,
                       scales=sizes, workers=spec.workers if workers is None else workers, resize=spec.scale[0],
-                      crop=spec.crop)
+                      crop=spec.crop, tally=tally)
     return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
-def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Path | None, protocol: str = "center",
-                    device: str = "auto", max_images: int | None = None, scales: Sequence[int] | None = None,
-                    workers: int | None = None) -> dict[str, Any]:
-    """A library model (``torchvision:resnet50``, ``timm:resnet50``) with a local weights file, under an ImageNet
-    protocol at the paper's sizes. Printed only: nothing is written into the user's data folder."""
-    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Path | None,
+                    dataset: str | None = None, protocol: str = "center", device: str = "auto",
+                    max_images: int | None = None, scales: Sequence[int] | None = None,
+                    workers: int | None = None, verify: bool = True) -> dict[str, Any]:
+    """Another project's model with a local weights file (see :mod:`resrepro.train.imports`): a CIFAR net on a
+    CIFAR-style test set (``dataset``, default cifar10), with the error its project publishes beside ours; an
+    ImageNet net under an ImageNet protocol at the paper's sizes. Printed only: nothing is written into the
+    user's data folder. ``verify``: check the CIFAR-10 files' MD5 sums."""
     from resrepro.train.imports import import_model
 
-    model = import_model(name, weights)
+    imported = import_model(name, weights)
+    dev = resolve_device(device)
+    head = {"run": str(weights), "model": name}
+    if imported.family == "cifar" or dataset is not None:
+        if protocol != "center" or max_images or scales:
+            raise ResreproError(f"{name} is evaluated on a CIFAR test set: --ten-crop/--multi-scale/--max-images "
+                                "are for ImageNet")
+        result = _import_on_cifar(imported, name, dataset or "cifar10", data_dir, dev, verify)
+        published = imported.published if (dataset or "cifar10") == "cifar10" else None
+        return {**head, "family": "cifar", "dataset": dataset or "cifar10", **result,
+                "published_top1_error": None if published is None else published / 100}
+    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+
     if data_dir is None:
         raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
     sizes = tuple(scales or MULTI_SCALES)
-    # Library models are trained with mean/std normalisation (torchvision's presets).
-    result = evaluate(model, Path(data_dir).expanduser() / "val", protocol, device=resolve_device(device),
-                      normalize="mean-std", max_images=max_images, scales=sizes,
+    result = evaluate(imported.model, Path(data_dir).expanduser() / "val", protocol, device=dev,
+                      normalize=imported.normalize, max_images=max_images, scales=sizes,
                       workers=4 if workers is None else workers)
-    return {"model": name, "family": "imagenet", "dataset": "imagenet", "split": "val", **result,
+    return {**head, "family": "imagenet", "dataset": "imagenet", "split": "val", **result,
             **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+
+
+def _import_on_cifar(imported, name: str, dataset: str, data_dir, dev, verify: bool) -> dict[str, Any]:
+    """The one CIFAR evaluation (evaluate_set), in fp32: an imported net's error is measured, not approximated."""
+    import torch
+
+    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.train.recipes.cifar import evaluate_set
+
+    splits = load_dataset(dataset, data_dir, verify=verify)
+    mean, std = normalizer(splits.train, imported.normalize)
+    model = imported.model.to(dev)
+    try:  # one image first: a net made for other images fails here with a line, not deep in a batch
+        with torch.no_grad():
+            classes = model(((splits.eval.images[:1].float() - mean) / std).to(dev)).shape[1]
+    except RuntimeError as e:
+        raise ResreproError(f"{name} cannot take {dataset}'s images: {str(e).splitlines()[0]}") from None
+    if classes != splits.eval.num_classes:
+        raise ResreproError(f"{name} has {classes} outputs and {dataset} {splits.eval.num_classes} classes: it was "
+                            "not trained for this test set")
+    spec = CifarSpec(dataset=dataset, precision="fp32", device=str(dev))
+    return {"split": splits.eval_split, **evaluate_set(model, splits.eval, spec, dev, mean, std)}

@@ -171,9 +171,9 @@ class _Loop:
                                                    spec.batch_size, spec.lr, progress) as bar:
             self.clock.restart()
             while self.step < spec.iters:
-                lr, loss, error = self._train_step()
-                if bar is not None and (self.step % 20 == 0 or self.step == spec.iters):
-                    bar.update(self.step, lr, loss.item(), error.item() if self.recipe.counts_errors else None)
+                lr = self._train_step()
+                if bar is not None:  # a clock check per step; figures only from the device sums, without a sync
+                    bar.step(self.step, lr, self.sums)
                 stopping = agreed_stop(stop["signal"] is not None, self.step, self.world, self.device, STOP_CHECK_EVERY)
                 self._end_interval(lr, stopping, writer, on_step)
         if writer is not None:
@@ -197,9 +197,9 @@ class _Loop:
             return "no checkpoint had been written yet"
         return f"the last good checkpoint ({self.rundir.checkpoint}, iteration {self.saved_at}) is kept"
 
-    def _train_step(self) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def _train_step(self) -> float:
         """One SGD step over one batch, in ``accumulate`` strided micro-batches (micro-batch j holds what rank
-        j would get on that many GPUs); returns the lr and the last micro-batch's loss and error (tensors)."""
+        j would get on that many GPUs); returns its lr."""
         spec, accumulate = self.spec, getattr(self.spec, "accumulate", 1)
         lr = self.schedule.lr_at(self.step)
         for group in self.optimizer.param_groups:
@@ -222,7 +222,7 @@ class _Loop:
             self.schedule.observe(self.step, wrong.item() / len(y))
         self.step += 1
         self.clock.tick(len(y) * self.world)
-        return lr, batch_loss.detach(), misses / len(yj)
+        return lr
 
     def _end_interval(self, lr: float, stopping: bool, writer, on_step) -> None:
         spec, step = self.spec, self.step

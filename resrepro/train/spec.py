@@ -24,6 +24,9 @@ from resrepro.errors import ResreproError
 Normalize = Literal["pixel-mean", "mean-std"]
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on CUDA, fp32 on CPU
 CifarDataset = Literal["cifar10", "digits", "synthetic"]
+# Option A's zero channels: appended after the identity's (the paper's reading, fb.resnet.torch) or split half
+# before, half after (akamaster/pytorch_resnet_cifar10). The same function class; a checkpoint fits only its own.
+ZeroPad = Literal["append", "split"]
 # The ImageFolders the ImageNet trainer reads: ImageNet-1k, or the tiny scale's digits (written on first use).
 ImageNetDataset = Literal["imagenet", "digits"]
 # PASCAL VOC's unions (train 07+12 / test VOC07; train 07++12 / test VOC12), COCO, and the tiny scale's offline
@@ -43,6 +46,10 @@ class RunSpec:
     # these, and they stay out of the config hash.
     RUNTIME: ClassVar[tuple[str, ...]] = ("data_dir", "device", "compile", "channels_last", "checkpoint_every",
                                           "tensorboard")
+    # Fields added after runs were hashed, with the value every earlier run had: while a field holds it, it stays
+    # out of the hash and of a run's setting, so earlier runs keep their hashes and stay seeds of one experiment
+    # with later ones.
+    ADDED: ClassVar[dict[str, Any]] = {}
 
     model: str
     dataset: str
@@ -97,9 +104,10 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What the run computes: the spec without its runtime fields. ``family`` enters for families other
-        than CIFAR only: CIFAR runs were hashed before families were recorded, and their hashes must not move."""
-        return {k: v for k, v in self.to_dict().items()
-                if k not in self.RUNTIME and not (k == "family" and v == "cifar")}
+        than CIFAR only, and an ``ADDED`` field only off its old value: CIFAR runs were hashed before either was
+        recorded, and their hashes must not move."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME
+                and not (k == "family" and v == "cifar") and not is_added_default(self.ADDED, k, v)}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
@@ -133,6 +141,7 @@ class CifarSpec(RunSpec):
 
     family: ClassVar[str] = "cifar"
     RUNTIME: ClassVar[tuple[str, ...]] = (*RunSpec.RUNTIME, "eval_batch_size", "verify")
+    ADDED: ClassVar[dict[str, Any]] = {"zero_pad": "append"}
 
     model: str = "resnet20"
     dataset: CifarDataset = "cifar10"
@@ -149,6 +158,7 @@ class CifarSpec(RunSpec):
     width: int = 16
     eval_every: int = 1_000
     grad_checkpoint: bool = False
+    zero_pad: ZeroPad = "append"  # where option A's zero channels go (see ZeroPad)
     eval_batch_size: int = 1_000
     checkpoint_every: int = 1_000
     verify: bool = True  # check the CIFAR-10 files' MD5 sums
@@ -174,6 +184,11 @@ class CifarSpec(RunSpec):
         _positive("warmup_lr", self.warmup_lr)
         if not 0 < self.warmup_until_error <= 1:  # a training error, 0..1: at 0 the warm-up would never end
             raise ResreproError(f"warmup_until_error is a training error in (0, 1], got {self.warmup_until_error}")
+        arch = resolve(self.model)
+        if self.zero_pad != "append" and (arch.plain or arch.shortcut != "A"):
+            # Only option A pads with zeros: another value would change the hash and nothing the net computes.
+            raise ResreproError(f"zero_pad is where option A's zero channels go; {self.model} has no option A "
+                                "shortcuts, so leave it at append")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,6 +348,15 @@ def spec_from_config(config: dict[str, Any]) -> RunSpec:
         return spec_type(config).from_dict(config)
     except TypeError as e:  # a required field missing, or a value of the wrong type
         raise ResreproError(f"the run configuration is not usable: {e}") from None
+
+
+def added_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a run's family added after runs were hashed, with the value earlier runs had (``ADDED``)."""
+    return spec_type(config).ADDED
+
+
+def is_added_default(added: dict[str, Any], key: str, value: Any) -> bool:
+    return key in added and added[key] == value
 
 
 def runtime_fields(config: dict[str, Any]) -> frozenset[str]:

@@ -50,7 +50,8 @@ def test_fig6_plots_the_mean_of_the_seeds_and_names_what_is_missing(tmp_path):
     # seeds add 0.00, 0.01, 0.02 to the same curve: the mean adds 0.01
     want = 100 * (0.1 * (2 - ITERS / 1000) + 0.01)
     np.testing.assert_allclose(test.get_ydata(), want)
-    np.testing.assert_allclose(test.get_xdata(), ITERS / 1e4)
+    np.testing.assert_allclose(test.get_xdata(), ITERS)  # 1,000 iterations: not in the paper's 1e4 units
+    assert result.figure.axes[0].get_xlabel() == "iterations"
     np.testing.assert_allclose(line(result.figure, "plain20/train").get_ydata(), 0.8 * want)
     assert line(result.figure, "plain20/train").get_linestyle() == "--"
     # resnet110 appears in the middle and the right panel
@@ -113,8 +114,44 @@ def test_unfinished_seed_limits_the_mean_to_common_iterations(tmp_path):
     rows = RunDir(tmp_path / "plain20-cifar10-1000-s1").read_metrics()[:4]
     RunDir(tmp_path / "plain20-cifar10-1000-s1").write_metrics(rows)
     result = draw_figure("fig1", tmp_path)
-    np.testing.assert_allclose(line(result.figure, "plain20/train").get_xdata(), ITERS[:4] / 1e4)
+    np.testing.assert_allclose(line(result.figure, "plain20/train").get_xdata(), ITERS[:4])
     assert "(unfinished)" in result.caption
+
+
+def test_a_full_length_run_is_drawn_in_the_papers_units_of_1e4_iterations(tmp_path):
+    path = make_run(tmp_path, "plain20")
+    rows = RunDir(path).read_metrics()
+    RunDir(path).write_metrics([{**r, "iter": 64 * r["iter"]} for r in rows])  # 6,400 to 64,000
+    result = draw_figure("fig1", tmp_path)
+    np.testing.assert_allclose(line(result.figure, "plain20/test").get_xdata(), 64 * ITERS / 1e4)
+    assert {ax.get_xlabel() for ax in result.figure.axes} == {"iter. (1e4)"}
+
+
+def test_an_unfinished_run_is_drawn_visibly_and_labelled_as_such(tmp_path):
+    make_run(tmp_path, "plain20")
+    make_run(tmp_path, "plain56", iters=100, finished=False)  # one logged iteration so far
+    result = draw_figure("fig1", tmp_path)
+    done, started = line(result.figure, "plain20/test"), line(result.figure, "plain56/test")
+    assert started.get_marker() == "o" and len(started.get_xdata()) == 1  # a one-point line alone draws nothing
+    assert started.get_label() == "plain-56 (unfinished, 100 it.)"
+    assert done.get_marker() in ("None", None, "") and done.get_label() == "plain-20"
+    legend = [t.get_text() for t in result.figure.axes[0].get_legend().get_texts()]
+    assert "plain-56 (unfinished, 100 it.)" in legend
+
+
+def test_figure_writes_where_sweep_does_results_name_scale(tmp_path, monkeypatch, capsys):
+    from resrepro.experiments import load_experiment
+    from tests.inprocess import in_process_cli
+
+    for run in load_experiment("fig1", "tiny").runs:  # seed 3: a sweep with --seeds 4 made it
+        rd = RunDir(tmp_path / "runs" / run.name)
+        spec = run.spec.replace(seed=3)
+        rd.write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+        rd.write_metrics([{"iter": 50, "train_error": 0.5, "eval_error": 0.5, "eval_split": "test"}])
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = in_process_cli(monkeypatch, capsys, "figure", "fig1", "--runs", "runs")
+    assert code == 0 and (tmp_path / "results" / "fig1" / "tiny" / "fig1.png").is_file()
+    assert (tmp_path / "results" / "fig1" / "tiny" / "fig1.md").is_file()
 
 
 def test_fig4_uses_epochs_and_option_b_stands_in(tmp_path):

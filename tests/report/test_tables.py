@@ -119,6 +119,23 @@ def test_table6_on_another_dataset_says_so_under_the_table():
     assert "trained and evaluated on digits, not cifar10" in out and "300 iterations" in out
 
 
+def test_params_are_those_of_the_nets_trained_not_the_papers(tmp_path):
+    # The tiny fixture run is 8 filters wide: a quarter of the paper's parameters, not its 269,722.
+    out, _ = table("table6", "--runs", str(FIXTURES), "--dataset", "digits")
+    rows = markdown_rows(out)
+    assert rows["ResNet-20"]["# params (ours)"] == "68,050" and rows["ResNet-20"]["# params (paper)"] == "0.27M"
+    assert rows["ResNet-110"]["# params (ours)"] == "1,727,962"  # no runs: the paper's width
+    assert "8 filters wide where the paper has 16" in out
+    # what the run's summary.json recorded comes first
+    run = tmp_path / "resnet20-s0"
+    run.mkdir()
+    for f in ("config.json", "metrics.csv"):
+        (run / f).write_bytes((FIXTURES / "cifar10/tiny/resnet20-s0" / f).read_bytes())
+    summary = json.loads((FIXTURES / "cifar10/tiny/resnet20-s0/summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps(summary | {"params": 12_345}))
+    assert markdown_rows(table("table6", "--runs", str(tmp_path))[0])["ResNet-20"]["# params (ours)"] == "12,345"
+
+
 def test_csv_output_parses_back_with_numbers():
     out, _ = table("table6", "--runs", str(FIXTURES), "--format", "csv")
     df = pd.read_csv(io.StringIO(out)).set_index("model")

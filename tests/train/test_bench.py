@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from resrepro.errors import ResreproError
-from resrepro.train.bench import _baseline_batches, _random_cifar, run_bench, run_detection_bench, run_imagenet_bench
+from resrepro.train.bench import (
+    _baseline_batches,
+    _calibrated_classifier,
+    _random_cifar,
+    run_bench,
+    run_detection_bench,
+    run_imagenet_bench,
+)
 from tests.imagefolder import write_imagefolder
 
 
@@ -32,6 +39,10 @@ def test_cifar_bench_times_the_baseline_then_ours_and_reports_their_ratio() -> N
         _consistent(row, 16)
     assert result["speedup"] == pytest.approx(ours["images_per_s"] / baseline["images_per_s"])
     assert (result["model"], result["batch_size"], result["iters"]) == ("resnet20", 16, 2)
+    # what `sweep --dry-run` reads back: our default step, as `resrepro train` runs on this device
+    assert (result["images_per_s"], result["precision"], result["width"], result["image_size"]) == \
+        (ours["images_per_s"], "fp32", 16, 32)
+    assert result["macs"] == 40_551_040  # ResNet-20 at 32 px: the 41M of `resrepro models`
 
 
 def test_baseline_is_the_peer_pipeline_pad4_crop_flip_normalize() -> None:
@@ -75,6 +86,32 @@ def test_detection_bench_times_each_backbone_with_the_detector_it_names() -> Non
     assert (result["width"], result["image_size"], result["batch_size"]) == (8, 64, 2)
     with pytest.raises(ResreproError, match="CIFAR net"):
         run_detection_bench(("resnet56",), device="cpu")
+
+
+def test_detection_bench_times_resnet101_with_measured_bn_statistics() -> None:
+    # With BN's initial statistics frozen, ResNet-101's losses run into the thousands, the RPN's boxes go NaN and are
+    # dropped, and the bench would time conv5_x on almost no regions.
+    from resrepro.models.detection import build_detector
+
+    torch.manual_seed(0)
+    det = build_detector("resnet101", 20, width=8, min_size=96, max_size=128, anchor_sizes=(16, 32, 64),
+                         classifier_state=_calibrated_classifier("resnet101", 8)).train()
+    boxes = torch.tensor([[10.0, 20.0, 60.0, 70.0]])
+    losses = det([torch.rand(3, 96, 128)], [{"boxes": boxes, "labels": torch.tensor([3])}])
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_classifier"] < 100
+
+
+def test_cli_bench_records_its_figure_where_sweep_dry_run_reads_it(tmp_path, monkeypatch, capsys) -> None:
+    from resrepro.throughput import read_benches
+    from tests.inprocess import in_process_cli
+
+    monkeypatch.setattr("resrepro.throughput.BENCH_DIR", str(tmp_path / "cache"))
+    code, _, err = in_process_cli(monkeypatch, capsys, "bench", "--model", "resnet20", "--iters", "1",
+                                  "--batch-size", "8", "--device", "cpu", "--workers", "0")
+    assert code == 0 and "recorded for `sweep --dry-run`" in err
+    (figure,) = read_benches((tmp_path / "cache",))
+    assert (figure.model, figure.precision, figure.width, figure.image_size) == ("resnet20", "fp32", 16, 32)
+    assert figure.images_per_s > 0
 
 
 @pytest.mark.parametrize("args, message", [

@@ -19,18 +19,20 @@ from resrepro.train.spec import CifarSpec
 
 
 def build_cifar_model(spec: CifarSpec, num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-    model = resolve(spec.model).build(width=spec.width, num_classes=num_classes, in_channels=in_channels)
+    model = resolve(spec.model).build(width=spec.width, num_classes=num_classes, in_channels=in_channels,
+                                      zero_pad=spec.zero_pad)
     model.grad_checkpoint = spec.grad_checkpoint
     return model
 
 
 @torch.no_grad()
 def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torch.device, mean: torch.Tensor,
-                 std: torch.Tensor, channels_last: bool = False) -> dict[str, Any]:
-    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image)."""
+                 std: torch.Tensor, channels_last: bool = False, tally: Tally | None = None) -> dict[str, Any]:
+    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image).
+    ``tally``: one of the caller's (top-5, kept probabilities), else top-1 only."""
     was_training = model.training
     model.eval()
-    tally = Tally(device, top5=False)
+    tally = tally or Tally(device, top5=False)
     for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std,
                              channels_last=channels_last):
         with autocast(spec.precision, device):

@@ -1,0 +1,202 @@
+"""`resrepro report`: one static page of every artefact that has runs — each table with the paper's numbers
+beside ours, each figure with its caption, and the commands, hardware and versions that made them.
+
+Each artefact is first re-rendered from its run directories into OUT/<name>/<scale>/ by the renderers `resrepro
+sweep` uses; the page is then assembled from those files, so it also shows artefacts rendered earlier whose runs
+are not at hand (a fresh clone's committed results). The HTML embeds its images as data URIs and loads nothing
+else: it opens from a file, offline. Its Markdown twin links the images beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from resrepro.errors import ResreproError
+from resrepro.io import write_json, write_text
+
+PAGE = "report"  # OUT/report.html and OUT/report.md
+PROVENANCE = "provenance.json"  # beside an artefact rendered from runs: what made them
+# The paper's order, so the page reads like the paper.
+ORDER = ("fig1", "table2", "table3", "fig4", "table4", "table6", "fig6", "fig7", "ablation-cifar")
+PROVENANCE_KEYS = ("resrepro", "git_sha", "torch", "cuda", "python", "device")
+
+
+@dataclass
+class Artefact:
+    name: str  # the experiment: table6, fig6, ...
+    scale: str
+    title: str
+    folder: Path  # OUT/<name>/<scale>
+    tables: list[Path] = field(default_factory=list)  # Markdown tables
+    figures: list[tuple[Path, Path]] = field(default_factory=list)  # (PNG, its Markdown caption)
+    command: str = ""
+    provenance: dict[str, Any] | None = None  # PROVENANCE's content; None: not recorded
+
+    @property
+    def anchor(self) -> str:
+        return f"{self.name}-{self.scale}"
+
+
+def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Path], list[str]]:
+    """Re-render every experiment with runs under ``runs_root`` into ``out``, then write OUT/report.html and
+    OUT/report.md of every artefact ``out`` holds. Returns the files written and the warnings."""
+    from resrepro.experiments import list_experiments, load_experiment
+
+    out = Path(out)
+    artefacts, written, warnings = [], [], []
+    names = sorted(list_experiments(), key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    for name in names:
+        for scale in load_experiment(name).scales:
+            exp = load_experiment(name, scale)
+            folder = out / name / scale
+            if runs_root is not None:
+                files, notes = _render(exp, Path(runs_root), folder)
+                written += files
+                warnings += notes
+            artefact = _collect(exp, folder, runs_root)
+            if artefact.tables or artefact.figures:
+                artefacts.append(artefact)
+    if not artefacts:
+        raise ResreproError(f"nothing to report: no runs of any experiment under {runs_root} and no rendered "
+                            f"tables or figures in {out} (train some with `resrepro sweep EXPERIMENT`)")
+    for suffix, text in (("html", to_html(artefacts, out)), ("md", to_markdown(artefacts, out))):
+        write_text(out / f"{PAGE}.{suffix}", text)
+        written.append(out / f"{PAGE}.{suffix}")
+    return written, warnings
+
+
+def _render(exp: Any, runs_root: Path, folder: Path) -> tuple[list[Path], list[str]]:
+    """Render the experiment from its runs, if it has any, and record their provenance beside the files."""
+    from resrepro.analysis.aggregate import find_runs
+    from resrepro.sweep import render_experiment
+
+    runs_dir = runs_root / exp.runs_dir_rel
+    models = {r.model for r in exp.runs}
+    runs = [r for r in find_runs(runs_dir)[0] if r.model in models] if runs_dir.is_dir() else []
+    if not runs:
+        return [], []
+    files, warnings = render_experiment(exp, runs_root, folder)
+    if files:
+        write_json(folder / PROVENANCE, provenance(runs, exp, runs_root))
+        files.append(folder / PROVENANCE)
+    return files, [f"{exp.name} ({exp.scale}): {w}" for w in warnings]
+
+
+def provenance(runs: list[Any], exp: Any, runs_root: Path) -> dict[str, Any]:
+    """What made an artefact: the command, and each distinct (resrepro, git SHA, torch, CUDA, Python, device)
+    its finished runs recorded, with how many runs each."""
+    seen: Counter = Counter()
+    for run in runs:
+        p = (run.summary or {}).get("provenance") if run.finished else None
+        if isinstance(p, dict):
+            seen[tuple(str(p.get(k) or "—") for k in PROVENANCE_KEYS)] += 1
+    return {"command": sweep_command(exp.name, exp.scale, runs_root), "runs": len(runs),
+            "finished": sum(r.finished for r in runs),
+            "made_by": [dict(zip(PROVENANCE_KEYS, key, strict=True)) | {"runs": n} for key, n in seen.items()]}
+
+
+def sweep_command(name: str, scale: str, runs_root: str | Path | None) -> str:
+    runs = "" if runs_root is None or Path(runs_root) == Path("runs") else f" --runs {runs_root}"
+    return f"resrepro sweep {name} --scale {scale}{runs}"
+
+
+def _collect(exp: Any, folder: Path, runs_root: str | Path | None) -> Artefact:
+    artefact = Artefact(exp.name, exp.scale, exp.title, folder, command=sweep_command(exp.name, exp.scale,
+                                                                                       runs_root))
+    for entry in exp.renders:
+        kind, what = entry.split(":", 1)
+        md = folder / f"{what}.md"
+        if kind == "table" and md.is_file():
+            artefact.tables.append(md)
+        elif kind == "figure" and md.is_file() and (folder / f"{what}.png").is_file():
+            artefact.figures.append((folder / f"{what}.png", md))
+    try:
+        artefact.provenance = json.loads((folder / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        artefact.provenance = None
+    return artefact
+
+
+def _demote(text: str) -> str:
+    """Headings of a caption two levels down: under the page's title and the artefact's heading."""
+    return re.sub(r"^(#{1,4}) ", lambda m: "#" * (len(m[1]) + 2) + " ", text.strip(), flags=re.M)
+
+
+def _markdown(text: str) -> str:
+    """Markdown (our tables and captions) as HTML; raw HTML in it is escaped."""
+    from markdown_it import MarkdownIt  # rich's own dependency: no new package for this
+
+    return MarkdownIt("commonmark", {"html": False}).enable("table").render(_demote(text))
+
+
+def _provenance_lines(a: Artefact) -> list[str]:
+    """Markdown lines: the command and what made the runs, or where to look when it was not recorded."""
+    p = a.provenance
+    lines = [f"Reproduce with: `{p['command'] if p else a.command}` (trains what is missing, then renders)"]
+    if not p:
+        how = " [README.md](README.md) beside this page says how." if (a.folder.parents[1] / "README.md").is_file() \
+            else ""
+        return lines + ["", f"Runs: not at hand when this page was made; these files were rendered earlier.{how}"]
+    lines += ["", f"Runs: {p['runs']} ({p['finished']} finished)."]
+    made = p.get("made_by") or []
+    if made:
+        lines += ["", "| runs | resrepro | git SHA | torch | CUDA | Python | device |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {m['runs']} | {m['resrepro']} | `{m['git_sha'][:12]}` | {m['torch']} | {m['cuda']} | "
+                  f"{m['python']} | {m['device']} |" for m in made]
+    return lines
+
+
+def to_markdown(artefacts: list[Artefact], out: Path) -> str:
+    lines = ["# He et al. 2015, reproduced: every table and figure", "",
+             "Each table shows the paper's numbers beside ours; each figure has its caption. Made by "
+             "`resrepro report` from the files beside this page.", ""]
+    lines += [f"- [{a.title} ({a.scale})](#{a.anchor})" for a in artefacts]
+    for a in artefacts:
+        lines += ["", f'<a id="{a.anchor}"></a>', "", f"## {a.title} ({a.scale})", ""]
+        for t in a.tables:
+            lines += [t.read_text().strip(), ""]
+        for png, caption in a.figures:
+            lines += [f"![{a.title}]({png.relative_to(out).as_posix()})", "", _demote(caption.read_text()), ""]
+        lines += _provenance_lines(a)
+    return "\n".join(lines) + "\n"
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 75rem; margin: 2rem auto;
+       padding: 0 1rem; color: #222; line-height: 1.45; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2rem; margin-top: 2.5rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .9rem; }
+th, td { border: 1px solid #ddd; padding: .25rem .55rem; }
+th { background: #f4f4f4; }
+td { font-variant-numeric: tabular-nums; }
+img { max-width: 100%; max-height: 34rem; width: auto; height: auto; display: block; margin: 1rem 0; }
+code { font-size: .85em; background: #f6f6f6; padding: 0 .2em; }
+.prov { font-size: .85rem; color: #444; }
+"""
+
+
+def to_html(artefacts: list[Artefact], out: Path) -> str:
+    toc = "".join(f'<li><a href="#{a.anchor}">{html.escape(a.title)} ({a.scale})</a></li>' for a in artefacts)
+    body = []
+    for a in artefacts:
+        body.append(f'<section id="{a.anchor}"><h2>{html.escape(a.title)} ({a.scale})</h2>')
+        body += [f'<div class="table">{_markdown(t.read_text())}</div>' for t in a.tables]
+        for png, caption in a.figures:
+            data = base64.b64encode(png.read_bytes()).decode("ascii")
+            body.append(f'<figure><img alt="{html.escape(a.title)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{_markdown(caption.read_text())}</figcaption></figure>")
+        body.append(f'<div class="prov">{_markdown(chr(10).join(_provenance_lines(a)))}</div></section>')
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>He et al. 2015, reproduced</title><style>{CSS}</style></head><body>"
+            "<h1>He et al. 2015, reproduced: every table and figure</h1>"
+            "<p>Each table shows the paper's numbers beside ours; each figure has its caption. Made by "
+            "<code>resrepro report</code>; this page loads nothing from the network.</p>"
+            f"<ul>{toc}</ul>{''.join(body)}</body></html>\n")

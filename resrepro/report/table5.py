@@ -1,0 +1,65 @@
+"""Table 5: the paper's ensemble (ILSVRC 2015) beside ours, the softmax of our Table 4 nets averaged image by
+image under multi-scale testing. Unlike the other tables it evaluates while it renders: an ensemble's error
+needs each image's probabilities, which no run keeps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from resrepro.analysis.aggregate import canonical_model, find_runs, frame_of
+from resrepro.analysis.selection import select_runs
+from resrepro.report.paper import paper_table
+from resrepro.report.tables import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, _csv_order, _notes
+
+PROTOCOL = "multi-scale"  # Table 4's single-model protocol, which the paper's ensemble combines
+ENSEMBLE = "resnet-ensemble"  # table5.csv's row of the paper's entry
+
+
+def rows() -> pd.DataFrame:
+    """The paper's Table 5 row (top-5 only, on the ImageNet test set), then Table 4's nets, our members."""
+    t5, t4 = paper_table("table5"), paper_table("table4")
+    ensemble = t5[["model", "label", "source"]].assign(paper_top1=math.nan, paper_top5=t5["top5"])
+    members = t4[["model", "label", "source"]].assign(paper_top1=t4["top1"], paper_top5=t4["top5"])
+    return pd.concat([ensemble, members], ignore_index=True)
+
+
+def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, dataset: str | None) -> Table:
+    """Our ensemble of every finished run of Table 4's nets found under ``runs_dir``, evaluated now."""
+    from resrepro.train.ensemble import evaluate_ensemble
+
+    table = spec.rows().reset_index(drop=True)
+    keys = table["model"].map(canonical_model)
+    found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
+    chosen = select_runs(found, set(keys) - {ENSEMBLE}, dataset=dataset,
+                         preferred_dataset=PAPER_DATASET[spec.family])
+    warnings += chosen.warnings
+    runs = [r for shown in chosen.runs.values() for r in shown if r.finished]
+    results: dict[str, list[dict]] = {}  # row key -> results: the ensemble's, each member's
+    if len(runs) > 1:
+        ensemble = evaluate_ensemble([r.path for r in runs], protocol=PROTOCOL)
+        results[ENSEMBLE] = [ensemble]
+        for run, member in zip(runs, ensemble["members"], strict=True):
+            results.setdefault(run.model, []).append(member)
+    elif runs:
+        warnings.append(f"only {runs[0].path} is a finished run of Table 4's nets: an ensemble needs two or more")
+    for m in spec.metrics:
+        values = {k: pd.Series([100 * r[m.column] for r in rs], dtype=float) for k, rs in results.items()}
+        for stat in ("mean", "std", "min"):
+            column = f"ours_{'best' if stat == 'min' else stat}{m.suffix}"
+            table[column] = keys.map({k: getattr(v, stat)() for k, v in values.items()}).astype(float)
+        table[f"delta{m.suffix}"] = table[f"ours_mean{m.suffix}"] - table[f"paper{m.suffix}"]
+    frame = frame_of(runs)
+    counted = {k: len(rs) for k, rs in results.items()} | ({ENSEMBLE: len(runs)} if results else {})
+    iters = frame.groupby("model")["iters"].max().to_dict() | ({ENSEMBLE: frame["iters"].max()} if results else {})
+    table["n"] = keys.map(counted).astype("Int64")
+    table["dataset"] = keys.map({k: chosen.dataset for k in counted})
+    table["iters"] = keys.map(iters).astype("Float64").astype("Int64")
+    described = [f"Ours: the softmax of {len(runs)} runs ({', '.join(r.path.name for r in runs)}) averaged image "
+                 f"by image, each under {PROTOCOL} testing on {chosen.dataset} val; the paper's ensemble (six "
+                 "nets of different depth) is scored on the ImageNet test set, where it reports top-5 only."]
+    notes = [COLUMN_NOTE.replace("over seeds", "over runs"), *spec.notes, *(described if results else []),
+             *_notes(frame, spec, chosen.dataset)]
+    return Table(name, spec, table[_csv_order(table, spec)], notes, list(dict.fromkeys(warnings)))

@@ -1,0 +1,71 @@
+"""Ensembles (Table 5): the softmax of several trained runs averaged image by image, as the paper combines its
+nets. Each member goes through the one evaluation (``evaluate_run``), which keeps its probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from resrepro.errors import ResreproError
+from resrepro.train.evaluate import evaluate_run
+from resrepro.train.metrics import Tally
+from resrepro.train.rundir import CHECKPOINT, CONFIG, RunDir
+from resrepro.train.runtime import resolve_device
+from resrepro.train.spec import RunSpec
+
+
+def run_spec(path: str | Path) -> RunSpec:
+    """The spec of a run directory (its config.json) or checkpoint file, without building its net."""
+    from resrepro.train.checkpoint import load_checkpoint, saved_spec
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (path.is_dir() or path.name == CHECKPOINT) and (folder / CONFIG).exists():
+        return RunDir(folder).read_spec()
+    return saved_spec(load_checkpoint(path), path)
+
+
+def check_members(paths: Sequence[str | Path]) -> list[RunSpec]:
+    """The members' specs; a ResreproError unless they are runs of one family on one dataset."""
+    if not paths:
+        raise ResreproError("--ensemble needs the runs to combine: name run directories or checkpoints")
+    specs = [run_spec(p) for p in paths]
+    for path, spec in zip(paths[1:], specs[1:], strict=True):
+        for what in ("family", "dataset"):
+            if getattr(spec, what) != getattr(specs[0], what):
+                raise ResreproError(f"{path} ({what} {getattr(spec, what)}) and {paths[0]} ({what} "
+                                    f"{getattr(specs[0], what)}) cannot be combined: an ensemble averages nets of "
+                                    f"one {what}")
+    return specs
+
+
+def evaluate_ensemble(paths: Sequence[str | Path], *, device: str = "auto", **evaluation: Any) -> dict[str, Any]:
+    """Top-1/top-5 error and loss of the runs' averaged softmax, and each member's own result (``members``).
+
+    ``evaluation``: what ``evaluate_run`` takes (split, protocol, data_dir, ...); every member is evaluated the
+    same way, on the same images in the same order, or the ensemble is refused."""
+    specs = check_members(paths)
+    dev = resolve_device(device)
+    members: list[dict[str, Any]] = []
+    total: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
+    for path in paths:
+        tally = Tally(dev, top5=True, keep=True)
+        members.append(evaluate_run(path, device=str(dev), tally=tally, **evaluation))
+        probs, labels = tally.probabilities()
+        if targets is not None and (probs.shape != total.shape or not torch.equal(labels, targets)):
+            raise ResreproError(f"{path} was evaluated on other images or classes than {paths[0]} "
+                                f"({members[-1]['split']}, {probs.shape[0]} images of {probs.shape[1]} classes "
+                                f"vs {members[0]['split']}, {total.shape[0]} of {total.shape[1]}): give the runs "
+                                "one split (--split) and one dataset")
+        total, targets = (probs, labels) if total is None else (total + probs, targets)
+    ensemble = Tally("cpu")
+    ensemble.add_probs(total / len(paths), targets)
+    first = members[0]
+    shared = {k: first[k] for k in ("split", "protocol", "scales") if k in first}
+    return {"run": [str(p) for p in paths], "model": " + ".join(m["model"] for m in members),
+            "family": specs[0].family, "dataset": specs[0].dataset, **shared, **ensemble.result(),
+            "members": members}

@@ -1,0 +1,85 @@
+"""Where `sweep --dry-run` gets its throughput: finished runs, then bench results, then FLOPs (said so)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from resrepro.experiments import load_experiment
+from resrepro.throughput import Estimator, bench_figure, read_benches, save_bench
+from resrepro.train.rundir import RunDir
+
+GPU = ("NVIDIA H200", "cuda")
+CPU = ("x86_64 (2 threads)", "cpu")
+
+
+def bench(model: str, device: str, ours: float, label: str = "resrepro, bf16, channels_last, compile") -> dict:
+    result = {"model": model, "batch_size": 128, "iters": 50, "device": device, "torch": "2.14.1",
+              "rows": [{"pipeline": "peer style", "images_per_s": 1.0}, {"pipeline": label, "images_per_s": ours}]}
+    return result | bench_figure(result)
+
+
+def spec_of(model: str, scale: str = "full"):
+    exp = load_experiment("fig6", scale)
+    return next(r.spec for r in exp.runs if r.model == model)
+
+
+def test_the_committed_cpu_benches_are_read_with_our_default_step():
+    figures = {f.model: f for f in read_benches((Path(__file__).parents[1] / "results" / "bench",))}
+    assert figures["resnet56"].images_per_s == 163.2  # the NCHW (default) row, not channels_last's 201.0
+    assert (figures["resnet56"].precision, figures["resnet56"].device_type) == ("fp32", "cpu")
+
+
+def test_bench_of_the_same_net_then_scaled_by_multiply_adds(tmp_path):
+    save_bench(bench("resnet56", GPU[0], 12_800.0), tmp_path)
+    estimate = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)
+    same = estimate(spec_of("resnet56"))
+    assert same.images_per_s == 12_800.0 and same.source == "bench: resnet56 on NVIDIA H200, bf16"
+    deeper = estimate(spec_of("resnet110"))  # ~2x the multiply-adds: about half the images/s
+    assert deeper.images_per_s == pytest.approx(12_800.0 * 125.75 / 253.1, rel=0.01)
+    assert deeper.source.endswith("scaled by multiply-adds")
+
+
+def test_this_machines_device_first_then_a_gpu(tmp_path):
+    save_bench(bench("resnet56", "NVIDIA A100", 9_000.0), tmp_path)
+    save_bench(bench("resnet56", CPU[0], 160.0, "resrepro, NCHW (default)"), tmp_path)
+    spec = spec_of("resnet56")
+    assert Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(spec).images_per_s == 160.0
+    assert Estimator(tmp_path / "runs", (tmp_path,), device=GPU)(spec).images_per_s == 9_000.0
+
+
+def test_another_width_or_image_size_is_not_scaled_from_a_bench_but_guessed_from_flops(tmp_path):
+    save_bench(bench("resnet20", CPU[0], 500.0, "resrepro, NCHW (default)"), tmp_path)
+    guess = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(spec_of("plain20", "tiny"))  # width 8, 16 px
+    assert guess.images_per_s > 0 and guess.source.startswith("FLOPs:") and "assumed" in guess.source
+
+
+def test_a_finished_run_of_the_same_net_comes_before_any_bench(tmp_path):
+    save_bench(bench("resnet56", GPU[0], 12_800.0), tmp_path)
+    spec = spec_of("resnet56")
+    run = RunDir(tmp_path / "runs" / "x")
+    run.write_config(spec.replace(seed=7).to_dict())
+    run.write_summary({"status": "finished", "images_per_s": 9_999.0})
+    got = Estimator(tmp_path / "runs", (tmp_path,), device=GPU)(spec)
+    assert got.images_per_s == 9_999.0 and got.source.startswith("runs:")
+
+
+def test_files_that_are_no_bench_result_are_passed_over(tmp_path):
+    (tmp_path / "notes.json").write_text('{"hello": 1}')
+    (tmp_path / "broken.json").write_text("{")
+    assert read_benches((tmp_path, tmp_path / "missing")) == []
+
+
+def test_a_finished_run_of_another_net_at_the_same_width_is_scaled_by_multiply_adds(tmp_path):
+    # The tiny scale's own runs beat any bench or FLOP guess: a tiny ResNet-110 planned after ResNet-56 ran.
+    save_bench(bench("resnet56", CPU[0], 160.0, "resrepro, NCHW (default)"), tmp_path)
+    done, planned = spec_of("resnet56", "tiny"), spec_of("resnet110", "tiny")
+    run = RunDir(tmp_path / "runs" / "x")
+    run.write_config(done.to_dict())
+    run.write_summary({"status": "finished", "images_per_s": 300.0})
+    got = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(planned)
+    assert got.images_per_s == pytest.approx(300.0 * 125.75 / 253.1, rel=0.05)
+    assert got.source == "runs: a finished resnet56 run at this width, scaled by multiply-adds"
+    other_width = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(spec_of("resnet110"))  # full: width 16
+    assert not other_width.source.startswith("runs:")
