@@ -23,7 +23,7 @@ from resrepro.report.paper import paper_table
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
 PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
-PAPER_WIDTH = {"cifar": 16, "imagenet": 64}  # first-stage filters (§4.2, Table 1)
+PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stage filters (§4.2, Table 1)
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
