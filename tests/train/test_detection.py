@@ -190,3 +190,17 @@ def test_the_tiny_scales_vgg16_bn_builds_a_detector():
     assert model.backbone.out_channels == 32
     with torch.no_grad():
         assert set(model([torch.rand(3, 48, 64)])[0]) == {"boxes", "scores", "labels"}
+
+
+def test_bn_learns_only_when_there_are_no_pretrained_statistics_to_freeze():
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from resrepro.train.recipes.detection import build_detection_model
+
+    def kinds(spec):
+        return {type(m) for m in build_detection_model(spec, 2).modules()} & {torch.nn.BatchNorm2d, FrozenBatchNorm2d}
+
+    scratch = DetectionSpec(model="resnet18", width=4, min_size=48, max_size=64)
+    assert kinds(scratch) == {torch.nn.BatchNorm2d}  # frozen at initialisation, BN would be the identity
+    pinned = scratch.replace(backbone_run="/r", backbone_hash="0123456789ab")
+    assert kinds(pinned) == {FrozenBatchNorm2d}  # appendix A: the ImageNet statistics, fixed

@@ -34,8 +34,10 @@ def build_detection_model(spec: DetectionSpec, num_classes: int,
     return build_detector(spec.model, num_classes, width=spec.width, min_size=spec.min_size,
                           max_size=spec.max_size, anchor_sizes=spec.anchor_sizes,
                           proposals_test=spec.proposals_test, rois_per_image=spec.rois_per_image,
-                          normalize=spec.normalize,
-                          classifier_state=classifier_state)
+                          normalize=spec.normalize, classifier_state=classifier_state,
+                          # From scratch, BN has no statistics to freeze: frozen at initialisation it is the identity,
+                          # and a deep ResNet without normalisation diverges. It learns instead (a named deviation).
+                          freeze_bn=not spec.from_scratch)
 
 
 def pin_backbone(spec: DetectionSpec) -> DetectionSpec:
