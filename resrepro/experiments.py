@@ -13,7 +13,10 @@ since they are part of each run's config hash:
     [scale.tiny] / [scale.full]        settings of one scale
 
 A run's setting comes from its scale, else from its [[runs]] block, else from [defaults]: the scale wins, so a
-tiny run stays tiny. An experiment that names a group must not hold [defaults] or [scale.*] (refused, with the
+tiny run stays tiny. Two settings are no spec field: ``family = "detection"`` trains Faster R-CNN with the named
+net as backbone (default: the net's own family), and ``backbone_group = "imagenet"`` starts each such backbone
+from that group's run of the same net (seed 0, same scale), which the experiment then lists, before the runs
+that need it. An experiment that names a group must not hold [defaults] or [scale.*] (refused, with the
 line); one without ``group`` is a group of its own, named after its file, and holds them itself.
 """
 
@@ -29,7 +32,7 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.shipped import shipped_folder
-from resrepro.train.spec import CifarSpec, ImageNetSpec, RunSpec
+from resrepro.train.spec import FAMILIES, CifarSpec, DetectionSpec, ImageNetSpec, RunSpec
 
 try:
     import tomllib
@@ -42,8 +45,10 @@ _GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
-_SETTINGS = tuple(dict.fromkeys(f.name for spec in (CifarSpec, ImageNetSpec) for f in dataclasses.fields(spec)
-                                if f.name not in ("model", "seed")))
+_PLAN_KEYS = ("family", "backbone_group")  # settings that choose a trainer or a backbone run, not spec fields
+_SETTINGS = tuple(dict.fromkeys([*(f.name for spec in (CifarSpec, ImageNetSpec, DetectionSpec)
+                                   for f in dataclasses.fields(spec) if f.name not in ("model", "seed")),
+                                 *_PLAN_KEYS]))
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class PlannedRun:
     seed: int
     run_dir_rel: Path  # <group>/<scale>/<name>, relative to the runs root
     settings: dict[str, Any] = field(compare=False)  # everything the TOML set, model and seed included
-    spec: RunSpec  # of the model's family: CifarSpec or ImageNetSpec
+    spec: RunSpec  # of the model's family (CifarSpec, ImageNetSpec), or DetectionSpec
+    backbone: PlannedRun | None = field(default=None, compare=False)  # the ImageNet run a detector starts from
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,9 @@ class Experiment:
 
     @property
     def dataset(self) -> str | None:
-        """The one dataset all runs use at this scale (None if they mix)."""
-        names = {r.spec.dataset for r in self.runs}
+        """The one dataset all runs of the group use at this scale (None if they mix; backbones of another group
+        do not count)."""
+        names = {r.spec.dataset for r in self.runs if r.run_dir_rel.parent == self.runs_dir_rel}
         return names.pop() if len(names) == 1 else None
 
 
@@ -150,12 +157,13 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         settings = {**defaults, **extra, **scales[scale]}  # the scale wins, so a tiny run stays tiny
         for model in models:
             for seed in _seeds(ctx, block, where) if seeds is None else range(seeds):
-                runs.append(_planned(ctx, model, seed, settings, group, scale, where))
-    by_name: dict[str, PlannedRun] = {}
+                run = _planned(ctx, model, seed, settings, group, scale, where)
+                runs += [run] if run.backbone is None else [run.backbone, run]
+    by_name: dict[Path, PlannedRun] = {}  # by directory: a backbone and its detector share a name
     for r in runs:
-        if r.name in by_name and by_name[r.name].settings != r.settings:
+        if r.run_dir_rel in by_name and by_name[r.run_dir_rel].settings != r.settings:
             raise ctx.error(f"run {r.name} is listed twice with different settings", r.model)
-        by_name.setdefault(r.name, r)
+        by_name.setdefault(r.run_dir_rel, r)
     return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
                       tuple(by_name.values()))
 
@@ -225,12 +233,39 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
         raise ctx.error(f"{where}: {e}", model) from None
     name = f"{arch.name}-s{seed}"
     full = {**settings, "model": arch.name, "seed": seed}
-    spec_type = ImageNetSpec if arch.family == "imagenet" else CifarSpec
+    fields = {k: v for k, v in full.items() if k not in _PLAN_KEYS}
+    family = full.get("family", arch.family)
+    if family not in FAMILIES:
+        raise ctx.error(f"{where}: unknown family {family!r}: choose {', '.join(FAMILIES)}", "family")
+    backbone = None
+    if "backbone_group" in full:
+        if family != "detection":
+            raise ctx.error(f"{where}: backbone_group is for detection runs (family = \"detection\")",
+                            "backbone_group")
+        backbone = _backbone(ctx, arch.name, full["backbone_group"], scale, where)
+        # Where it lies is relative to the runs root (the sweep resolves it); which weights, and their input
+        # normalisation, enter the detector's config hash.
+        fields |= {"backbone_run": str(backbone.run_dir_rel), "backbone_hash": backbone.spec.config_hash(),
+                   "normalize": backbone.spec.normalize}
     try:
-        spec = spec_type.from_dict(full)
+        spec = FAMILIES[family].from_dict(fields)
     except (ResreproError, TypeError, ValueError) as e:
         raise ctx.error(f"{where}: run {name} at scale {scale!r}: {e}") from None
-    return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, spec)
+    if backbone is not None and backbone.spec.width != spec.width:
+        raise ctx.error(f"{where}: run {name} at scale {scale!r} has width {spec.width}, its backbone "
+                        f"{backbone.run_dir_rel} width {backbone.spec.width}: they must agree", "width")
+    return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, spec, backbone)
+
+
+def _backbone(ctx: _Context, model: str, group: Any, scale: str, where: str) -> PlannedRun:
+    """The run of ``model`` (seed 0) that ``group`` holds at ``scale``, with that group's settings."""
+    if not isinstance(group, str):
+        raise ctx.error(f"{where}: backbone_group should be a group's name, got {group!r}", "backbone_group")
+    _check_name(ctx, "group", group)
+    defaults, scales = _group_settings(ctx, {"group": group}, group)
+    if scale not in scales:
+        raise ctx.error(f"{where}: backbone group {group!r} has no scale {scale!r}", "backbone_group")
+    return _planned(ctx, model, 0, {**defaults, **scales[scale]}, group, scale, f"{where}, backbone")
 
 
 def _seeds(ctx: _Context, block: dict, where: str) -> list[int]:

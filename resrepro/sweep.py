@@ -4,8 +4,9 @@ A run directory is the state: finished runs are skipped, interrupted ones resume
 its checkpoint), so running a sweep twice trains nothing the second time; a run another process is training
 (two sweeps at once) is left to it. An ImageNet run is then evaluated,
 where it trained, under each test protocol its tables report (Tables 2-3: 10-crop, Table 4: multi-scale)
-that its eval/ folder still lacks. Where runs go (here, one worker per GPU, Slurm) is
-:mod:`resrepro.sweep_jobs`.
+that its eval/ folder still lacks; a detection run likewise under its tables' mAP protocols. A detection run
+whose ImageNet backbone the sweep also trains starts after it (a second wave). Where runs go (here, one worker
+per GPU, Slurm) is :mod:`resrepro.sweep_jobs`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from resrepro.sweep_jobs import (
     train_any,
 )
 from resrepro.throughput import Estimator
-from resrepro.train.evaluate import eval_path
+from resrepro.train.evaluate import DETECTION_PROTOCOLS, eval_path
 from resrepro.train.rundir import RunDir
-from resrepro.train.spec import ImageNetSpec
+from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
 
@@ -83,12 +84,22 @@ def plan(experiment: Experiment, runs_root: str | Path, *, estimate: Estimator |
     runs_root = Path(runs_root)
     estimate = estimate or Estimator(runs_root)
     protocols = evaluations(experiment)
-    return [_status(run, runs_root / run.run_dir_rel, estimate, protocols) for run in experiment.runs]
+    return [_status(_located(run, runs_root), runs_root / run.run_dir_rel, estimate, protocols)
+            for run in experiment.runs]
+
+
+def _located(run: PlannedRun, runs_root: Path) -> PlannedRun:
+    """A detection run whose backbone_run is relative to the runs root (as experiments name it), made usable."""
+    spec = run.spec
+    if isinstance(spec, DetectionSpec) and spec.backbone_run and not Path(spec.backbone_run).is_absolute():
+        return dataclasses.replace(run, spec=spec.replace(backbone_run=str(runs_root / spec.backbone_run)))
+    return run
 
 
 def evaluations(experiment: Experiment) -> tuple[str, ...]:
-    """The ImageNet test protocols whose results the experiment's tables read (none without ImageNet runs)."""
-    if not any(isinstance(r.spec, ImageNetSpec) for r in experiment.runs):
+    """The ImageNet test protocols and detection mAP protocols whose results the experiment's tables read (none
+    without ImageNet or detection runs)."""
+    if not any(isinstance(r.spec, ImageNetSpec | DetectionSpec) for r in experiment.runs):
         return ()
     from resrepro.report.tables import table_names, table_protocols
 
@@ -106,8 +117,9 @@ def _status(run: PlannedRun, run_dir: Path, estimate: Estimator, protocols: tupl
 
 
 def _where(run: PlannedRun, run_dir: Path, protocols: tuple[str, ...]) -> PlanItem:
-    evals = tuple(p for p in protocols if not eval_path(run_dir, p).exists()) \
-        if isinstance(run.spec, ImageNetSpec) else ()
+    detection = isinstance(run.spec, DetectionSpec)  # mAP protocols for detection runs, the others for ImageNet's
+    evals = tuple(p for p in protocols if (p in DETECTION_PROTOCOLS) == detection
+                  and not eval_path(run_dir, p).exists()) if isinstance(run.spec, ImageNetSpec | DetectionSpec) else ()
     rd = RunDir(run_dir)
     held = rd.holding(run.spec)
     if held == "held":
@@ -171,14 +183,16 @@ def run_sweep(
         # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
         # not as bars from several workers drawing over each other on one terminal.
         train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()))
-        if executor == "local" and not gpus:
-            outcomes = in_process(todo, train_fn, report)
-        elif executor == "local":
-            outcomes = per_gpu(todo, gpus, train_fn, report)
-        else:
-            slurm = slurm or SlurmOptions()
-            folder = slurm.folder or runs_root / ".submitit" / f"{experiment.group}-{experiment.scale}"
-            outcomes = slurm_array(todo, executor, slurm, folder, train_fn, report)
+        outcomes: dict[Path, str | None] = {}
+        for wave in _waves(todo):
+            if executor == "local" and not gpus:
+                outcomes |= in_process(wave, train_fn, report)
+            elif executor == "local":
+                outcomes |= per_gpu(wave, gpus, train_fn, report)
+            else:
+                slurm = slurm or SlurmOptions()
+                folder = slurm.folder or runs_root / ".submitit" / f"{experiment.group}-{experiment.scale}"
+                outcomes |= slurm_array(wave, executor, slurm, folder, train_fn, report)
         for item in todo:
             error = outcomes[item.run_dir]
             if error is not None and error.startswith(IN_USE):
@@ -194,6 +208,15 @@ def run_sweep(
         result.rendered, warnings = render_experiment(experiment, runs_root, out)
         result.warnings += warnings
     return result
+
+
+def _waves(todo: list[PlanItem]) -> list[list[PlanItem]]:
+    """The runs to train, the detection runs whose backbone is among them last: every executor trains a
+    backbone before the detector that starts from it (which, if the backbone failed, fails saying so)."""
+    training = {i.run_dir.resolve() for i in todo if i.status != "evaluate"}
+    later = [i for i in todo if isinstance(i.run.spec, DetectionSpec) and i.run.spec.backbone_run
+             and Path(i.run.spec.backbone_run).resolve() in training]
+    return [wave for wave in ([i for i in todo if i not in later], later) if wave]
 
 
 def results_dir(experiment: Experiment) -> Path:

@@ -11,7 +11,7 @@ import pytest
 from resrepro.errors import ResreproError
 from resrepro.experiments import experiment_path, list_experiments, load_experiment
 from resrepro.models.registry import resolve
-from resrepro.train.spec import ImageNetSpec
+from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
 GROUPS = Path(__file__).resolve().parents[1] / "experiments" / "groups"
 PAPER_ARTEFACTS = {"fig1", "fig4", "fig6", "fig7", "table2", "table3", "table4", "table5", "table6",
@@ -28,13 +28,16 @@ def test_loads_at_both_scales(name, scale):
     exp = load_experiment(name, scale)
     assert exp.title and exp.renders and exp.runs
     assert {"tiny", "full"} <= set(exp.scales)
+    backbones = {r.backbone.run_dir_rel for r in exp.runs if r.backbone is not None}
     for run in exp.runs:
         assert resolve(run.model).name == run.model
-        assert run.run_dir_rel == Path(exp.group) / scale / f"{run.model}-s{run.seed}"
+        group = exp.group if run.run_dir_rel not in backbones else run.run_dir_rel.parts[0]
+        assert run.run_dir_rel == Path(group) / scale / f"{run.model}-s{run.seed}"
         assert (run.spec.model, run.spec.seed) == (run.model, run.seed)
-        assert isinstance(run.spec, ImageNetSpec) == (resolve(run.model).family == "imagenet")
+        if not isinstance(run.spec, DetectionSpec):
+            assert isinstance(run.spec, ImageNetSpec) == (resolve(run.model).family == "imagenet")
     if scale == "tiny":
-        assert exp.dataset == "digits"
+        assert exp.dataset in ("digits", "digits-voc", "digits-coco")
         assert all(r.spec.iters <= 1000 and r.spec.width <= 8 for r in exp.runs)
 
 
@@ -54,6 +57,31 @@ def test_imagenet_experiments_full_is_the_papers_recipe_and_tiny_fits_the_digits
         spec = run.spec
         assert (spec.dataset, spec.width) == ("digits", 8)
         assert spec.crop <= spec.scale[0] and spec.scale[0] == SIDE  # the crop never leaves the image
+
+
+@pytest.mark.parametrize("name, dataset", [("table7", "voc07+12"), ("table8", "coco")])
+def test_detection_experiments_list_each_backbone_run_before_its_detector(name, dataset):
+    for scale in ("tiny", "full"):
+        exp = load_experiment(name, scale)
+        detectors = [r for r in exp.runs if isinstance(r.spec, DetectionSpec)]
+        assert [r.model for r in detectors] == ["vgg16" if scale == "full" else "vgg16-bn", "resnet101"]
+        for det in detectors:
+            backbone = exp.runs[exp.runs.index(det) - 1]
+            assert backbone is det.backbone and isinstance(backbone.spec, ImageNetSpec)
+            assert backbone.run_dir_rel == Path("imagenet") / scale / f"{det.model}-s0"
+            assert det.spec.backbone_run == str(backbone.run_dir_rel)  # relative to the runs root
+            assert det.spec.backbone_hash == backbone.spec.config_hash()
+            assert det.spec.width == backbone.spec.width
+    full = [r.spec for r in load_experiment(name, "full").runs if isinstance(r.spec, DetectionSpec)]
+    assert all(s == DetectionSpec(model=s.model, dataset=dataset, backbone_run=s.backbone_run,
+                                  backbone_hash=s.backbone_hash) for s in full)  # the paper's recipe as defaults
+
+
+def test_a_detector_must_be_as_wide_as_its_backbone(tmp_path):
+    path = _write(tmp_path, GOOD.replace('dataset = "digits"', 'family = "detection"\nbackbone_group = "imagenet"\n'
+                                         'dataset = "digits-voc"\nwidth = 16').replace("plain20", "resnet18"))
+    with pytest.raises(ResreproError, match="width 16, its backbone imagenet/tiny/resnet18-s0 width 8"):
+        load_experiment(path, "tiny")
 
 
 def test_table6_has_resnet110_over_five_seeds():

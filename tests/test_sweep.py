@@ -55,6 +55,20 @@ def stoppable_train(spec: CifarSpec, run_dir: Path) -> dict:
     raise TrainingInterrupted(f"stopped by signal {stop['signal']}")
 
 
+def backbone_first_train(spec, run_dir: Path) -> dict:
+    """A detector refuses to start before its backbone run has finished, as the real one does; it leaves the
+    evaluations its table reads."""
+    from resrepro.io import write_json
+    from resrepro.train.spec import DetectionSpec
+
+    if isinstance(spec, DetectionSpec):
+        if not RunDir(spec.backbone_run).is_finished():
+            raise RuntimeError(f"backbone {spec.backbone_run} not trained yet")
+        for protocol in ("voc07", "voc12"):
+            write_json(run_dir / "eval" / f"{protocol}.json", {"map": 0.5})
+    return fake_train(spec, run_dir)
+
+
 def calls(run_dir: Path) -> int:
     return int((run_dir / "calls").read_text()) if (run_dir / "calls").exists() else 0
 
@@ -153,6 +167,16 @@ def test_one_worker_process_per_gpu(tmp_path, fig1, eight_gpus):
     assert len(result.trained) == 2 and not result.failed
     gpus = {RunDir(p).read_summary()["gpu"] for p in result.trained}
     assert gpus <= {"3", "5"} and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
+
+
+def test_detectors_start_after_the_backbones_the_sweep_trains_even_in_parallel(tmp_path, eight_gpus):
+    exp = load_experiment("table7", "tiny")
+    result = run_sweep(exp, tmp_path, gpus=[0, 1], train_fn=backbone_first_train, render=False)
+    assert not result.failed and len(result.trained) == 4
+    assert sorted(str(p.relative_to(tmp_path)) for p in result.evaluated) == [
+        f"detection-voc/tiny/{m}-s0/eval/{p}.json" for m in ("resnet101", "vgg16-bn") for p in ("voc07", "voc12")]
+    backbone = RunDir(tmp_path / "detection-voc/tiny/resnet101-s0").read_config()["backbone_run"]
+    assert backbone == str(tmp_path / "imagenet/tiny/resnet101-s0")  # resolved against the runs root
 
 
 def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):

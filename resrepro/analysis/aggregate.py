@@ -23,6 +23,7 @@ from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
 REQUIRED_KEYS = ("model", "dataset")
 INT_KEYS = ("seed", "iters", "width")
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
+DETECTION_PROTOCOLS = ("voc07", "voc12", "coco")  # detection mAP protocols: columns <protocol>_map, coco_map50
 ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
 COLUMNS = (
     "path", "model", "dataset", "seed", "iters", "width", "config_hash", "setting", "finished", "iter",
@@ -157,7 +158,8 @@ def frame_of(runs: Sequence[Run]) -> pd.DataFrame:
 
 def _columns(runs: Sequence[Run]) -> list[str]:
     protocols = sorted({p for r in runs for p in r.evals}, key=lambda p: (p not in PROTOCOLS, p))
-    return [*COLUMNS, *(f"{_col(p)}_{k}" for p in protocols for k in ("top1", "top5"))]
+    return [*COLUMNS, *(f"{_col(p)}_{k}" for p in protocols
+                        for k in (("map", "map50") if p in DETECTION_PROTOCOLS else ("top1", "top5")))]
 
 
 def _col(protocol: str) -> str:
@@ -179,6 +181,9 @@ def _row(run: Run) -> dict[str, Any]:
     for k in ERROR_KEYS:
         row[k] = _percent(final.get(k))
     for protocol, ev in run.evals.items():
+        if protocol in DETECTION_PROTOCOLS:
+            row[f"{protocol}_map"], row[f"{protocol}_map50"] = _percent(ev.get("map")), _percent(ev.get("map50"))
+            continue
         row[f"{_col(protocol)}_top1"] = _percent(ev.get("top1_error"))
         row[f"{_col(protocol)}_top5"] = _percent(ev.get("top5_error"))
     return row
@@ -199,8 +204,9 @@ def _last_iter(path: Path) -> int | None:
 
 
 def summarise(df: pd.DataFrame, by: Sequence[str] = ("model", "dataset"),
-              value: str = "eval_error") -> pd.DataFrame:
-    """Per group of finished runs: ``mean``, ``std`` (ddof=1, NaN for one run), ``best`` (min) and ``n``.
+              value: str = "eval_error", best: str = "min") -> pd.DataFrame:
+    """Per group of finished runs: ``mean``, ``std`` (ddof=1, NaN for one run), ``best`` (min; "max" for a
+    score such as mAP) and ``n``.
 
     Runs without ``value`` (an ImageNet run not yet evaluated with that protocol) are not counted.
     """
@@ -211,7 +217,7 @@ def summarise(df: pd.DataFrame, by: Sequence[str] = ("model", "dataset"),
     if done.empty:
         return pd.DataFrame(columns=[*by, "mean", "std", "best", "n"])
     grouped = done.groupby(by, dropna=False, sort=True)[value]
-    return grouped.agg(mean="mean", std="std", best="min", n="count").reset_index()
+    return grouped.agg(mean="mean", std="std", best=best, n="count").reset_index()
 
 
 def finished_only(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -98,7 +98,9 @@ def _parse_gpus(gpus: str | None) -> list[int] | None:
 
 
 def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
-    rows = [{"run": i.run.name, "status": i.status, "iters": i.run.spec.iters if i.run.spec else "—",
+    # A run of another group (a detector's ImageNet backbone) is named by its folder under the runs root.
+    rows = [{"run": i.run.name if i.run_dir.parent == runs_dir else str(i.run.run_dir_rel), "status": i.status,
+             "iters": i.run.spec.iters if i.run.spec else "—",
              "done": i.done_iters or "", "images/s": f"{i.images_per_s:,.0f}" if i.images_per_s else "—",
              "time to go": "—" if i.status in ("finished", "evaluate") else
              "unknown" if i.gpu_hours is None else _duration(i.gpu_hours),

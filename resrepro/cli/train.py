@@ -213,6 +213,12 @@ class Split(str, Enum):
     val = "val"
 
 
+class DetectionProtocol(str, Enum):
+    voc07 = "voc07"
+    voc12 = "voc12"
+    coco = "coco"
+
+
 class OutFormat(str, Enum):
     text = "text"
     json = "json"
@@ -239,6 +245,9 @@ def eval_(
     ten_crop: bool = typer.Option(False, "--ten-crop", help="ImageNet: 10-crop testing (Tables 2-3)."),
     multi_scale: bool = typer.Option(False, "--multi-scale", help="ImageNet: fully-convolutional multi-scale "
                                      "testing, shorter side 224..640 (Table 4)."),
+    protocol_: DetectionProtocol | None = typer.Option(None, "--protocol", help="Detection: voc07 (11-point AP), "
+                                                       "voc12 (area AP), coco (mAP@[.5:.95]) (default: the run's "
+                                                       "dataset's)."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Average the softmax of the runs named, image by "
                                   "image (Table 5), and show the ensemble's error beside each run's."),
     import_: str | None = typer.Option(None, "--import", help=IMPORT_HELP),
@@ -254,10 +263,11 @@ def eval_(
     device: str = typer.Option("auto", help="auto, cpu, cuda, ..."),
     fmt: OutFormat = typer.Option(OutFormat.text, "--format", help="text or json."),
 ) -> None:
-    """Evaluate a run: CIFAR error on test/val, or ImageNet top-1/top-5 under a test protocol of §3.4.
+    """Evaluate a run: CIFAR error on test/val, ImageNet top-1/top-5 under a test protocol of §3.4, or a
+    detection run's test mAP (per-class AP in the file).
 
-    An ImageNet run's result is also written to RUN/eval/<protocol>.json, which the tables read. With --ensemble,
-    several runs' averaged softmax; with --import, another project's released weights.
+    An ImageNet or detection run's result is also written to RUN/eval/<protocol>.json, which the tables read. With
+    --ensemble, several runs' averaged softmax; with --import, another project's released weights.
     """
     import json
 
@@ -269,8 +279,9 @@ def eval_(
     from resrepro.train.evaluate import evaluate_import, evaluate_run
 
     chosen = [p for p, on in (("center", center), ("ten-crop", ten_crop), ("multi-scale", multi_scale)) if on]
+    chosen += [protocol_.value] if protocol_ else []
     if len(chosen) > 1:
-        raise ResreproError("choose one of --center, --ten-crop, --multi-scale")
+        raise ResreproError("choose one of --center, --ten-crop, --multi-scale, --protocol")
     protocol = chosen[0] if chosen else None
     sizes = None if scales is None else _milestones(scales)
     runs = runs or []
@@ -294,6 +305,10 @@ def eval_(
         result = evaluate_run(runs[0], split=split.value if split else None, protocol=protocol, **common)
     if fmt is OutFormat.json:
         typer.echo(json.dumps(result))
+        return
+    if "map" in result:
+        typer.echo(f"{result['model']} on {result['dataset']}/test ({result['protocol']}): mAP "
+                   f"{100 * result['map']:.2f}% ({result['images']} images)")
         return
     for member in result.get("members", []):
         typer.echo(f"  {_result_line(member)}  [{member['run']}]")

@@ -21,9 +21,9 @@ from resrepro.errors import ResreproError
 from resrepro.report.paper import paper_table
 
 FORMATS = ("markdown", "csv", "latex")
-PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet"}
+PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
 PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
-PAPER_WIDTH = {"cifar": 16, "imagenet": 64}  # first-stage filters (§4.2, Table 1)
+PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stage filters (§4.2, Table 1)
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
@@ -34,14 +34,16 @@ class Metric:
     column: str  # a runs_frame column, in percent
     suffix: str = ""  # appended to this metric's CSV columns when a table has several ("_top1")
     header: str = ""  # prefix of its display headers ("top-1 ")
-    protocol: str = ""  # the ImageNet test protocol (§3.4) that produces it: RUN/eval/<protocol>.json
+    protocol: str = ""  # the ImageNet test protocol (§3.4) or detection protocol: RUN/eval/<protocol>.json
+    higher_is_better: bool = False  # a score (mAP), not an error: its best run is the highest
 
     @property
     def how(self) -> str:
         """How to produce the metric for a finished run that lacks it."""
         if not self.protocol:
             return self.column
-        return f"a {self.protocol} evaluation (`resrepro eval RUN --{self.protocol}`; `resrepro sweep` runs it)"
+        flag = f"--protocol {self.protocol}" if self.higher_is_better else f"--{self.protocol}"
+        return f"a {self.protocol} evaluation (`resrepro eval RUN {flag}`; `resrepro sweep` runs it)"
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,23 @@ def _ablation_rows() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _detection_rows(table: int, **columns: tuple[str, str]) -> Callable[[], pd.DataFrame]:
+    """Table 7 or 8 from results/paper/table7_8.csv, one row per backbone; ``columns``: ours -> (benchmark,
+    metric) of the paper's."""
+    def rows() -> pd.DataFrame:
+        t = paper_table("table7_8")
+        t = t[t["table"] == table]
+        out = t[["model", "label", "source"]].drop_duplicates("model").reset_index(drop=True)
+        for ours, (benchmark, metric) in columns.items():
+            values = t[(t["benchmark"] == benchmark) & (t["metric"] == metric)].set_index("model")["value"]
+            out[ours] = out["model"].map(values)
+        # The tiny scale's VGG-style backbone (VGG-16 without BN does not train there): ours only, no paper number.
+        tiny_vgg = {"model": "vgg16-bn", "label": "VGG-16 with BN (tiny scale)", "source": "ours"}
+        return pd.concat([out.iloc[:1], pd.DataFrame([tiny_vgg]), out.iloc[1:]], ignore_index=True)
+
+    return rows
+
+
 def _calibration_rows() -> pd.DataFrame:
     cal, t6 = paper_table("calibration"), paper_table("table6").set_index("model")
     rows = []
@@ -121,6 +140,8 @@ def _table5() -> TableSpec:
 
 
 _CIFAR = Metric("eval_error")
+_DETECTION_NOTE = ("Faster R-CNN, the same system for both backbones (appendix A); mAP in %. Ours: RPN and Fast "
+                   "R-CNN trained jointly in one step.")
 TABLES: dict[str, Callable[[], TableSpec]] = {
     "table2": lambda: TableSpec(
         "Table 2: top-1 error (%) on ImageNet validation, 10-crop testing", "imagenet",
@@ -142,6 +163,20 @@ TABLES: dict[str, Callable[[], TableSpec]] = {
               paper_std="error_std"),
         params=True, split="test",
         notes=("paper: as printed; for ResNet-110 (5 runs) and Highway-19: best (mean±std).",)),
+    "table7": lambda: TableSpec(
+        "Table 7: object detection mAP (%) on PASCAL VOC 2007/2012 test, Faster R-CNN", "voc",
+        (Metric("voc07_map", "_voc07", "VOC07 ", "voc07", True),
+         Metric("voc12_map", "_voc12", "VOC12 ", "voc12", True)),
+        _detection_rows(7, paper_voc07=("VOC 2007 test", "mAP"), paper_voc12=("VOC 2012 test", "mAP")),
+        notes=(_DETECTION_NOTE, "The paper trains on 07+12 for VOC07 test and on 07++12 for VOC12 test (whose "
+               "annotations are not public); a run shows both definitions of AP on its own test split: VOC07's "
+               "11-point, VOC12's area under the curve.")),
+    "table8": lambda: TableSpec(
+        "Table 8: object detection mAP (%) on COCO val, Faster R-CNN", "coco",
+        (Metric("coco_map50", "_map50", "mAP@.5 ", "coco", True),
+         Metric("coco_map", "_map", "mAP@[.5,.95] ", "coco", True)),
+        _detection_rows(8, paper_map50=("COCO val", "mAP@.5"), paper_map=("COCO val", "mAP@[.5,.95]")),
+        notes=(_DETECTION_NOTE,)),
     "ablation-cifar": lambda: TableSpec(
         "Shortcut options A/B/C on CIFAR-10 (Table 3's question): test error (%)", "cifar", (_CIFAR,),
         _ablation_rows, params=True, split="test",
@@ -180,7 +215,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     warnings += chosen.warnings + unfinished
     notes = _notes(runs, spec, chosen.dataset)
     for m in spec.metrics:
-        s = summarise(runs, by=("model",), value=m.column).set_index("model")
+        s = summarise(runs, by=("model",), value=m.column, best="max" if m.higher_is_better else "min")
+        s = s.set_index("model")
         for stat in ("mean", "std", "best"):
             rows[f"ours_{stat}{m.suffix}"] = keys.map(s[stat]).astype(float)
         rows[f"_n{m.suffix}"] = keys.map(s["n"]).fillna(0)
@@ -203,7 +239,9 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     rows["iters"] = keys.map(runs.groupby("model")["iters"].max()).where(counted).astype("Float64")
     rows = rows.astype({c: "Int64" for c in ("layers", "iters") if c in rows})
     rows = rows.drop(columns=n_cols)
-    return Table(name, spec, rows[_csv_order(rows, spec)], [COLUMN_NOTE, *spec.notes, *notes],
+    # A score's best run is its highest (mAP), an error's its lowest.
+    column_note = COLUMN_NOTE.replace("lowest", "highest") if spec.metrics[0].higher_is_better else COLUMN_NOTE
+    return Table(name, spec, rows[_csv_order(rows, spec)], [column_note, *spec.notes, *notes],
                  list(dict.fromkeys(warnings)))
 
 

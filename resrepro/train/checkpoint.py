@@ -114,13 +114,17 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
 def build_model(spec: RunSpec, state: dict[str, Any]) -> nn.Module:
     """The untrained net a checkpoint of ``spec`` fits (its classes and input channels as saved)."""
     from resrepro.models.registry import resolve
-    from resrepro.train.spec import CifarSpec
+    from resrepro.train.spec import CifarSpec, DetectionSpec
 
     classes, channels = int(state.get("num_classes", 10)), int(state.get("in_channels", 3))
     if isinstance(spec, CifarSpec):
         from resrepro.train.recipes.cifar import build_cifar_model
 
         return build_cifar_model(spec, classes, channels)
+    if isinstance(spec, DetectionSpec):  # the backbone's ImageNet weights are in the checkpoint already
+        from resrepro.train.recipes.detection import build_detection_model
+
+        return build_detection_model(spec, classes)
     return resolve(spec.model).build(num_classes=classes, width=spec.width)
 
 

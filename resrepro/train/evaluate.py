@@ -1,8 +1,10 @@
 """Evaluate a trained run of any family (a run directory or a checkpoint file): one ``evaluate_run``, one set
-of result keys — ``top1_error``, ``top5_error`` where the family reports it (ImageNet), ``loss``, ``images``."""
+of result keys — ``top1_error``, ``top5_error`` where the family reports it (ImageNet), ``loss``, ``images``;
+detection runs report ``map`` and per-class ``ap`` instead."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +13,15 @@ from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import load_trained
 from resrepro.train.metrics import Tally
 from resrepro.train.runtime import resolve_device, use_channels_last
-from resrepro.train.spec import CifarSpec, ImageNetSpec
+from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec
 
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
+DETECTION_PROTOCOLS = ("voc07", "voc12", "coco")  # VOC2007 11-point AP, VOC2012 area AP, COCO mAP@[.5:.95]
 
 
 def eval_path(run: str | Path, protocol: str) -> Path:
-    """Where an ImageNet run directory (or the one holding a checkpoint file) keeps a protocol's result."""
+    """Where an ImageNet or detection run directory (or the one holding a checkpoint file) keeps a protocol's
+    result."""
     run = Path(run)
     return (run if run.is_dir() else run.parent) / "eval" / f"{protocol}.json"
 
@@ -29,20 +33,28 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
     """The final weights' error and loss. CIFAR: on ``split`` ("test", "val", None for the run's own). ImageNet:
     under ``protocol`` (default "center") at the run's own sizes, on its val/ (``data_dir``: where that
     ImageFolder is now), written to :func:`eval_path` for the tables. ``tally``: the caller's, to keep each
-    image's probabilities (an ensemble) or count top-5 on CIFAR."""
+    image's probabilities (an ensemble) or count top-5 on CIFAR. Detection: the test split's mAP under
+    ``protocol`` (default: the dataset's benchmark), written to :func:`eval_path` too."""
     dev = resolve_device(device)
     spec, model = load_trained(path, dev)
-    if isinstance(spec, CifarSpec):
+    if isinstance(spec, DetectionSpec):
+        if split is not None or max_images or scales:
+            raise ResreproError(f"{path} is a detection run: it is evaluated on its test split with --protocol "
+                                f"{'|'.join(DETECTION_PROTOCOLS)}")
+        result = _evaluate_detection(spec, model, protocol, data_dir, dev)
+    elif isinstance(spec, CifarSpec):
         if protocol not in (None, "center") or max_images or scales:
             raise ResreproError(f"{path} is a CIFAR run: --ten-crop/--multi-scale/--max-images are for ImageNet")
         result = _evaluate_cifar(spec, model, split, data_dir, dev, tally)
+    elif protocol in DETECTION_PROTOCOLS:
+        raise ResreproError(f"--protocol {protocol} is for detection runs; {path} is an ImageNet run")
     else:
         if split is not None:
             raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
         result = _evaluate_imagenet(spec, model, protocol or "center", data_dir, dev, max_images, scales, workers,
                                     tally)
     result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset, **result}
-    if isinstance(spec, ImageNetSpec):
+    if isinstance(spec, ImageNetSpec | DetectionSpec):
         from resrepro.io import write_json
 
         write_json(eval_path(path, result["protocol"]), result)
@@ -66,6 +78,23 @@ def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev, ta
         model = model.to(memory_format=torch.channels_last)
     result = evaluate_set(model, splits.eval, spec.replace(device=str(dev)), dev, mean, std, channels_last, tally)
     return {"split": splits.eval_split, **result}
+
+
+def _evaluate_detection(spec: DetectionSpec, model, protocol: str | None, data_dir, dev) -> dict[str, Any]:
+    from resrepro.data.detection import load_detection
+    from resrepro.train.recipes.detection import PROTOCOLS, detect, score
+
+    protocol = protocol or PROTOCOLS[spec.dataset]
+    if protocol not in DETECTION_PROTOCOLS:
+        raise ResreproError(f"{spec.model} is a detection run: choose --protocol {' or '.join(DETECTION_PROTOCOLS)}")
+    root = data_dir or spec.data_dir
+    test_set = load_detection(spec.dataset, "test", Path(root).expanduser() if root else None)
+    result = score(detect(model, test_set, dev, spec.precision), test_set, protocol)
+    # A class without ground truth has AP NaN, which JSON cannot hold: null.
+    result |= {k: {c: None if math.isnan(v) else v for c, v in result[k].items()}
+               for k in ("ap", "ap50") if k in result}
+    return {"split": "test", "protocol": protocol, **result, "images": len(test_set),
+            "skipped_images": test_set.skipped}
 
 
 def _evaluate_imagenet(spec: ImageNetSpec, model, protocol: str, data_dir, dev, max_images, scales,

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.nn import functional as F
 
 from resrepro.errors import ResreproError
 from resrepro.io import remove_stale_temps
@@ -212,10 +211,9 @@ class _Loop:
             xj, yj = (x, y) if accumulate == 1 else (x[j::accumulate], y[j::accumulate])
             sync = j == accumulate - 1 or self.world == 1
             with (nullcontext() if sync else self.ddp.no_sync()), autocast(spec.precision, self.device):
-                out = self.forward(xj)
-                loss = F.cross_entropy(out, yj) * (len(yj) / len(y))
+                batch_loss, misses = self.recipe.loss(self.forward, xj, yj)
+                loss = batch_loss * (len(yj) / len(y))
             loss.backward()
-            misses = (out.argmax(1) != yj).sum()
             wrong += misses
             self.sums += torch.stack([loss.detach().double() * len(y), misses.double(),
                                       torch.tensor(float(len(yj)), device=self.device, dtype=torch.float64)])
@@ -273,8 +271,10 @@ class _Loop:
         result = self.recipe.evaluate(self.eval_model)
         a, n = self.accum, max(self.accum["images"], 1)
         row = {"iter": self.step, "epoch": round(self.step * self.spec.batch_size / self.recipe.train_images, 4),
-               "lr": lr, "train_loss": a["loss"] / n, "train_error": a["wrong"] / n,
-               "eval_split": self.recipe.eval_split, "eval_loss": result["loss"], "eval_error": result["top1_error"],
+               "lr": lr, "train_loss": a["loss"] / n,
+               "train_error": a["wrong"] / n if self.recipe.counts_errors else None,
+               "eval_split": self.recipe.eval_split, "eval_loss": result["loss"],
+               "eval_error": result["error"] if "error" in result else result["top1_error"],
                "images_per_s": a["timed_images"] / a["timed_seconds"] if a["timed_seconds"] else None,
                "wall_s": self.wall}
         if "top5_error" in result:

@@ -12,19 +12,27 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from resrepro.train.schedule import Schedule
-from resrepro.train.spec import CifarSpec, ImageNetSpec, RunSpec
+from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec, RunSpec
 
 
 class Batches(Protocol):
-    """Endless training batches ``(images, labels)`` on the device, resumable from ``state_dict()``."""
+    """Endless training batches ``(images, labels)`` on the device, resumable from ``state_dict()``. Detection:
+    a list of images and a list of their targets."""
 
     skipped: int  # images that failed to decode so far (0 for in-memory data)
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __next__(self) -> tuple[Any, Any]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
+
+
+def classification_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the mini-batch, and its top-1 misses (counted outside autocast: argmax is exact)."""
+    out = model(x)
+    return F.cross_entropy(out, y), (out.argmax(1) != y).sum()
 
 
 @dataclass
@@ -39,6 +47,10 @@ class Recipe:
     model_info: dict[str, int]  # what rebuilding the net needs: num_classes, in_channels
     # More top-level summary fields, given the images that failed to decode in training (all ranks).
     summary: Callable[[int], dict[str, Any]] = field(default=lambda skipped: {})
+    # The training loss of one (micro-)batch, and its misses (a 0-d tensor), from the model as the loop calls
+    # it (DDP-wrapped, compiled). Run under autocast; the loop scales the loss and calls backward().
+    loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, torch.Tensor]] = classification_loss
+    counts_errors: bool = True  # False: misses mean nothing (detection); train_error is logged as empty
 
 
 def make_recipe(spec: RunSpec, device: torch.device, channels_last: bool, rank: int = 0,
@@ -52,6 +64,10 @@ def make_recipe(spec: RunSpec, device: torch.device, channels_last: bool, rank: 
         from resrepro.train.recipes.imagenet import imagenet_recipe
 
         return imagenet_recipe(spec, device, channels_last, rank, world)
+    if isinstance(spec, DetectionSpec):
+        from resrepro.train.recipes.detection import detection_recipe
+
+        return detection_recipe(spec, device, rank, world)
     raise TypeError(f"no recipe for {type(spec).__name__}")
 
 

@@ -1,0 +1,245 @@
+"""The detection recipe (appendix A): Faster R-CNN fine-tuned from an ImageNet backbone, mini-batches of whole
+images with their boxes and the paper's horizontal flip, and the test split's mAP as the evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from resrepro.errors import ResreproError
+from resrepro.train.recipes import Recipe, endless
+from resrepro.train.recipes.imagenet import _EpochSampler, _Seeded
+from resrepro.train.runtime import autocast
+from resrepro.train.schedule import Schedule
+from resrepro.train.spec import DetectionSpec, ImageNetSpec
+
+# The benchmark each dataset's test split is scored by: VOC07 test by the VOC2007 devkit (11-point AP), VOC12
+# test by VOC2012's (area under the curve), COCO val by COCO's own mAP@[.5:.95].
+PROTOCOLS = {"voc07+12": "voc07", "voc07++12": "voc12", "coco": "coco", "digits-voc": "voc07",
+             "digits-coco": "coco"}
+EVAL_IMAGES = 8  # test images per forward pass
+
+
+def build_detection_model(spec: DetectionSpec, num_classes: int,
+                          classifier_state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    from resrepro.models.detection import build_detector
+
+    return build_detector(spec.model, num_classes, width=spec.width, min_size=spec.min_size,
+                          max_size=spec.max_size, anchor_sizes=spec.anchor_sizes,
+                          proposals_test=spec.proposals_test, rois_per_image=spec.rois_per_image,
+                          normalize=spec.normalize, classifier_state=classifier_state,
+                          # From scratch, BN has no statistics to freeze: frozen at initialisation it is the identity,
+                          # and a deep ResNet without normalisation diverges. It learns instead (a named deviation).
+                          freeze_bn=not spec.from_scratch)
+
+
+def pin_backbone(spec: DetectionSpec) -> DetectionSpec:
+    """The spec with ``backbone_hash`` naming its backbone's weights (the ImageNet run's config hash, or the
+    weights file's SHA-256) and ``normalize`` their pre-training normalisation (torchvision's: mean-std).
+    Refuses a backbone run that is not a finished ImageNet run of the same net."""
+    if spec.backbone_run is not None:
+        saved = _backbone_run(spec)[0]
+        return spec.replace(backbone_hash=saved.config_hash(), normalize=saved.normalize)
+    if spec.weights is not None:
+        return spec.replace(backbone_hash=_file_hash(spec.weights), normalize="mean-std")
+    return spec
+
+
+def _backbone_run(spec: DetectionSpec) -> tuple[ImageNetSpec, Path]:
+    from resrepro.analysis.aggregate import canonical_model
+    from resrepro.train.rundir import CONFIG, RunDir
+
+    run = RunDir(Path(spec.backbone_run).expanduser())
+    if not (run.path / CONFIG).is_file():
+        raise ResreproError(f"--backbone-run {run.path}: no resrepro run there (no {CONFIG}); name the directory "
+                            "of a finished `resrepro train imagenet` run")
+    saved = run.read_spec()
+    if not isinstance(saved, ImageNetSpec):
+        raise ResreproError(f"--backbone-run {run.path} is a {saved.family} run ({saved.model}); a detection "
+                            "backbone comes from an ImageNet run (`resrepro train imagenet`)")
+    if canonical_model(saved.model) != canonical_model(spec.model) or saved.width != spec.width:
+        raise ResreproError(f"--backbone-run {run.path} trained {saved.model} at width {saved.width}, not the "
+                            f"backbone {spec.model} at width {spec.width}")
+    if not run.is_finished():
+        raise ResreproError(f"--backbone-run {run.path} has not finished training: finish it first (rerun its "
+                            "`resrepro train imagenet` command)")
+    return saved, run.path
+
+
+def _file_hash(path: str) -> str:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ResreproError(f"--weights {file}: no such file (nothing is downloaded: give a local weights file)")
+    digest = hashlib.sha256()
+    with file.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
+
+
+def _classifier_state(spec: DetectionSpec) -> dict[str, torch.Tensor] | None:
+    """The ImageNet classifier's weights the backbone starts from, checked against the pinned identity."""
+    if spec.from_scratch:
+        return None
+    if spec.backbone_run is not None:
+        from resrepro.train.checkpoint import clean_state_dict, load_checkpoint
+
+        saved, path = _backbone_run(spec)
+        found = saved.config_hash()
+        state = clean_state_dict(load_checkpoint(path)["model"])
+    else:
+        from resrepro.models.detection import classifier_state_from_torchvision
+        from resrepro.train.imports import import_model
+
+        found = _file_hash(spec.weights)
+        library = import_model(spec.backbone_import, spec.weights)  # refuses a file that does not fit the name
+        state = classifier_state_from_torchvision(library.state_dict(), spec.model)
+    if spec.backbone_hash is None:  # the identity is part of the run's configuration: it is fixed before training
+        raise ResreproError("the backbone source has no backbone_hash: start the run with `resrepro train detection` "
+                            "or a sweep, which pin it")
+    if found != spec.backbone_hash:
+        raise ResreproError(f"the backbone weights at {spec.backbone_run or spec.weights} are not the ones this run "
+                            f"started from (identity {found}, the run's {spec.backbone_hash}): point at the original")
+    return state
+
+
+class _Flipped(Dataset):
+    """A training image as floats in 0..1, flipped horizontally with probability 1/2 (the paper's only
+    augmentation) from the generator ``_Seeded`` seeded for this sample. Difficult objects are left out of
+    training, as Faster R-CNN's VOC reader does."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        from resrepro.data.detection import hflip
+
+        image, target = self.base[index]
+        if image is None:
+            return None
+        if torch.rand(()) < 0.5:
+            image, target = hflip(image, target)
+        keep = ~target["difficult"]
+        return image.float() / 255, {"boxes": target["boxes"][keep], "labels": target["labels"][keep]}
+
+
+def _collate(batch: list[Any]) -> list[Any]:
+    return [b for b in batch if b is not None]  # an unreadable image is skipped (the dataset counts it)
+
+
+class _Batches:
+    """This rank's images and targets from iteration ``step`` on; the position is the whole state (the order and
+    the flips are functions of seed, epoch and index), so a resume replays nothing."""
+
+    def __init__(self, spec: DetectionSpec, train_set, step: int, steps_per_epoch: int, per_rank: int, rank: int,
+                 world: int, device: torch.device) -> None:
+        self.train_set, self.device = train_set, device
+
+        def epoch(e: int, start: int) -> Iterator[Any]:
+            sampler = _EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
+            return iter(DataLoader(_Seeded(_Flipped(train_set)), batch_size=per_rank, sampler=sampler,
+                                   drop_last=True, num_workers=spec.workers, collate_fn=_collate))
+
+        self.stream = endless(epoch, step, steps_per_epoch)
+
+    @property
+    def skipped(self) -> int:
+        return self.train_set.skipped
+
+    def __next__(self) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        batch = next(self.stream)
+        if not batch:
+            raise ResreproError("every image of a training mini-batch failed to decode; check the dataset's images")
+        return ([image.to(self.device, non_blocking=True) for image, _ in batch],
+                [{k: v.to(self.device, non_blocking=True) for k, v in target.items()} for _, target in batch])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
+def detection_loss(model: nn.Module, images: list[torch.Tensor],
+                   targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The multi-task loss: the sum of torchvision's RPN and Fast R-CNN losses (classification and box
+    regression of each). No misses: a detector has no top-1 error."""
+    losses = model(images, targets)
+    total = sum(losses.values())
+    return total, total.new_zeros(())
+
+
+@torch.no_grad()
+def detect(model: nn.Module, dataset, device: torch.device, precision: str = "fp32", rank: int = 0,
+           world: int = 1) -> list[dict[str, torch.Tensor]]:
+    """The detections of every image of ``dataset`` (in its order, in its pixels), each rank computing every
+    world-th image; an unreadable image has none."""
+    was_training = model.training
+    model.eval()
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    mine = list(range(rank, len(dataset), world))
+    for first in range(0, len(mine), EVAL_IMAGES):
+        items = [(i, dataset[i][0]) for i in mine[first:first + EVAL_IMAGES]]
+        readable = [(i, image) for i, image in items if image is not None]
+        if not readable:
+            continue
+        with autocast(precision, device):
+            out = model([image.to(device).float() / 255 for _, image in readable])
+        for (i, _), d in zip(readable, out, strict=True):
+            found[i] = {k: d[k].detach().float().cpu() if k != "labels" else d[k].cpu()
+                        for k in ("boxes", "scores", "labels")}
+    model.train(was_training)
+    if world > 1:
+        shares: list[Any] = [None] * world
+        dist.all_gather_object(shares, found)
+        found = {i: d for share in shares for i, d in share.items()}
+    none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    return [found.get(i, none) for i in range(len(dataset))]
+
+
+def score(detections: list[dict[str, torch.Tensor]], dataset, protocol: str) -> dict[str, Any]:
+    """``{"map", "ap": {class: AP}}`` (COCO: also ``map50``) by the protocol's reference definition."""
+    from resrepro.train.detection_metrics import coco_evaluate, voc_evaluate
+
+    if protocol == "coco":
+        return coco_evaluate(detections, dataset)
+    return voc_evaluate(detections, dataset, use_07_metric=protocol == "voc07")
+
+
+def detection_recipe(spec: DetectionSpec, device: torch.device, rank: int = 0, world: int = 1) -> Recipe:
+    from resrepro.data.detection import load_detection
+
+    if spec.batch_size % world:
+        raise ResreproError(f"--batch-size {spec.batch_size} must divide into {world} processes")
+    per_rank = spec.batch_size // world
+    data_dir = Path(spec.data_dir).expanduser() if spec.data_dir else None
+    train_set = load_detection(spec.dataset, "train", data_dir)
+    test_set = load_detection(spec.dataset, "test", data_dir)
+    steps_per_epoch = len(train_set) // world // per_rank
+    if steps_per_epoch < 1:
+        raise ResreproError(f"{len(train_set)} training images do not fill one mini-batch of {spec.batch_size}")
+    protocol = PROTOCOLS[spec.dataset]
+
+    def batches(step: int, state: dict[str, Any] | None) -> _Batches:
+        return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device)
+
+    def evaluate(model: nn.Module) -> dict[str, Any]:
+        result = score(detect(model, test_set, device, spec.precision, rank, world), test_set, protocol)
+        return {"loss": None, "error": 1 - result["map"], "map": result["map"]}
+
+    return Recipe(
+        build_model=lambda: build_detection_model(spec, len(train_set.classes), _classifier_state(spec)),
+        batches=batches, schedule=Schedule(spec.lr, spec.milestones, spec.lr_decay),
+        train_images=len(train_set), eval_split="test", evaluate=evaluate,
+        finish=lambda model: {"eval_protocol": protocol},
+        model_info={"num_classes": len(train_set.classes), "in_channels": 3},
+        summary=lambda skipped: {"skipped_images": {"train": skipped, "test": test_set.skipped}},
+        loss=detection_loss, counts_errors=False,
+    )
