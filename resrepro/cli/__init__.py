@@ -18,6 +18,8 @@ __all__ = ["app", "main"]
 from resrepro.cli import models as _models  # noqa: E402,F401  isort: skip
 from resrepro.cli import train as _train  # noqa: E402,F401  isort: skip
 from resrepro.cli import detection as _detection  # noqa: E402,F401  isort: skip
+from resrepro.cli import evaluate as _evaluate  # noqa: E402,F401  isort: skip
+from resrepro.cli import bench as _bench  # noqa: E402,F401  isort: skip
 from resrepro.cli import sweep as _sweep  # noqa: E402,F401  isort: skip
 from resrepro.cli import report as _report  # noqa: E402,F401  isort: skip
 from resrepro.cli import figures as _figures  # noqa: E402,F401  isort: skip
