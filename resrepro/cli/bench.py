@@ -22,8 +22,8 @@ def bench(
     family: BenchFamily = typer.Option(BenchFamily.cifar, help="cifar: our loop vs DataLoader + PIL transforms; "
                                        "imagenet: the model step at 224 px and, with --data-dir, the data "
                                        "pipeline's images/s; detection: Faster R-CNN training steps per backbone."),
-    backbone: list[str] | None = typer.Option(None, metavar="NAME", help="Detection backbones to time side by side (repeat the "
-                                              "option; default: resnet101 and vgg16)."),
+    backbone: list[str] | None = typer.Option(None, metavar="NAME", help="Detection backbones to time side by "
+                                              "side (repeat the option; default: resnet101 and vgg16)."),
     width: int | None = typer.Option(None, min=1, help="Detection: first-stage filters (default: 64 on a GPU, 8 on "
                                      "a CPU)."),
     image_size: int | None = typer.Option(None, min=64, help="Detection: shorter side in px (default: 600 on a GPU, "

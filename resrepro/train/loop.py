@@ -167,8 +167,9 @@ class _Loop:
         self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # this interval's loss, misses, images
         self.skipped_before = self.batches.skipped
         self.forward.train()
-        with stop_requests() as stop, progress_bar(f"{spec.model} s{spec.seed}", spec.iters, self.step,
-                                                   spec.batch_size, spec.lr, progress) as bar:
+        bar = progress_bar(f"{spec.model} s{spec.seed}", spec.iters, self.step, spec.batch_size, spec.lr, progress,
+                           errors=self.recipe.counts_errors)
+        with stop_requests() as stop, bar as bar:
             self.clock.restart()
             while self.step < spec.iters:
                 lr = self._train_step()

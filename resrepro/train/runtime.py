@@ -192,8 +192,10 @@ class Progress:
     after every training step and only compares the clock with the next due time; figures come from snapshots
     of the device-side sums, shown once their copy has landed, so progress adds no host sync to the steps."""
 
-    def __init__(self, total: int, start: int, batch_size: int, every: float, emit, clock=time.monotonic) -> None:
+    def __init__(self, total: int, start: int, batch_size: int, every: float, emit, errors: bool = True,
+                 clock=time.monotonic) -> None:
         self.total, self.batch_size, self.every, self.emit, self.clock = total, batch_size, every, emit, clock
+        self.errors = errors
         self.next_at = clock() + every
         self.origin = (start, clock())  # (step, time) this process started at
         self.first: tuple[int, float] | None = None  # the pace is measured from here once it exists: the first
@@ -219,7 +221,10 @@ class Progress:
 
     def _show(self) -> None:
         snap, self.pending = self.pending, None
-        self.figures = snap.figures() or self.figures  # keep the last figures across a reset of the sums
+        figures = snap.figures()
+        if figures is not None and not self.errors:
+            figures = (figures[0], None)
+        self.figures = figures or self.figures  # keep the last figures across a reset of the sums
         (s0, t0), (s1, t1) = self.last or self.origin, self.first or self.origin
         speed = (snap.step - s0) * self.batch_size / (snap.at - t0) if snap.at > t0 else None
         pace = (snap.step - s1) / (snap.at - t1) if snap.at > t1 and snap.step > s1 else None
@@ -228,13 +233,20 @@ class Progress:
         self.emit(snap.step, snap.lr, self.figures, speed, (self.total - snap.step) / pace if pace else None)
 
 
+def _figures_text(figures: tuple[float, float | None] | None) -> tuple[str, str]:
+    """Loss and error as shown; "—" before the first figures, and for an error a family does not count."""
+    if figures is None:
+        return "—", "—"
+    return f"{figures[0]:.3f}", "—" if figures[1] is None else f"{100 * figures[1]:.1f}%"
+
+
 def plain_line(label: str, total: int):
     """One log line per update: iteration/total, lr, loss, error, images/s, ETA (what Slurm and CI logs show)."""
     import sys
 
     def emit(step: int, lr: float, figures: tuple[float, float] | None, speed: float | None,
              eta: float | None) -> None:
-        loss, err = (f"{figures[0]:.3f}", f"{100 * figures[1]:.1f}%") if figures else ("—", "—")
+        loss, err = _figures_text(figures)
         sys.stderr.write(f"{label}: iter {step:,}/{total:,} ({100 * step / total:.0f}%), lr {lr:.4g}, loss {loss}, "
                          f"err {err}, {f'{speed:,.0f}' if speed else '—'} img/s, ETA {_clock(eta)}\n")
         sys.stderr.flush()
@@ -243,8 +255,10 @@ def plain_line(label: str, total: int):
 
 
 @contextmanager
-def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float, enabled: bool = True):
-    """A :class:`Progress` (None if not ``enabled``): a rich bar if stderr is a terminal, plain lines if not."""
+def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float, enabled: bool = True,
+                 errors: bool = True):
+    """A :class:`Progress` (None if not ``enabled``): a rich bar if stderr is a terminal, plain lines if not.
+    ``errors`` False: the family counts no training errors (detection), shown as "—"."""
     if not enabled:
         yield None
         return
@@ -258,7 +272,7 @@ def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float,
     console = Console(stderr=True)
     if not console.is_terminal:
         every = float(os.environ.get("RESREPRO_PROGRESS_SECONDS", LINE_EVERY_S))
-        progress = Progress(total, start, batch_size, every, plain_line(label, total))
+        progress = Progress(total, start, batch_size, every, plain_line(label, total), errors)
         yield progress
         progress.close()
         return
@@ -275,9 +289,9 @@ def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float,
         task = p.add_task("train", total=total, completed=start, lr=f"{lr:.4g}", loss="—", error="—")
 
         def update(step, lr, figures, speed, eta) -> None:
-            loss, err = (f"{figures[0]:.3f}", f"{100 * figures[1]:.1f}%") if figures else ("—", "—")
+            loss, err = _figures_text(figures)
             p.update(task, completed=step, lr=f"{lr:.4g}", loss=loss, error=err)
 
-        progress = Progress(total, start, batch_size, BAR_EVERY_S, update)
+        progress = Progress(total, start, batch_size, BAR_EVERY_S, update, errors)
         yield progress
         progress.close()

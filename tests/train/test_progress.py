@@ -102,3 +102,26 @@ def test_on_cuda_a_due_update_copies_the_sums_without_waiting_for_the_gpu():
     assert time.perf_counter() - start < 0.5 and shown == [] and p.pending is not None
     p.close()  # the end of a run may wait for the last figures
     assert shown[0][2] == pytest.approx((2.0, 0.5))
+
+
+def test_a_family_that_counts_no_errors_shows_a_dash_not_zero_percent():
+    # Detection's misses mean nothing (the loop's sums hold 0 for them): "err 0.0%" would read as a perfect run.
+    from resrepro.train.runtime import plain_line
+
+    clock, shown = Clock(), []
+    p = Progress(total=2, start=0, batch_size=1, every=60.0, emit=lambda *a: shown.append(a), errors=False,
+                 clock=clock)
+    for step in (1, 2):
+        clock.now = step
+        p.step(step, 0.1, torch.tensor([3.0, 0.0, 2.0], dtype=torch.float64))
+    p.close()
+    assert shown[-1][2] == (1.5, None)
+    lines = []
+    import sys
+
+    stderr, sys.stderr = sys.stderr, type("W", (), {"write": lines.append, "flush": lambda self: None})()
+    try:
+        plain_line("det s0", 2)(*shown[-1])
+    finally:
+        sys.stderr = stderr
+    assert "loss 1.500, err —," in lines[0]
