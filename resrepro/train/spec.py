@@ -8,18 +8,16 @@ extends it: ``CifarSpec`` (§4.2), ``ImageNetSpec`` (§3.4) and ``DetectionSpec`
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
-import re
-import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from resrepro.errors import ResreproError
+from resrepro.train.spec_checks import check_imagenet_model, describe_type, field_types, fits, positive
 
 Normalize = Literal["pixel-mean", "mean-std"]
 Precision = Literal["auto", "bf16", "fp32"]  # auto: bf16 autocast on CUDA, fp32 on CPU
@@ -73,15 +71,15 @@ class RunSpec:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        for name, kind in _field_types(type(self)).items():  # lists from JSON/TOML: tuples stay hashable
+        for name, kind in field_types(type(self)).items():  # lists from JSON/TOML: tuples stay hashable
             if typing.get_origin(kind) is tuple and isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         # Types first: a config.json or TOML file can hold anything, and the range checks compare numbers.
-        for name, kind in _field_types(type(self)).items():
+        for name, kind in field_types(type(self)).items():
             value = getattr(self, name)
-            if typing.get_origin(kind) is not Literal and not _fits(value, kind):
+            if typing.get_origin(kind) is not Literal and not fits(value, kind):
                 shown = list(value) if isinstance(value, tuple) else value  # as JSON and TOML write it
-                raise ResreproError(f"{name} should be {_describe(kind)}, got {shown!r}")
+                raise ResreproError(f"{name} should be {describe_type(kind)}, got {shown!r}")
         self.check()
 
     def replace(self, **changes: Any) -> RunSpec:
@@ -114,7 +112,7 @@ class RunSpec:
 
     def check(self) -> None:
         """Raise a ResreproError for a spec that cannot run, naming the setting."""
-        for name, kind in _field_types(type(self)).items():
+        for name, kind in field_types(type(self)).items():
             allowed = typing.get_args(kind) if typing.get_origin(kind) is Literal else ()
             if allowed and getattr(self, name) not in allowed:
                 raise ResreproError(f"unknown {name} {getattr(self, name)!r}: choose {', '.join(allowed)}")
@@ -127,8 +125,8 @@ class RunSpec:
         # the paper's 32k/48k does; refusing it would make those runs unreadable.
         if list(self.milestones) != sorted(self.milestones) or any(m < 1 for m in self.milestones):
             raise ResreproError(f"milestones must be increasing iterations >= 1, got {list(self.milestones)}")
-        _positive("lr", self.lr)
-        _positive("lr_decay", self.lr_decay)
+        positive("lr", self.lr)
+        positive("lr_decay", self.lr_decay)
         if not 0 <= self.momentum < 1:  # NaN fails too; momentum 1 never forgets a gradient and diverges
             raise ResreproError(f"momentum must be in [0, 1), got {self.momentum} (paper: 0.9)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
@@ -181,7 +179,7 @@ class CifarSpec(RunSpec):
         super().check()
         if self.eval_batch_size < 1 or self.val_split < 0 or self.pad < 0:
             raise ResreproError("eval-batch-size must be at least 1, val-split and pad non-negative")
-        _positive("warmup_lr", self.warmup_lr)
+        positive("warmup_lr", self.warmup_lr)
         if not 0 < self.warmup_until_error <= 1:  # a training error, 0..1: at 0 the warm-up would never end
             raise ResreproError(f"warmup_until_error is a training error in (0, 1], got {self.warmup_until_error}")
         arch = resolve(self.model)
@@ -220,7 +218,7 @@ class ImageNetSpec(RunSpec):
     checkpoint_every: int = 5_000
 
     def check(self) -> None:
-        _check_imagenet_model(self.model)
+        check_imagenet_model(self.model)
         if self.dataset not in typing.get_args(ImageNetDataset):
             raise ResreproError(f"the ImageNet trainer reads an ImageFolder: dataset 'imagenet' (ImageNet-1k) or "
                                 f"'digits' (the tiny scale's, written on first use), not {self.dataset!r}")
@@ -309,7 +307,7 @@ class DetectionSpec(RunSpec):
         super().__post_init__()
 
     def check(self) -> None:
-        _check_imagenet_model(self.model)
+        check_imagenet_model(self.model)
         super().check()
         if not 0 < self.min_size <= self.max_size:
             raise ResreproError(f"min_size and max_size must satisfy 0 < min_size <= max_size, got {self.min_size} "
@@ -362,66 +360,3 @@ def is_added_default(added: dict[str, Any], key: str, value: Any) -> bool:
 def runtime_fields(config: dict[str, Any]) -> frozenset[str]:
     """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family."""
     return frozenset(spec_type(config).RUNTIME)
-
-
-def _positive(name: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ResreproError(f"{name} must be a finite number > 0, got {value}")
-
-
-def _fits(value: Any, kind: Any) -> bool:
-    """Whether ``value`` is of the field type ``kind`` (bool is no int here; an int is a float)."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_fits(v, args[0]) for v in value)
-        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args, strict=True))
-    if origin is Literal or kind is str:
-        return isinstance(value, str)
-    if kind is type(None):
-        return value is None
-    if isinstance(value, bool) or kind is bool:
-        return isinstance(value, bool) and kind is bool
-    if kind is int:  # torch keeps counts and seeds in 64 bits
-        return isinstance(value, int) and -(2**63) <= value < 2**63
-    if kind is float and isinstance(value, int):
-        return abs(value) < 2**1023  # math.isfinite raises on an int too large for a float
-    return isinstance(value, kind)
-
-
-def _describe(kind: Any) -> str:
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if typing.get_origin(kind) is tuple:
-        return "a list of integers" if args[-1] is Ellipsis else f"a list of {len(args)} integers"
-    return {int: "a 64-bit integer", float: "a number", bool: "true or false", str: "a string",
-            type(None): "None"}.get(kind, str(kind))
-
-
-@functools.cache
-def _field_types(cls: type[RunSpec]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _check_imagenet_model(name: str) -> None:
-    """Raise unless ``name`` is an ImageNet net. A depth that is not one of Table 1's is answered with those
-    depths, not with the CIFAR rule (depth 6n+2) by which the registry reads a name like resnet19."""
-    from resrepro.models.registry import IMAGENET_DEPTHS, UnknownModelError, resolve
-
-    try:
-        imagenet = resolve(name).family == "imagenet"
-    except UnknownModelError:
-        depth = re.search(r"(?:resnet|plain)(\d+)", name.lower())
-        if depth is None or int(depth[1]) in IMAGENET_DEPTHS:
-            raise  # not a depth problem (a misspelling, plain18-A): the registry's message says what is wrong
-        imagenet = False
-    if not imagenet:
-        raise ResreproError(f"{name} is not an ImageNet net: ImageNet depths are "
-                            f"{', '.join(map(str, IMAGENET_DEPTHS))} (Table 1); CIFAR nets (depth 6n+2) train "
-                            "with `resrepro train cifar`")
