@@ -24,7 +24,8 @@ from resrepro.io import write_json, write_text
 PAGE = "report"  # OUT/report.html and OUT/report.md
 PROVENANCE = "provenance.json"  # beside an artefact rendered from runs: what made them
 # The paper's order, so the page reads like the paper.
-ORDER = ("fig1", "table2", "table3", "fig4", "table4", "table6", "fig6", "fig7", "ablation-cifar")
+ORDER = ("fig1", "table2", "table3", "fig4", "table4", "table5", "table6", "fig6", "fig7", "ablation-cifar", "table7",
+         "table8")
 PROVENANCE_KEYS = ("resrepro", "git_sha", "torch", "cuda", "python", "device")
 
 
