@@ -6,8 +6,15 @@ from pathlib import Path
 
 import typer
 
-from resrepro.cli.common import check_output, choices, err
-from resrepro.cli.train import CHANNELS_LAST_HELP, TENSORBOARD_HELP, PrecisionChoice, _milestones, train_app
+from resrepro.cli.common import choices, err
+from resrepro.cli.train import (
+    CHANNELS_LAST_HELP,
+    TENSORBOARD_HELP,
+    PrecisionChoice,
+    _milestones,
+    train_app,
+    train_on_ranks,
+)
 from resrepro.train.spec import DetectionDataset, DetectionSpec
 
 DetectionChoice = choices("DetectionChoice", DetectionDataset)
@@ -60,13 +67,9 @@ def train_detection(
     torchrun --nproc-per-node 8 -m resrepro train detection ... (DDP).
     """
     import json
-    import os
 
-    from resrepro.train.loop import init_distributed, train
     from resrepro.train.recipes.detection import pin_backbone
-    from resrepro.train.runtime import resolve_device
 
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     spec = pin_backbone(DetectionSpec(
         model=backbone, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, lr=lr,
         milestones=None if milestones is None else _milestones(milestones), momentum=momentum,
@@ -78,23 +81,10 @@ def train_detection(
         weights=str(weights) if weights else None,
     ))
     out = out or Path("runs") / f"det-{spec.dataset}-{spec.model}-s{seed}"
-    check_output(out, folder=True)
-    if world > 1:
-        spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
-    else:
-        resolve_device(spec.device)
-    if rank == 0:
-        start = "from scratch" if spec.from_scratch else f"backbone {spec.backbone_hash}"
-        err.print(f"[bold]Faster R-CNN {spec.model}[/] ({spec.dataset}, {start}, {spec.iters:,} iterations, "
-                  f"{spec.batch_size} images per mini-batch over {world} process{'es' if world > 1 else ''}) → {out}")
-    try:
-        summary = train(spec, out, progress=rank == 0)
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    if rank == 0:
+    start = "from scratch" if spec.from_scratch else f"backbone {spec.backbone_hash}"
+    summary = train_on_ranks(spec, out, device, f"[bold]Faster R-CNN {spec.model}[/] ({spec.dataset}, {start}, "
+                             f"{spec.iters:,} iterations, {spec.batch_size} images per mini-batch")
+    if summary is not None:
         final = summary["final"]
         err.print(f"done: test mAP ({final['eval_protocol']}) {100 * (1 - final['eval_error']):.2f}% after "
                   f"{summary['iter']:,} iterations")

@@ -167,12 +167,9 @@ def train_imagenet(
     Several GPUs: torchrun --nproc-per-node 8 -m resrepro train imagenet ... (DDP, BN per GPU as in the paper).
     """
     import json
-    import os
 
     from resrepro.models.registry import model_name
 
-    # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     model = model_name("imagenet", depth, plain, None if plain else shortcut.value, not stride_in_3x3)
     spec = ImageNetSpec(
         model=model, seed=seed, iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
@@ -183,17 +180,32 @@ def train_imagenet(
         data_dir=str(data_dir) if data_dir else None,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
+    summary = train_on_ranks(spec, out, device, f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch "
+                             f"{spec.batch_size}")
+    if summary is not None:
+        final = summary["final"]
+        err.print(f"done: train error {100 * final['train_error']:.2f}%, val error (center crop) "
+                  f"{100 * final['eval_error']:.2f}% after {summary['iter']:,} iterations")
+        typer.echo(json.dumps({"run_dir": str(out), **final}))
+
+
+def train_on_ranks(spec, out: Path, device: str, announce: str) -> dict | None:
+    """Train ``spec`` into ``out`` as this process's share of a torchrun job (alone when WORLD_SIZE is unset);
+    rank 0 announces the run and returns its summary, the other ranks None."""
+    import os
+
     check_output(out, folder=True)
     from resrepro.train.loop import init_distributed, train  # torch, once the arguments are known to be good
     from resrepro.train.runtime import resolve_device
 
+    # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
     else:
         resolve_device(spec.device)  # a device that is not here is one line, before anything is printed
     if rank == 0:
-        err.print(f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch {spec.batch_size} over {world} "
-                  f"process{'es' if world > 1 else ''}) → {out}")
+        err.print(f"{announce} over {world} process{'es' if world > 1 else ''}) → {out}")
     try:
         summary = train(spec, out, progress=rank == 0)
     finally:
@@ -201,8 +213,4 @@ def train_imagenet(
             import torch.distributed as dist
 
             dist.destroy_process_group()
-    if rank == 0:
-        final = summary["final"]
-        err.print(f"done: train error {100 * final['train_error']:.2f}%, val error (center crop) "
-                  f"{100 * final['eval_error']:.2f}% after {summary['iter']:,} iterations")
-        typer.echo(json.dumps({"run_dir": str(out), **final}))
+    return summary if rank == 0 else None
