@@ -93,6 +93,20 @@ def check_config(saved: RunSpec, path: str | Path, spec: RunSpec, config: str | 
             "checkpoint away (nothing was used)")
 
 
+def run_of(path: str | Path) -> RunDir | None:
+    """The run directory whose config.json a run directory or its checkpoint.pt answers to; None for a
+    checkpoint file with no config.json beside it."""
+    path = Path(path)
+    run = RunDir(path if path.is_dir() else path.parent)
+    return run if (path.is_dir() or path.name == CHECKPOINT) and (run.path / CONFIG).exists() else None
+
+
+def run_spec(path: str | Path) -> RunSpec:
+    """The spec of a run directory (its config.json) or checkpoint file, without building its net."""
+    run = run_of(path)
+    return run.read_spec() if run is not None else saved_spec(load_checkpoint(path), path)
+
+
 def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, nn.Module]:
     """The spec and trained model (eval mode) of a run directory or checkpoint file, of any family.
 
@@ -100,8 +114,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     with no config.json beside it is built from its own saved spec and must fit it."""
     state = load_checkpoint(path)
     spec = saved_spec(state, path)
-    run = RunDir(path if Path(path).is_dir() else Path(path).parent)
-    if (Path(path).is_dir() or Path(path).name == CHECKPOINT) and (run.path / CONFIG).exists():
+    run = run_of(path)
+    if run is not None:
         check_config(spec, run.checkpoint, run.read_spec(), run.path / CONFIG)
     model = build_model(spec, state)
     try:

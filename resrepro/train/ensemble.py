@@ -10,22 +10,11 @@ from typing import Any
 import torch
 
 from resrepro.errors import ResreproError
+from resrepro.train.checkpoint import run_spec
 from resrepro.train.evaluate import evaluate_run
 from resrepro.train.metrics import Tally
-from resrepro.train.rundir import CHECKPOINT, CONFIG, RunDir
 from resrepro.train.runtime import resolve_device
 from resrepro.train.spec import RunSpec
-
-
-def run_spec(path: str | Path) -> RunSpec:
-    """The spec of a run directory (its config.json) or checkpoint file, without building its net."""
-    from resrepro.train.checkpoint import load_checkpoint, saved_spec
-
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if (path.is_dir() or path.name == CHECKPOINT) and (folder / CONFIG).exists():
-        return RunDir(folder).read_spec()
-    return saved_spec(load_checkpoint(path), path)
 
 
 def check_members(paths: Sequence[str | Path]) -> list[RunSpec]:
