@@ -175,6 +175,14 @@ def _weights_file(library: str, arch: str) -> str:
     return f"timm's pretrained {arch}{source} saved with torch.save(model.state_dict(), FILE)"
 
 
+def torchvision_name(backbone: str) -> str:
+    """The torchvision ImageNet net whose weights fit the backbone ``backbone`` (resnet101-v1.5 -> resnet101)."""
+    from resrepro.models.detection import backbone_spec
+
+    spec = backbone_spec(backbone)
+    return f"resnet{spec.depth}" if spec.arch == "resnet" else spec.name.replace("-", "_")
+
+
 def classifier_state_from_file(path: str | Path, backbone: str) -> dict[str, torch.Tensor]:
     """A local torchvision ImageNet weights file (``resnet50``/``101``/``152``, which are v1.5: name the backbone
     ``resnet101-v1.5``; ``resnet18``/``34``; ``vgg16``) as the ``classifier_state`` of a detector with that
@@ -186,8 +194,8 @@ def classifier_state_from_file(path: str | Path, backbone: str) -> dict[str, tor
     from resrepro.train.checkpoint import clean_state_dict
 
     spec = backbone_spec(backbone)
-    arch = f"resnet{spec.depth}" if spec.arch == "resnet" else spec.name.replace("-", "_")  # torchvision's name
-    state = classifier_state_from_torchvision(clean_state_dict(_read_state(path, "torchvision", arch)), backbone)
+    state = classifier_state_from_torchvision(
+        clean_state_dict(_read_state(path, "torchvision", torchvision_name(backbone))), backbone)
     with torch.device("meta"):  # the shapes alone: no memory, no initialisation
         net = spec.build()
     try:

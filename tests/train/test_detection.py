@@ -204,3 +204,19 @@ def test_bn_learns_only_when_there_are_no_pretrained_statistics_to_freeze():
     assert kinds(scratch) == {torch.nn.BatchNorm2d}  # frozen at initialisation, BN would be the identity
     pinned = scratch.replace(backbone_run="/r", backbone_hash="0123456789ab")
     assert kinds(pinned) == {FrozenBatchNorm2d}  # appendix A: the ImageNet statistics, fixed
+
+
+def test_a_torchvision_weights_file_lands_in_the_backbone(tmp_path):
+    import torchvision
+
+    from resrepro.train.recipes.detection import _classifier_state
+
+    net = torchvision.models.resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "resnet18.pth")
+    spec = pin_backbone(DetectionSpec(model="resnet18", backbone_import="torchvision:resnet18",
+                                      weights=str(tmp_path / "resnet18.pth")))
+    assert spec.normalize == "mean-std" and spec.backbone_hash is not None
+    state = _classifier_state(spec)
+    assert torch.equal(state["conv1.weight"], net.conv1.weight.detach())
+    with pytest.raises(ResreproError, match="torchvision:vgg16"):  # the name and the backbone disagree
+        _classifier_state(spec.replace(backbone_import="torchvision:vgg16"))

@@ -95,12 +95,15 @@ def _classifier_state(spec: DetectionSpec) -> dict[str, torch.Tensor] | None:
         found = saved.config_hash()
         state = clean_state_dict(load_checkpoint(path)["model"])
     else:
-        from resrepro.models.detection import classifier_state_from_torchvision
-        from resrepro.train.imports import import_model
+        from resrepro.train.imports import classifier_state_from_file, parse_import, torchvision_name
 
+        library, arch = parse_import(spec.backbone_import)
+        expected = torchvision_name(spec.model)
+        if (library, arch) != ("torchvision", expected):
+            raise ResreproError(f"--backbone-import {spec.backbone_import} does not hold the backbone {spec.model}: "
+                                f"its weights are torchvision:{expected}'s")
         found = _file_hash(spec.weights)
-        library = import_model(spec.backbone_import, spec.weights)  # refuses a file that does not fit the name
-        state = classifier_state_from_torchvision(library.state_dict(), spec.model)
+        state = classifier_state_from_file(spec.weights, spec.model)  # refuses a file that does not fit
     if spec.backbone_hash is None:  # the identity is part of the run's configuration: it is fixed before training
         raise ResreproError("the backbone source has no backbone_hash: start the run with `resrepro train detection` "
                             "or a sweep, which pin it")
