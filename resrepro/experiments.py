@@ -32,7 +32,7 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.shipped import shipped_folder
-from resrepro.train.spec import FAMILIES, CifarSpec, DetectionSpec, ImageNetSpec, RunSpec
+from resrepro.train.spec import SPEC_TYPES, RunSpec
 
 try:
     import tomllib
@@ -46,7 +46,7 @@ _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
 _PLAN_KEYS = ("family", "backbone_group")  # settings that choose a trainer or a backbone run, not spec fields
-_SETTINGS = tuple(dict.fromkeys([*(f.name for spec in (CifarSpec, ImageNetSpec, DetectionSpec)
+_SETTINGS = tuple(dict.fromkeys([*(f.name for spec in SPEC_TYPES.values()
                                    for f in dataclasses.fields(spec) if f.name not in ("model", "seed")),
                                  *_PLAN_KEYS]))
 
@@ -235,11 +235,13 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
     full = {**settings, "model": arch.name, "seed": seed}
     fields = {k: v for k, v in full.items() if k not in _PLAN_KEYS}
     family = full.get("family", arch.family)
-    if family not in FAMILIES:
-        raise ctx.error(f"{where}: unknown family {family!r}: choose {', '.join(FAMILIES)}", "family")
+    if family not in SPEC_TYPES:
+        raise ctx.error(f"{where}: unknown family {family!r}: choose {', '.join(SPEC_TYPES)}", "family")
     backbone = None
     if "backbone_group" in full:
-        if family != "detection":
+        from resrepro.train.families import family_of
+
+        if family_of(family).upstream != "backbone_run":
             raise ctx.error(f"{where}: backbone_group is for detection runs (family = \"detection\")",
                             "backbone_group")
         backbone = _backbone(ctx, arch.name, full["backbone_group"], scale, where)
@@ -248,7 +250,7 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
         fields |= {"backbone_run": str(backbone.run_dir_rel), "backbone_hash": backbone.spec.config_hash(),
                    "normalize": backbone.spec.normalize}
     try:
-        spec = FAMILIES[family].from_dict(fields)
+        spec = SPEC_TYPES[family].from_dict(fields)
     except (ResreproError, TypeError, ValueError) as e:
         raise ctx.error(f"{where}: run {name} at scale {scale!r}: {e}") from None
     if backbone is not None and backbone.spec.width != spec.width:

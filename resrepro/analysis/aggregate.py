@@ -22,8 +22,6 @@ from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
 
 REQUIRED_KEYS = ("model", "dataset")
 INT_KEYS = ("seed", "iters", "width")
-PROTOCOLS = ("center", "ten-crop", "multi-scale")  # ImageNet test protocols of `resrepro eval` (§3.4)
-DETECTION_PROTOCOLS = ("voc07", "voc12", "coco")  # detection mAP protocols: columns <protocol>_map, coco_map50
 ERROR_KEYS = ("train_error", "eval_error", "train_eval_error")  # fractions in summary.json, % in frames
 COLUMNS = (
     "path", "model", "dataset", "seed", "iters", "width", "config_hash", "setting", "finished", "iter",
@@ -157,9 +155,28 @@ def frame_of(runs: Sequence[Run]) -> pd.DataFrame:
 
 
 def _columns(runs: Sequence[Run]) -> list[str]:
-    protocols = sorted({p for r in runs for p in r.evals}, key=lambda p: (p not in PROTOCOLS, p))
-    return [*COLUMNS, *(f"{_col(p)}_{k}" for p in protocols
-                        for k in (("map", "map50") if p in DETECTION_PROTOCOLS else ("top1", "top5")))]
+    """COLUMNS, then each kept evaluation's columns (``<protocol>_top1``, ``voc07_map``, ...), protocols in the
+    order of their families' registration."""
+    from resrepro.train.families import families
+
+    order = [f.name for f in families()]
+    protocols = sorted({p for r in runs for p in r.evals},
+                       key=lambda p: (order.index(_family(p).name) if _family(p) else len(order), p))
+    return [*COLUMNS, *(f"{_col(p)}_{suffix}" for p in protocols for suffix, _ in _eval_columns(p))]
+
+
+def _family(protocol: str):
+    from resrepro.train.families import family_of_protocol
+
+    return family_of_protocol(protocol)
+
+
+def _eval_columns(protocol: str) -> tuple[tuple[str, str], ...]:
+    """The columns of one kept result: (column suffix, result key); top-1/top-5 for an unknown protocol."""
+    from resrepro.train.recipe import Family
+
+    family = _family(protocol)
+    return family.eval_columns if family is not None else Family.eval_columns
 
 
 def _col(protocol: str) -> str:
@@ -181,11 +198,8 @@ def _row(run: Run) -> dict[str, Any]:
     for k in ERROR_KEYS:
         row[k] = _percent(final.get(k))
     for protocol, ev in run.evals.items():
-        if protocol in DETECTION_PROTOCOLS:
-            row[f"{protocol}_map"], row[f"{protocol}_map50"] = _percent(ev.get("map")), _percent(ev.get("map50"))
-            continue
-        row[f"{_col(protocol)}_top1"] = _percent(ev.get("top1_error"))
-        row[f"{_col(protocol)}_top5"] = _percent(ev.get("top5_error"))
+        for suffix, key in _eval_columns(protocol):
+            row[f"{_col(protocol)}_{suffix}"] = _percent(ev.get(key))
     return row
 
 

@@ -184,7 +184,7 @@ def run_layer_responses(
     import pandas as pd
 
     from resrepro.data.cifar import eval_batches
-    from resrepro.train.checkpoint import load_trained
+    from resrepro.train.families import load_trained
 
     _check_choice("split", split, SPLITS)
     _check_choice("pooling", pooling, POOLINGS)

@@ -107,40 +107,5 @@ def run_spec(path: str | Path) -> RunSpec:
     return run.read_spec() if run is not None else saved_spec(load_checkpoint(path), path)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> tuple[RunSpec, nn.Module]:
-    """The spec and trained model (eval mode) of a run directory or checkpoint file, of any family.
-
-    A run directory's checkpoint (``RUN`` or ``RUN/checkpoint.pt``) must belong to its config.json; a checkpoint
-    with no config.json beside it is built from its own saved spec and must fit it."""
-    state = load_checkpoint(path)
-    spec = saved_spec(state, path)
-    run = run_of(path)
-    if run is not None:
-        check_config(spec, run.checkpoint, run.read_spec(), run.path / CONFIG)
-    model = build_model(spec, state)
-    try:
-        model.load_state_dict(clean_state_dict(state["model"]))
-    except (RuntimeError, AttributeError, TypeError) as e:
-        raise ResreproError(f"checkpoint {path} does not fit {spec.model}: {str(e).splitlines()[0]}") from None
-    return spec, model.to(device).eval()
-
-
-def build_model(spec: RunSpec, state: dict[str, Any]) -> nn.Module:
-    """The untrained net a checkpoint of ``spec`` fits (its classes and input channels as saved)."""
-    from resrepro.models.registry import resolve
-    from resrepro.train.spec import CifarSpec, DetectionSpec
-
-    classes, channels = int(state.get("num_classes", 10)), int(state.get("in_channels", 3))
-    if isinstance(spec, CifarSpec):
-        from resrepro.train.recipes.cifar import build_cifar_model
-
-        return build_cifar_model(spec, classes, channels)
-    if isinstance(spec, DetectionSpec):  # the backbone's ImageNet weights are in the checkpoint already
-        from resrepro.train.recipes.detection import build_detection_model
-
-        return build_detection_model(spec, classes)
-    return resolve(spec.model).build(num_classes=classes, width=spec.width)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)

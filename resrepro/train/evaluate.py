@@ -1,27 +1,24 @@
 """Evaluate a trained run of any family (a run directory or a checkpoint file): one ``evaluate_run``, one set
 of result keys — ``top1_error``, ``top5_error`` where the family reports it (ImageNet), ``loss``, ``images``;
-detection runs report ``map`` and per-class ``ap`` instead."""
+detection runs report ``map`` and per-class ``ap`` instead — and another project's weights (``evaluate_import``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
-from resrepro.train.checkpoint import load_trained
+from resrepro.train.families import family_of, load_trained
 from resrepro.train.metrics import Tally
-from resrepro.train.runtime import resolve_device, use_channels_last
-from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec
-
-PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
-DETECTION_PROTOCOLS = ("voc07", "voc12", "coco")  # VOC2007 11-point AP, VOC2012 area AP, COCO mAP@[.5:.95]
+from resrepro.train.recipe import EvalOptions
+from resrepro.train.runtime import resolve_device
+from resrepro.train.spec import CifarSpec
 
 
 def eval_path(run: str | Path, protocol: str) -> Path:
-    """Where an ImageNet or detection run directory (or the one holding a checkpoint file) keeps a protocol's
-    result."""
+    """Where a run directory (or the one holding a checkpoint file) keeps a protocol's result, for the families
+    that keep them (``Family.keeps_eval``: ImageNet, detection)."""
     run = Path(run)
     return (run if run.is_dir() else run.parent) / "eval" / f"{protocol}.json"
 
@@ -30,83 +27,27 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
                  data_dir: str | Path | None = None, device: str = "auto", max_images: int | None = None,
                  scales: Sequence[int] | None = None, workers: int | None = None,
                  tally: Tally | None = None) -> dict[str, Any]:
-    """The final weights' error and loss. CIFAR: on ``split`` ("test", "val", None for the run's own). ImageNet:
-    under ``protocol`` (default "center") at the run's own sizes, on its val/ (``data_dir``: where that
-    ImageFolder is now), written to :func:`eval_path` for the tables. ``tally``: the caller's, to keep each
-    image's probabilities (an ensemble) or count top-5 on CIFAR. Detection: the test split's mAP under
-    ``protocol`` (default: the dataset's benchmark), written to :func:`eval_path` too."""
+    """The final weights' result, by the run's family (see its recipe module). CIFAR: error and loss on
+    ``split`` ("test", "val", None for the run's own). ImageNet: under ``protocol`` (default "center") at the
+    run's own sizes, on its val/ (``data_dir``: where that ImageFolder is now). Detection: the test split's mAP
+    under ``protocol`` (default: the dataset's benchmark). ``tally``: the caller's, to keep each image's
+    probabilities (an ensemble) or count top-5 on CIFAR. A family that keeps its results writes them to
+    :func:`eval_path`, for the tables."""
     dev = resolve_device(device)
     spec, model = load_trained(path, dev)
-    if isinstance(spec, DetectionSpec):
-        if split is not None or max_images or scales:
-            raise ResreproError(f"{path} is a detection run: it is evaluated on its test split with --protocol "
-                                f"{'|'.join(DETECTION_PROTOCOLS)}")
-        result = _evaluate_detection(spec, model, protocol, data_dir, dev)
-    elif isinstance(spec, CifarSpec):
-        if protocol not in (None, "center") or max_images or scales:
-            raise ResreproError(f"{path} is a CIFAR run: --ten-crop/--multi-scale/--max-images are for ImageNet")
-        result = _evaluate_cifar(spec, model, split, data_dir, dev, tally)
-    elif protocol in DETECTION_PROTOCOLS:
-        raise ResreproError(f"--protocol {protocol} is for detection runs; {path} is an ImageNet run")
-    else:
-        if split is not None:
-            raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
-        result = _evaluate_imagenet(spec, model, protocol or "center", data_dir, dev, max_images, scales, workers,
-                                    tally)
-    result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset, **result}
-    if isinstance(spec, ImageNetSpec | DetectionSpec):
+    family = family_of(spec)
+    if protocol is not None and protocol not in family.protocols:
+        raise ResreproError(f"{path} is a {family.name} run, evaluated with --protocol {'|'.join(family.protocols)}"
+                            f", not {protocol}")
+    ask = EvalOptions(path=str(path), device=dev, split=split, protocol=protocol, data_dir=data_dir,
+                      max_images=max_images, scales=scales, workers=workers, tally=tally)
+    result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset,
+              **family.evaluate(spec, model, ask)}
+    if family.keeps_eval:
         from resrepro.io import write_json
 
         write_json(eval_path(path, result["protocol"]), result)
     return result
-
-
-def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev, tally: Tally | None) -> dict[str, Any]:
-    from resrepro.data.cifar import load_dataset, normalizer
-    from resrepro.train.recipes.cifar import evaluate_set
-
-    if split == "val" and spec.val_split == 0:
-        raise ResreproError(f"{spec.model} was trained on the whole training set: it has no val split; "
-                            "use --split test")
-    val_split = spec.val_split if split in (None, "val") else 0
-    splits = load_dataset(spec.dataset, data_dir or spec.data_dir, val_split=val_split, verify=spec.verify)
-    mean, std = normalizer(splits.train, spec.normalize)
-    channels_last = use_channels_last(spec.channels_last, dev)
-    if channels_last:
-        import torch
-
-        model = model.to(memory_format=torch.channels_last)
-    result = evaluate_set(model, splits.eval, spec.replace(device=str(dev)), dev, mean, std, channels_last, tally)
-    return {"split": splits.eval_split, **result}
-
-
-def _evaluate_detection(spec: DetectionSpec, model, protocol: str | None, data_dir, dev) -> dict[str, Any]:
-    from resrepro.data.detection import load_detection
-    from resrepro.train.recipes.detection import PROTOCOLS, detect, score
-
-    protocol = protocol or PROTOCOLS[spec.dataset]
-    if protocol not in DETECTION_PROTOCOLS:
-        raise ResreproError(f"{spec.model} is a detection run: choose --protocol {' or '.join(DETECTION_PROTOCOLS)}")
-    root = data_dir or spec.data_dir
-    test_set = load_detection(spec.dataset, "test", Path(root).expanduser() if root else None)
-    result = score(detect(model, test_set, dev, spec.precision), test_set, protocol)
-    # A class without ground truth has AP NaN, which JSON cannot hold: null.
-    result |= {k: {c: None if math.isnan(v) else v for c, v in result[k].items()}
-               for k in ("ap", "ap50") if k in result}
-    return {"split": "test", "protocol": protocol, **result, "images": len(test_set),
-            "skipped_images": test_set.skipped}
-
-
-def _evaluate_imagenet(spec: ImageNetSpec, model, protocol: str, data_dir, dev, max_images, scales,
-                       workers, tally: Tally | None) -> dict[str, Any]:
-    from resrepro.data.imagenet_eval import evaluate
-
-    root = Path(data_dir).expanduser() if data_dir is not None else spec.data_root()
-    sizes = tuple(scales or spec.test_scales)
-    result = evaluate(model, root / "val", protocol, device=dev, normalize=spec.normalize, max_images=max_images,
-                      scales=sizes, workers=spec.workers if workers is None else workers, resize=spec.scale[0],
-                      crop=spec.crop, tally=tally)
-    return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
 def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Path | None,

@@ -1,10 +1,10 @@
 """The one training loop, for every family: lock and claim the run directory, resume, step, log, guard,
 checkpoint, stop.
 
-A family's recipe (``resrepro.train.recipes``) supplies the model, the batches and the evaluation; everything
-else is here once. Under torchrun every process runs this loop (DDP); only rank 0 locks and writes files. Fast
-path on CUDA: data and augmentation on the device, channels_last, bf16 autocast, torch.compile, and no host sync
-per step except during ResNet-110's short warm-up.
+A family's recipe (``resrepro.train.recipe``, made by the registry ``resrepro.train.families``) supplies the
+model, the batches and the evaluation; everything else is here once. Under torchrun every process runs this loop
+(DDP); only rank 0 locks and writes files. Fast path on CUDA: data and augmentation on the device, channels_last,
+bf16 autocast, torch.compile, and no host sync per step except during ResNet-110's short warm-up.
 """
 
 from __future__ import annotations
@@ -28,17 +28,17 @@ from resrepro.train.checkpoint import (
     saved_spec,
     unwrap,
 )
+from resrepro.train.families import make_recipe
+from resrepro.train.progress import IntervalClock, progress_bar
 from resrepro.train.provenance import provenance
-from resrepro.train.recipes import Recipe, make_recipe
+from resrepro.train.recipe import Recipe
 from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.runtime import (
-    IntervalClock,
     agreed_stop,
     all_finite,
     all_reduce,
     autocast,
     peak_memory,
-    progress_bar,
     resolve_device,
     rng_state,
     set_rng_state,

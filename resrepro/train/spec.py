@@ -33,6 +33,9 @@ DetectionDataset = Literal["voc07+12", "voc07++12", "coco", "digits-voc", "digit
 
 IMAGENET_DIR = "~/.cache/resrepro/data/imagenet"
 SEEDS = 2**32  # seeds 0..2**32-1: the ImageNet loader derives seed * 4096 + rank, which must fit torch's 64 bits
+# Every family's spec type by its name, as config.json records it; a spec class that sets ``family`` enters
+# itself when it is defined, so reading a config.json needs no list of families.
+SPEC_TYPES: dict[str, type[RunSpec]] = {}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,11 @@ class RunSpec:
     # out of the hash and of a run's setting, so earlier runs keep their hashes and stay seeds of one experiment
     # with later ones.
     ADDED: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "family" in cls.__dict__:
+            SPEC_TYPES[cls.family] = cls
 
     model: str
     dataset: str
@@ -327,15 +335,12 @@ class DetectionSpec(RunSpec):
         return self.backbone_run is None and self.weights is None
 
 
-FAMILIES: dict[str, type[RunSpec]] = {"cifar": CifarSpec, "imagenet": ImageNetSpec, "detection": DetectionSpec}
-
-
 def spec_type(config: dict[str, Any]) -> type[RunSpec]:
     """The spec class of a ``config.json`` (no ``family``: a CIFAR run written before families were recorded)."""
     family = config.get("family", "cifar")
-    if family not in FAMILIES:
-        raise ResreproError(f"unknown run family {family!r}: this resrepro trains {', '.join(FAMILIES)}")
-    return FAMILIES[family]
+    if family not in SPEC_TYPES:
+        raise ResreproError(f"unknown run family {family!r}: this resrepro trains {', '.join(SPEC_TYPES)}")
+    return SPEC_TYPES[family]
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:

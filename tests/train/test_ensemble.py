@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from resrepro.data.cifar import eval_batches, load_dataset, normalizer
-from resrepro.train.checkpoint import load_trained
+from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.spec import CifarSpec
 from tests.inprocess import in_process_cli

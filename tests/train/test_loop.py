@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from resrepro.errors import ResreproError
-from resrepro.train.checkpoint import load_checkpoint, load_trained
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
 from resrepro.train.spec import CifarSpec

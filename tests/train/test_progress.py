@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from resrepro.train.runtime import Progress
+from resrepro.train.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
 LINE = re.compile(r"^resnet8 s0: iter (\d+)/(\d+) \(\d+%\), lr 0\.1, loss (\S+), err (\S+), (\S+) img/s, ETA (\S+)$")
@@ -106,7 +106,7 @@ def test_on_cuda_a_due_update_copies_the_sums_without_waiting_for_the_gpu():
 
 def test_a_family_that_counts_no_errors_shows_a_dash_not_zero_percent():
     # Detection's misses mean nothing (the loop's sums hold 0 for them): "err 0.0%" would read as a perfect run.
-    from resrepro.train.runtime import plain_line
+    from resrepro.train.progress import plain_line
 
     clock, shown = Clock(), []
     p = Progress(total=2, start=0, batch_size=1, every=60.0, emit=lambda *a: shown.append(a), errors=False,

@@ -19,8 +19,9 @@ import torch
 import resrepro.train.checkpoint as checkpoint
 import resrepro.train.loop as loop
 from resrepro.errors import ResreproError
-from resrepro.train.checkpoint import checkpoint_interval, load_checkpoint, load_trained
+from resrepro.train.checkpoint import checkpoint_interval, load_checkpoint
 from resrepro.train.evaluate import evaluate_run
+from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.rundir import RunDir, RunInUse
 from resrepro.train.spec import CifarSpec

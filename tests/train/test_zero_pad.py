@@ -15,7 +15,8 @@ import torch
 from resrepro.analysis.aggregate import setting
 from resrepro.errors import ResreproError
 from resrepro.models.blocks import ZERO_PADS, ZeroPadShortcut
-from resrepro.train.checkpoint import load_checkpoint, load_trained
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.spec import CifarSpec, ZeroPad, spec_from_config
 from tests.inprocess import in_process_cli

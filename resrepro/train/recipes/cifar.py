@@ -1,5 +1,6 @@
 """The CIFAR-10 recipe (§4.2): the whole set resident on the device as uint8, augmented there, 6n+2-layer
-nets, the warm-up of ResNet-110, and the final iterate's error on the whole training set in eval mode."""
+nets, the warm-up of ResNet-110, and the final iterate's error on the whole training set in eval mode; its
+family entry (the test or val split's error, nothing kept in RUN/eval/)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, load_datase
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.metrics import Tally
-from resrepro.train.recipes import Recipe
-from resrepro.train.runtime import autocast
+from resrepro.train.recipe import EvalOptions, Family, Recipe
+from resrepro.train.runtime import autocast, use_channels_last
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import CifarSpec
 
@@ -41,7 +42,7 @@ def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torc
     return tally.result()
 
 
-def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, world: int = 1) -> Recipe:
+def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, rank: int = 0, world: int = 1) -> Recipe:
     if world > 1:
         raise ResreproError("CIFAR runs train in one process (a 6n+2 net at batch 128 does not need several GPUs)")
     splits = load_dataset(spec.dataset, spec.data_dir, val_split=spec.val_split, verify=spec.verify)
@@ -71,3 +72,33 @@ def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, wor
         model_info={"num_classes": splits.train.num_classes, "in_channels": channels},
         summary=lambda skipped: {"warmup_released_at": schedule.released_at},
     )
+
+
+def _evaluate(spec: CifarSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
+    """The final weights' error and loss on ``ask.split`` ("test", "val", None for the run's own)."""
+    if ask.protocol not in (None, "center") or ask.max_images or ask.scales:
+        raise ResreproError(f"{ask.path} is a CIFAR run: --ten-crop/--multi-scale/--max-images are for ImageNet")
+    if ask.split == "val" and spec.val_split == 0:
+        raise ResreproError(f"{spec.model} was trained on the whole training set: it has no val split; "
+                            "use --split test")
+    val_split = spec.val_split if ask.split in (None, "val") else 0
+    splits = load_dataset(spec.dataset, ask.data_dir or spec.data_dir, val_split=val_split, verify=spec.verify)
+    mean, std = normalizer(splits.train, spec.normalize)
+    channels_last = use_channels_last(spec.channels_last, ask.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    result = evaluate_set(model, splits.eval, spec.replace(device=str(ask.device)), ask.device, mean, std,
+                          channels_last, ask.tally)
+    return {"split": splits.eval_split, **result}
+
+
+def _image_size(spec: CifarSpec) -> int:
+    return 16 if spec.dataset == "digits" else 32  # the tiny scale's digits are 16x16
+
+
+FAMILY = Family(
+    name="cifar", spec=CifarSpec, recipe=cifar_recipe,
+    build=lambda spec, state: build_cifar_model(spec, int(state.get("num_classes", 10)),
+                                                int(state.get("in_channels", 3))),
+    evaluate=_evaluate, protocols=("center",), image_size=_image_size, bench="cifar",
+)

@@ -1,5 +1,6 @@
 """The detection recipe (appendix A): Faster R-CNN fine-tuned from an ImageNet backbone, mini-batches of whole
-images with their boxes and the paper's horizontal flip, and the test split's mAP as the evaluation."""
+images with their boxes and the paper's horizontal flip, and the test split's mAP as the evaluation; its family
+entry (VOC and COCO protocols, each result kept in RUN/eval/; the backbone run trained first)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from resrepro.errors import ResreproError
-from resrepro.train.recipes import Recipe, endless
+from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.recipes.imagenet import _EpochSampler, _Seeded
 from resrepro.train.runtime import autocast
 from resrepro.train.schedule import Schedule
@@ -216,7 +217,8 @@ def score(detections: list[dict[str, torch.Tensor]], dataset, protocol: str) -> 
     return voc_evaluate(detections, dataset, use_07_metric=protocol == "voc07")
 
 
-def detection_recipe(spec: DetectionSpec, device: torch.device, rank: int = 0, world: int = 1) -> Recipe:
+def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: bool = False, rank: int = 0,
+                     world: int = 1) -> Recipe:
     from resrepro.data.detection import load_detection
 
     if spec.batch_size % world:
@@ -246,3 +248,33 @@ def detection_recipe(spec: DetectionSpec, device: torch.device, rank: int = 0, w
         summary=lambda skipped: {"skipped_images": {"train": skipped, "test": test_set.skipped}},
         loss=detection_loss, counts_errors=False,
     )
+
+
+def _evaluate(spec: DetectionSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
+    """The test split's mAP under ``ask.protocol`` (default: the dataset's benchmark)."""
+    import math
+
+    from resrepro.data.detection import load_detection
+
+    if ask.split is not None or ask.max_images or ask.scales:
+        raise ResreproError(f"{ask.path} is a detection run: it is evaluated on its test split with --protocol "
+                            f"{'|'.join(FAMILY.protocols)}")
+    protocol = ask.protocol or PROTOCOLS[spec.dataset]
+    root = ask.data_dir or spec.data_dir
+    test_set = load_detection(spec.dataset, "test", Path(root).expanduser() if root else None)
+    result = score(detect(model, test_set, ask.device, spec.precision), test_set, protocol)
+    # A class without ground truth has AP NaN, which JSON cannot hold: null.
+    result |= {k: {c: None if math.isnan(v) else v for c, v in result[k].items()}
+               for k in ("ap", "ap50") if k in result}
+    return {"split": "test", "protocol": protocol, **result, "images": len(test_set),
+            "skipped_images": test_set.skipped}
+
+
+FAMILY = Family(
+    name="detection", spec=DetectionSpec, recipe=detection_recipe,
+    # The backbone's ImageNet weights are in the checkpoint already: nothing to fetch.
+    build=lambda spec, state: build_detection_model(spec, int(state.get("num_classes", 10))),
+    evaluate=_evaluate, protocols=("voc07", "voc12", "coco"), keeps_eval=True,
+    eval_columns=(("map", "map"), ("map50", "map50")), upstream="backbone_run",
+    image_size=lambda spec: spec.min_size, bench=None,
+)

@@ -1,10 +1,11 @@
 """The ImageNet recipe (§3.4): an ImageFolder decoded by loader workers with the paper's scale augmentation,
 18-152-layer nets, center-crop validation sharded over the ranks of a torchrun job (DDP, BN per GPU as in the
-paper: no SyncBN)."""
+paper: no SyncBN); its family entry (the test protocols of §3.4, each result kept in RUN/eval/)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from resrepro.data.imagenet import check_num_classes, imagenet_loaders, skip_non
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.metrics import Tally
-from resrepro.train.recipes import Recipe, endless
+from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.runtime import autocast
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import ImageNetSpec
@@ -138,3 +139,33 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
         model_info={"num_classes": num_classes, "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "val": val_set.skipped}},
     )
+
+
+PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
+
+
+def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
+    """Under ``ask.protocol`` (default "center") at the run's own sizes, on its val/ (``ask.data_dir``: where
+    that ImageFolder is now)."""
+    from resrepro.data.imagenet_eval import evaluate
+
+    if ask.split is not None:
+        raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
+    protocol = ask.protocol or "center"
+    root = Path(ask.data_dir).expanduser() if ask.data_dir is not None else spec.data_root()
+    sizes = tuple(ask.scales or spec.test_scales)
+    result = evaluate(model, root / "val", protocol, device=ask.device, normalize=spec.normalize,
+                      max_images=ask.max_images, scales=sizes,
+                      workers=spec.workers if ask.workers is None else ask.workers, resize=spec.scale[0],
+                      crop=spec.crop, tally=ask.tally)
+    return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
+
+
+FAMILY = Family(
+    name="imagenet", spec=ImageNetSpec, recipe=imagenet_recipe,
+    build=lambda spec, state: resolve(spec.model).build(num_classes=int(state.get("num_classes", 10)),
+                                                        width=spec.width),
+    evaluate=_evaluate, protocols=PROTOCOLS, keeps_eval=True,
+    eval_columns=(("top1", "top1_error"), ("top5", "top5_error")),
+    image_size=lambda spec: spec.crop, bench="imagenet",
+)

@@ -1,0 +1,160 @@
+"""The family registry: a new family is one recipe (here, a few lines in this file) and one ``register`` call; the
+one loop trains and resumes it, the one evaluation evaluates it and the one run selection tables it. And no code
+outside the registry and the recipes asks which family a spec is."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+
+import resrepro
+from resrepro.analysis.aggregate import runs_frame, summarise
+from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, normalizer
+from resrepro.models.registry import resolve
+from resrepro.train import families
+from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.evaluate import evaluate_run
+from resrepro.train.loop import train
+from resrepro.train.metrics import Tally
+from resrepro.train.recipe import Family, Recipe
+from resrepro.train.rundir import RunDir
+from resrepro.train.schedule import Schedule
+from resrepro.train.spec import RunSpec, spec_from_config
+
+
+# --- the toy family: another dataset (8x8 stripes, horizontal or vertical) through the classification loss -----
+@dataclass(frozen=True, kw_only=True)
+class StripesSpec(RunSpec):
+    family: ClassVar[str] = "stripes"
+    model: str = "resnet8"
+    dataset: str = "stripes"
+    iters: int = 16
+    batch_size: int = 16
+    milestones: tuple[int, ...] = (12,)
+    width: int = 4
+    eval_every: int = 4
+    checkpoint_every: int = 4
+
+
+def stripes(n: int, seed: int) -> ImageSet:
+    g = torch.Generator().manual_seed(seed)
+    labels, where = torch.randint(0, 2, (n,), generator=g), torch.randint(0, 8, (n,), generator=g)
+    images = torch.zeros(n, 1, 8, 8, dtype=torch.uint8)
+    for i in range(n):
+        images[i, 0, where[i], :] = 255 if labels[i] else 0
+        images[i, 0, :, where[i]] = 0 if labels[i] else 255
+    return ImageSet(images, labels, 2, "stripes")
+
+
+TRAIN, TEST = stripes(128, 0), stripes(64, 1)
+MEAN, STD = normalizer(TRAIN, "pixel-mean")
+
+
+def build(spec: StripesSpec, state: dict[str, Any] | None = None) -> torch.nn.Module:
+    return resolve(spec.model).build(width=spec.width, num_classes=2, in_channels=1)
+
+
+@torch.no_grad()
+def held_out_error(model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    was_training, tally = model.training, Tally(device, top5=False)
+    model.eval()
+    for x, y in eval_batches(TEST, 32, device=device, mean=MEAN, std=STD):
+        tally.add_logits(model(x), y)
+    model.train(was_training)
+    return tally.result()
+
+
+def stripes_recipe(spec: StripesSpec, device: torch.device, channels_last: bool, rank: int, world: int) -> Recipe:
+    def batches(step: int, state: dict[str, Any] | None) -> BatchStream:
+        stream = BatchStream(TRAIN, spec.batch_size, device=device, seed=spec.seed, augment=False, mean=MEAN, std=STD)
+        if state is not None:
+            stream.load_state_dict(state)
+        return stream
+
+    return Recipe(build_model=lambda: build(spec), batches=batches,
+                  schedule=Schedule(spec.lr, spec.milestones, spec.lr_decay), train_images=len(TRAIN),
+                  eval_split="test", evaluate=lambda model: held_out_error(model, device), finish=lambda model: {},
+                  model_info={"num_classes": 2, "in_channels": 1})
+
+
+STRIPES = Family(name="stripes", spec=StripesSpec, recipe=stripes_recipe, build=build,
+                 evaluate=lambda spec, model, ask: {"split": "test", **held_out_error(model, ask.device)},
+                 image_size=lambda spec: 8)
+# --- end of the toy family ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registered(monkeypatch):
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))  # gone again after the test
+    families.register(STRIPES)
+
+
+def test_a_new_family_trains_resumes_evaluates_and_is_tabled(registered, tmp_path):
+    spec = StripesSpec()
+    full = train(spec, tmp_path / "runs" / "full")
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_12(step, row):
+        if step == 12:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(spec, tmp_path / "runs" / "cut", on_step=stop_at_12)
+    assert load_checkpoint(tmp_path / "runs" / "cut")["step"] == 8
+    assert train(spec, tmp_path / "runs" / "cut")["final"] == full["final"]  # resumed bit-exactly
+    assert RunDir(tmp_path / "runs" / "cut").read_spec() == spec  # config.json reads back as the toy's spec
+
+    result = evaluate_run(tmp_path / "runs" / "full", device="cpu")
+    assert (result["family"], result["split"]) == ("stripes", "test")
+    assert result["top1_error"] == pytest.approx(full["final"]["eval_error"])
+    assert result["images"] == len(TEST)
+
+    frame, warnings = runs_frame(tmp_path / "runs")
+    assert not warnings
+    table = summarise(frame)
+    assert table[["model", "dataset", "n"]].values.tolist() == [["resnet8", "stripes", 2]]
+    assert table["mean"].item() == pytest.approx(100 * full["final"]["eval_error"])
+    assert table["std"].item() == 0
+
+
+def test_the_registry_answers_for_every_family_and_refuses_an_unknown_one():
+    for name in ("cifar", "imagenet", "detection"):
+        family = families.family_of(name)
+        assert family.spec.family == name and family is families.family_of(spec_from_config(
+            {"family": name, **_minimal(name)}))
+    assert families.family_of_protocol("ten-crop").name == "imagenet"
+    assert families.family_of_protocol("voc07").name == "detection"
+    assert families.family_of("detection").evaluations(["center", "voc07", "coco"]) == ("voc07", "coco")
+    assert families.family_of("cifar").evaluations(["center"]) == ()  # nothing kept in RUN/eval/ for CIFAR
+    with pytest.raises(resrepro.errors.ResreproError, match="unknown run family 'segmentation'"):
+        families.family_of("segmentation")
+    with pytest.raises(ValueError, match="says family 'cifar'"):
+        families.register(Family(name="other", spec=families.family_of("cifar").spec, recipe=stripes_recipe,
+                                 build=build, evaluate=STRIPES.evaluate))
+
+
+def _minimal(name: str) -> dict[str, Any]:
+    return {"cifar": {"model": "resnet20"}, "imagenet": {"model": "resnet18"},
+            "detection": {"model": "resnet101"}}[name]
+
+
+def test_no_code_outside_the_registry_and_the_recipes_asks_which_family_a_spec_is():
+    package = Path(resrepro.__file__).parent
+    train = package / "train"
+    allowed = {train / "families.py", train / "spec.py", *(train / "recipes").glob("*.py")}
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2 \
+                    and "Spec" in ast.unparse(node.args[1]) and "ModelSpec" not in ast.unparse(node.args[1]):
+                found.append(f"{path.relative_to(package)}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found
