@@ -1,4 +1,5 @@
-"""`resrepro bench`: our training step against the common peer style, on the same machine in one run.
+"""`resrepro bench`: the training loop's own step (:class:`~resrepro.train.step.TrainStep`) against the common
+peer style, on the same machine in one run.
 
 The baseline is what most public CIFAR ResNet repos do: a torchvision dataset of PIL images,
 RandomCrop(32, padding=4) + RandomHorizontalFlip + ToTensor + Normalize in DataLoader workers, fp32 eager.
@@ -18,7 +19,9 @@ from resrepro.data.cifar import BatchStream, ImageSet, normalizer
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.provenance import device_name
-from resrepro.train.runtime import autocast, resolve_device, use_channels_last
+from resrepro.train.recipe import classification_loss
+from resrepro.train.runtime import resolve_device, use_channels_last
+from resrepro.train.step import TrainStep, make_optimizer
 
 WARMUP_ITERS = 10  # also absorbs torch.compile's first compilation
 
@@ -45,22 +48,24 @@ def _time_steps(step, batches, iters: int, device: torch.device, warmup: int = W
     return {"seconds": seconds, "peak_memory_mib": peak / 2**20 if peak else None}
 
 
-def _make_step(model, precision: str, device, loss_of=None, lr: float = 0.1, weight_decay: float = 1e-4):
-    """One SGD step; ``loss_of(x, y)`` is the model's loss on a batch (default: classification)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay,
-                          **({"fused": True} if device.type == "cuda" else {}))
-    if loss_of is None:
-        def loss_of(x, y):
-            return F.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
+def _peer_step(model, device):
+    """The peer style's step: fp32 eager, plain SGD, the loss computed by hand."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
 
     def step(x, y):
-        with autocast(precision, device):
-            loss = loss_of(x, y)
+        loss = F.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device, non_blocking=True))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
     return step
+
+
+def _our_step(model, forward, precision: str, device, loss=classification_loss, lr: float = 0.1,
+              weight_decay: float = 1e-4):
+    """The training loop's own step (:class:`TrainStep`), at a fixed lr: what `resrepro train` runs."""
+    step = TrainStep(forward, make_optimizer(model, lr, 0.9, weight_decay, device), loss, precision, device)
+    return lambda x, y: step(x, y, lr)
 
 
 def _baseline_batches(data: ImageSet, batch_size: int, workers: int, device):
@@ -108,16 +113,16 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
         model = resolve(model_name).build().to(dev)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        if fast:
-            model = torch.compile(model)
+        forward = torch.compile(model) if fast else model
         model.train()
         if label.startswith("peer"):
-            batches = _baseline_batches(data, batch_size, workers, dev)
+            batches, step = _baseline_batches(data, batch_size, workers, dev), _peer_step(model, dev)
         else:
             mean, std = normalizer(data, "pixel-mean")
             batches = BatchStream(data, batch_size, device=dev, seed=0, mean=mean, std=std,
                                   channels_last=channels_last)
-        timing = _time_steps(_make_step(model, precision, dev), batches, iters, dev)
+            step = _our_step(model, forward, precision, dev)
+        timing = _time_steps(step, batches, iters, dev)
         rows.append({"pipeline": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
@@ -158,11 +163,11 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
         model = resolve(model_name).build().to(dev)
         if layout:
             model = model.to(memory_format=torch.channels_last)
-        if fast:
-            model = torch.compile(model)
+        forward = torch.compile(model) if fast else model
         model.train()
         batches = _random_batches(batch_size, 224, 1000, dev, layout)
-        timing = _time_steps(_make_step(model, precision, dev), batches, iters, dev)
+        step = _peer_step(model, dev) if label.endswith("(peer style)") else _our_step(model, forward, precision, dev)
+        timing = _time_steps(step, batches, iters, dev)
         rows.append({"stage": label, "images_per_s": round(iters * batch_size / timing["seconds"], 1),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 2),
                      "peak_memory_mib": timing["peak_memory_mib"]})
@@ -230,6 +235,7 @@ def run_detection_bench(backbones: tuple[str, ...] = ("resnet101", "vgg16"), *, 
     width-8 nets on 224-px images (one to two minutes for both on 2 shared cores: ResNet's conv5_x runs on each of
     the 2 × 128 sampled regions, the C4 design's cost). Anchors scale with the image."""
     from resrepro.models.detection import backbone_spec, build_detector
+    from resrepro.train.recipes.detection import detection_loss
 
     for name in backbones:
         backbone_spec(name)  # an unknown name or a CIFAR net fails before any timing
@@ -254,10 +260,7 @@ def run_detection_bench(backbones: tuple[str, ...] = ("resnet101", "vgg16"), *, 
                                anchor_sizes=tuple(round(a * size / 600) for a in (128, 256, 512)),
                                classifier_state=_calibrated_classifier(name, width)).to(dev).train()
 
-        def loss_of(x, y, model=model):
-            return sum(model(x, y).values())
-
-        step = _make_step(model, "fp32", dev, loss_of, lr=0.001, weight_decay=5e-4)
+        step = _our_step(model, model, "fp32", dev, detection_loss, lr=0.001, weight_decay=5e-4)
         timing = _time_steps(step, itertools.repeat((images, targets)), iters, dev, warmup=1)
         rows.append({"backbone": name, "images_per_s": round(iters * batch_size / timing["seconds"], 3),
                      "ms_per_iter": round(1000 * timing["seconds"] / iters, 1),

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from resrepro.train.runtime import (
     agreed_stop,
     all_finite,
     all_reduce,
-    autocast,
     peak_memory,
     resolve_device,
     rng_state,
@@ -48,6 +46,7 @@ from resrepro.train.runtime import (
     use_compile,
 )
 from resrepro.train.spec import RunSpec
+from resrepro.train.step import TrainStep, make_optimizer
 
 STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (see runtime.agreed_stop)
 # Steps after each (re)start that are not timed when compiling: the first compiles the graph (seconds to
@@ -118,8 +117,7 @@ class _Loop:
         self.model = recipe.build_model().to(device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
-                                         weight_decay=spec.weight_decay, **({"fused": True} if cuda else {}))
+        self.optimizer = make_optimizer(self.model, spec.lr, spec.momentum, spec.weight_decay, device)
         self.schedule = recipe.schedule
         self.save_every = checkpoint_interval(spec)
         self.step, self.wall, self.accum, self.rows = 0, 0.0, _zero_accum(), []
@@ -138,6 +136,9 @@ class _Loop:
         # Evaluation reads rank 0's BN statistics on every rank (broadcast first), through the unwrapped net.
         self.eval_model = self.forward if world == 1 else self.model
         self.clock = IntervalClock(UNTIMED_COMPILED_STEPS if compiled else 0)
+        self.train_step = TrainStep(self.forward, self.optimizer, recipe.loss, spec.precision, device,
+                                    getattr(spec, "accumulate", 1), self.ddp if world > 1 else None)
+        self.sums = self.train_step.sums
 
     def _restore(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.rundir.checkpoint)
@@ -164,7 +165,6 @@ class _Loop:
         writer = writer_class(str(self.rundir.path / "tensorboard")) if writer_class else None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # this interval's loss, misses, images
         self.skipped_before = self.batches.skipped
         self.forward.train()
         bar = progress_bar(f"{spec.model} s{spec.seed}", spec.iters, self.step, spec.batch_size, spec.lr, progress,
@@ -199,26 +199,10 @@ class _Loop:
         return f"the last good checkpoint ({self.rundir.checkpoint}, iteration {self.saved_at}) is kept"
 
     def _train_step(self) -> float:
-        """One SGD step over one batch, in ``accumulate`` strided micro-batches (micro-batch j holds what rank
-        j would get on that many GPUs); returns its lr."""
-        spec, accumulate = self.spec, getattr(self.spec, "accumulate", 1)
+        """One SGD step over one batch (:class:`~resrepro.train.step.TrainStep`); returns its lr."""
         lr = self.schedule.lr_at(self.step)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         x, y = next(self.batches)
-        self.optimizer.zero_grad(set_to_none=True)
-        wrong = torch.zeros((), device=self.device, dtype=torch.float64)
-        for j in range(accumulate):
-            xj, yj = (x, y) if accumulate == 1 else (x[j::accumulate], y[j::accumulate])
-            sync = j == accumulate - 1 or self.world == 1
-            with (nullcontext() if sync else self.ddp.no_sync()), autocast(spec.precision, self.device):
-                batch_loss, misses = self.recipe.loss(self.forward, xj, yj)
-                loss = batch_loss * (len(yj) / len(y))
-            loss.backward()
-            wrong += misses
-            self.sums += torch.stack([loss.detach().double() * len(y), misses.double(),
-                                      torch.tensor(float(len(yj)), device=self.device, dtype=torch.float64)])
-        self.optimizer.step()
+        wrong = self.train_step(x, y, lr)
         if self.schedule.warming_up:  # the only per-step host sync, for the first few hundred steps
             self.schedule.observe(self.step, wrong.item() / len(y))
         self.step += 1

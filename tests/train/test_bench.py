@@ -142,3 +142,21 @@ def test_cli_writes_the_json_it_prints(tmp_path) -> None:
     result = json.loads(out.read_text())
     assert [row["pipeline"][:8] for row in result["rows"]] == ["peer sty", "resrepro", "resrepro"]
     assert "ours / baseline" in r.stderr and "resnet20, batch 8" in r.stdout
+
+
+def test_the_bench_times_the_training_loops_own_step(monkeypatch) -> None:
+    """Our rows run :class:`TrainStep`, the step `resrepro train` runs (a copy of it would let the two drift apart,
+    and the planner would estimate from a step nobody trains with); the peer row does not."""
+    from resrepro.train import step as step_module
+
+    calls = []
+    original = step_module.TrainStep.__call__
+
+    def counted(self, x, y, lr):
+        calls.append(len(y))
+        return original(self, x, y, lr)
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", counted)
+    run_bench("resnet20", iters=2, batch_size=8, device="cpu", workers=0)
+    warmup = 10  # WARMUP_ITERS
+    assert calls == [8] * (2 * (warmup + 2))  # our two CPU rows (NCHW and channels_last), not the peer row
