@@ -62,7 +62,8 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
 
 
 def _evaluate_cifar(spec: CifarSpec, model, split: str | None, data_dir, dev, tally: Tally | None) -> dict[str, Any]:
-    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.data.datasets import load_dataset
+    from resrepro.data.pipeline import normalizer
     from resrepro.train.recipes.cifar import evaluate_set
 
     if split == "val" and spec.val_split == 0:
@@ -146,7 +147,8 @@ def _import_on_cifar(imported, name: str, dataset: str, data_dir, dev, verify: b
     """The one CIFAR evaluation (evaluate_set), in fp32: an imported net's error is measured, not approximated."""
     import torch
 
-    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.data.datasets import load_dataset
+    from resrepro.data.pipeline import normalizer
     from resrepro.train.recipes.cifar import evaluate_set
 
     splits = load_dataset(dataset, data_dir, verify=verify)
