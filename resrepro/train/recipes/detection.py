@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from resrepro.errors import ResreproError
+from resrepro.models.registry import canonical_model
 from resrepro.train.recipes import Recipe, endless
 from resrepro.train.recipes.imagenet import _EpochSampler, _Seeded
 from resrepro.train.runtime import autocast
@@ -53,7 +54,6 @@ def pin_backbone(spec: DetectionSpec) -> DetectionSpec:
 
 
 def _backbone_run(spec: DetectionSpec) -> tuple[ImageNetSpec, Path]:
-    from resrepro.analysis.aggregate import canonical_model
     from resrepro.train.rundir import CONFIG, RunDir
 
     run = RunDir(Path(spec.backbone_run).expanduser())
