@@ -1,5 +1,5 @@
 """ImageNet from an ImageFolder on disk: layout checks, the paper's §3.4 training augmentation (scale, crop,
-flip, PCA lighting), the center-crop eval transform, and loaders that skip images that fail to decode."""
+flip, PCA lighting), the test crops (center, 10-crop, whole image), and loaders that skip undecodable images."""
 
 from __future__ import annotations
 
@@ -72,6 +72,15 @@ def check_imagenet_dir(data_dir: str | Path) -> tuple[Path, Path, list[str]]:
     return train_dir, val_dir, classes
 
 
+def check_val_dir(folder: str | Path) -> Path:
+    """``folder`` as a val ImageFolder; ResreproError if it has no class folders or is the dataset root."""
+    folder = Path(folder).expanduser()
+    classes = class_folders(folder)
+    if "train" in classes and "val" in classes:
+        raise ResreproError(f"{folder} looks like the dataset root; pass its val/ folder: {folder / 'val'}")
+    return folder
+
+
 def check_num_classes(num_classes: int, classes: list[str]) -> None:
     """Raise if a model with ``num_classes`` outputs cannot score every class found on disk."""
     if num_classes < len(classes):
@@ -140,6 +149,18 @@ def train_transform(
 def eval_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
     """Center-crop testing (Fig. 4's validation curves): shorter side ``resize``, center ``crop`` square."""
     return v2.Compose([v2.Resize(resize), v2.CenterCrop(crop), *to_float_image(), normalization(normalize)])
+
+
+def ten_crop_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: 10×C×H×W."""
+    return v2.Compose(
+        [v2.Resize(resize), *to_float_image(), normalization(normalize), v2.TenCrop(crop), torch.stack]
+    )
+
+
+def full_image_transform(normalize: str = "pixel-mean") -> v2.Compose:
+    """The whole image, uncropped at its own size, for multi-scale testing to rescale."""
+    return v2.Compose([*to_float_image(), normalization(normalize)])
 
 
 class SkippingImageFolder(ImageFolder):

@@ -100,7 +100,7 @@ def _evaluate_detection(spec: DetectionSpec, model, protocol: str | None, data_d
 
 def _evaluate_imagenet(spec: ImageNetSpec, model, protocol: str, data_dir, dev, max_images, scales,
                        workers, tally: Tally | None) -> dict[str, Any]:
-    from resrepro.data.imagenet_eval import evaluate
+    from resrepro.train.imagenet_eval import evaluate
 
     root = Path(data_dir).expanduser() if data_dir is not None else spec.data_root()
     sizes = tuple(scales or spec.test_scales)
@@ -131,7 +131,7 @@ def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Pa
         published = imported.published if (dataset or "cifar10") == "cifar10" else None
         return {**head, "family": "cifar", "dataset": dataset or "cifar10", **result,
                 "published_top1_error": None if published is None else published / 100}
-    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+    from resrepro.train.imagenet_eval import MULTI_SCALES, evaluate
 
     if data_dir is None:
         raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
