@@ -7,7 +7,6 @@ folder never hides the others from a report.
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from resrepro.errors import ResreproError
+from resrepro.models.registry import canonical_model
 from resrepro.train.rundir import CONFIG, RunDir
 from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
 
@@ -57,20 +57,6 @@ class Run:
         """The split of the final evaluation (``test``, or ``val`` when held out); None until finished."""
         final = self.summary.get("final") if self.summary is not None and self.finished else None
         return final.get("eval_split") if isinstance(final, dict) else None
-
-
-@functools.cache
-def canonical_model(name: str) -> str:
-    """The registry's canonical name (``resnet34-B`` -> ``resnet34``), so spellings of one net group together.
-
-    Names the registry does not know (another tool's runs) are kept as written.
-    """
-    from resrepro.models.registry import UnknownModelError, resolve
-
-    try:
-        return resolve(name).name
-    except UnknownModelError:
-        return name
 
 
 def setting(config: dict[str, Any]) -> str:

@@ -183,7 +183,7 @@ def run_layer_responses(
     """
     import pandas as pd
 
-    from resrepro.data.cifar import eval_batches
+    from resrepro.data.pipeline import eval_batches
     from resrepro.train.families import load_trained
 
     _check_choice("split", split, SPLITS)
@@ -206,7 +206,8 @@ def run_layer_responses(
 
 def _split_data(spec, split: str, data_dir, device: str, cache: dict):
     """The images to analyse (kept on the device for the next run) and the run's own normaliser."""
-    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.data.datasets import load_dataset
+    from resrepro.data.pipeline import normalizer
 
     root = data_dir if data_dir is not None else spec.data_dir
     key = (spec.dataset, str(root), spec.val_split, spec.normalize, split)

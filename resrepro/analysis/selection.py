@@ -10,7 +10,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from resrepro.analysis.aggregate import Run, canonical_model, setting
+from resrepro.analysis.aggregate import Run, setting
+from resrepro.models.registry import canonical_model
 
 
 @dataclass(frozen=True)

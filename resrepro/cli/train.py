@@ -107,7 +107,7 @@ def train_cifar(
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
     # Only now torch (seconds to import): a mistyped argument above was answered at once.
-    from resrepro.data.cifar import load_dataset
+    from resrepro.data.datasets import load_dataset
     from resrepro.train.loop import train
     from resrepro.train.runtime import resolve_device
 

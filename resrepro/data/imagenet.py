@@ -1,21 +1,20 @@
 """ImageNet from an ImageFolder on disk: layout checks, the paper's §3.4 training augmentation (scale, crop,
-flip, PCA lighting), the center-crop eval transform, and loaders that skip images that fail to decode."""
+flip, PCA lighting), the test crops (center, 10-crop, whole image), and loaders that skip undecodable images."""
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
 
+from resrepro.data.decode import SkipCounter
 from resrepro.errors import ResreproError
 
 LAYOUT = "DIR/train/<wnid>/*.JPEG and DIR/val/<wnid>/*.JPEG (val/ with the same class folders as train/)"
@@ -32,9 +31,6 @@ PCA_EIGVEC = torch.tensor(
         [-0.5836, -0.6948, 0.4203],
     ]
 )
-# What PIL raises on a file it cannot decode (UnidentifiedImageError and "image file is truncated" are
-# OSErrors; some broken files raise SyntaxError or hit the decompression-bomb guard).
-DECODE_ERRORS = (OSError, SyntaxError, Image.DecompressionBombError)
 
 
 def class_folders(folder: str | Path) -> list[str]:
@@ -70,6 +66,15 @@ def check_imagenet_dir(data_dir: str | Path) -> tuple[Path, Path, list[str]]:
             f" expected {LAYOUT}"
         )
     return train_dir, val_dir, classes
+
+
+def check_val_dir(folder: str | Path) -> Path:
+    """``folder`` as a val ImageFolder; ResreproError if it has no class folders or is the dataset root."""
+    folder = Path(folder).expanduser()
+    classes = class_folders(folder)
+    if "train" in classes and "val" in classes:
+        raise ResreproError(f"{folder} looks like the dataset root; pass its val/ folder: {folder / 'val'}")
+    return folder
 
 
 def check_num_classes(num_classes: int, classes: list[str]) -> None:
@@ -142,31 +147,38 @@ def eval_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int =
     return v2.Compose([v2.Resize(resize), v2.CenterCrop(crop), *to_float_image(), normalization(normalize)])
 
 
-class SkippingImageFolder(ImageFolder):
-    """An ImageFolder that returns None for an image it cannot decode and counts it in ``skipped``.
+def ten_crop_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: 10×C×H×W."""
+    return v2.Compose(
+        [v2.Resize(resize), *to_float_image(), normalization(normalize), v2.TenCrop(crop), torch.stack]
+    )
 
-    Pair it with ``skip_none_collate``. The count lives in shared memory, so decode failures in DataLoader
-    worker processes show up in the main process; it counts failures, so a bad file counts once per epoch.
-    """
+
+def full_image_transform(normalize: str = "pixel-mean") -> v2.Compose:
+    """The whole image, uncropped at its own size, for multi-scale testing to rescale."""
+    return v2.Compose([*to_float_image(), normalization(normalize)])
+
+
+class SkippingImageFolder(ImageFolder):
+    """An ImageFolder that returns None for an image it cannot decode and counts it in ``skipped`` (a
+    :class:`SkipCounter`'s count, so it includes failures in DataLoader workers). Pair it with
+    ``skip_none_collate``."""
 
     def __init__(self, root: str | Path, transform: Callable[[Any], Any] | None = None) -> None:
         try:
             super().__init__(str(root), transform=transform)
         except FileNotFoundError as exc:  # a class folder with no image files
             raise ResreproError(f"{exc} Expected ImageNet as {LAYOUT}") from None
-        self._skipped = multiprocessing.Value("q", 0)
+        self._skips = SkipCounter()
 
     @property
     def skipped(self) -> int:
-        return int(self._skipped.value)
+        return self._skips.count
 
     def __getitem__(self, index: int) -> tuple[Any, int] | None:
         path, target = self.samples[index]
-        try:
-            image = self.loader(path)
-        except DECODE_ERRORS:
-            with self._skipped.get_lock():
-                self._skipped.value += 1
+        image = self._skips.decode(lambda: self.loader(path))
+        if image is None:
             return None
         if self.transform is not None:
             image = self.transform(image)

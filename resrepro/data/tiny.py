@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from resrepro.data.cifar import ImageSet
+from resrepro.data.pipeline import ImageSet
 from resrepro.errors import ResreproError
 
 SYNTHETIC_SEED = 0

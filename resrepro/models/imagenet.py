@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from resrepro.models.blocks import BasicBlock, Bottleneck, init_weights
-from resrepro.models.registry import IMAGENET_LAYERS  # Table 1's stages, kept where names are checked
+from resrepro.models.stages import IMAGENET_LAYERS
 
 BLOCKS: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
 

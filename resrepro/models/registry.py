@@ -10,11 +10,13 @@ ImageNet nets to option B (the paper's choice for 50/101/152 and Tables 3-5); na
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from resrepro.errors import ResreproError
+from resrepro.models.stages import IMAGENET_LAYERS
 
 if TYPE_CHECKING:
     from torch import nn
@@ -22,15 +24,7 @@ if TYPE_CHECKING:
 # Names and depths are plain data, without torch (imported when a net is built): the CLI checks a model name or
 # depth in a fraction of a second, before the seconds that importing torch takes.
 CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # Table 6 and Fig. 6
-# Table 1: block type and blocks per stage (conv2_x .. conv5_x).
-IMAGENET_LAYERS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
-IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)
+IMAGENET_DEPTHS = tuple(IMAGENET_LAYERS)  # Table 1
 # Five times ResNet-1202's n (200): 97M parameters, built in seconds. Beyond it a mistyped --n (an extra digit
 # or ten) would sit building a model that cannot train, with no message.
 MAX_N = 1000
@@ -154,6 +148,18 @@ def resolve(name: str) -> ModelSpec:
     if depth < 8 or (depth - 2) % 6:
         raise UnknownModelError(f"{name!r}: a CIFAR net has depth 6n+2 with n >= 1 (8, 14, 20, 26, ...)")
     return cifar_spec((depth - 2) // 6, plain=plain, shortcut=shortcut)
+
+
+@functools.cache
+def canonical_model(name: str) -> str:
+    """The registry's canonical name (``resnet34-B`` -> ``resnet34``), so spellings of one net group together.
+
+    Names the registry does not know (another tool's runs) are kept as written.
+    """
+    try:
+        return resolve(name).name
+    except UnknownModelError:
+        return name
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:

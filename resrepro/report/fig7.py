@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.analysis.aggregate import find_runs
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
-from resrepro.models.registry import resolve
+from resrepro.models.registry import canonical_model, resolve
 from resrepro.report.figures import (
     FigureResult,
     FigureSpec,

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.analysis.aggregate import find_runs
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write, write_text
-from resrepro.models.registry import resolve
+from resrepro.models.registry import canonical_model, resolve
 from resrepro.report.curves import Curve, longest, mean_curve, read_metrics, unfinished, x_axis
 from resrepro.train.rundir import CONFIG, RunDir
 

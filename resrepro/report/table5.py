@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import canonical_model, find_runs, frame_of
+from resrepro.analysis.aggregate import find_runs, frame_of
 from resrepro.analysis.selection import select_runs
+from resrepro.models.registry import canonical_model
 from resrepro.report.paper import paper_table
 from resrepro.report.tables import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, _csv_order, _notes
 

@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from resrepro.analysis.aggregate import canonical_model, find_runs, finished_only, frame_of, summarise
+from resrepro.analysis.aggregate import find_runs, finished_only, frame_of, summarise
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
+from resrepro.models.registry import canonical_model
 from resrepro.report.paper import paper_table
 
 FORMATS = ("markdown", "csv", "latex")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from resrepro.data.cifar import BatchStream, ImageSet, normalizer
+from resrepro.data.pipeline import BatchStream, ImageSet, normalizer
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.provenance import device_name

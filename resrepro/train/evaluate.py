@@ -71,7 +71,7 @@ def evaluate_import(name: str, weights: str | Path | None, *, data_dir: str | Pa
         published = imported.published if (dataset or "cifar10") == "cifar10" else None
         return {**head, "family": "cifar", "dataset": dataset or "cifar10", **result,
                 "published_top1_error": None if published is None else published / 100}
-    from resrepro.data.imagenet_eval import MULTI_SCALES, evaluate
+    from resrepro.train.imagenet_eval import MULTI_SCALES, evaluate
 
     if data_dir is None:
         raise ResreproError("--import needs --data-dir, the ImageNet folder holding val/")
@@ -87,7 +87,8 @@ def _import_on_cifar(imported, name: str, dataset: str, data_dir, dev, verify: b
     """The one CIFAR evaluation (evaluate_set), in fp32: an imported net's error is measured, not approximated."""
     import torch
 
-    from resrepro.data.cifar import load_dataset, normalizer
+    from resrepro.data.datasets import load_dataset
+    from resrepro.data.pipeline import normalizer
     from resrepro.train.recipes.cifar import evaluate_set
 
     splits = load_dataset(dataset, data_dir, verify=verify)

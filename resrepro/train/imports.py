@@ -32,7 +32,7 @@ class Imported:
 
     model: nn.Module  # in eval mode
     family: str  # "cifar": a 32-px net for the CIFAR test set; "imagenet": for an ImageFolder's val/
-    normalize: str  # how its inputs were normalised in training: data.cifar.normalizer's mode
+    normalize: str  # how its inputs were normalised in training: data.pipeline.normalizer's mode
     published: float | None = None  # CIFAR-10 test error (%) its project publishes for its released weights
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from resrepro.data.cifar import ImageSet
+from resrepro.data.pipeline import ImageSet
 
 
 @dataclass

@@ -7,6 +7,7 @@ from torch import nn
 from resrepro.errors import ResreproError
 from resrepro.models import ZeroPadShortcut, create_model, list_models, resolve
 from resrepro.models.blocks import Bottleneck
+from resrepro.models.registry import canonical_model
 
 
 @pytest.mark.parametrize("spec", [s for s in list_models() if s.depth < 1202], ids=lambda s: s.name)
@@ -135,3 +136,9 @@ def test_names_round_trip():
     for spec in list_models():
         assert resolve(spec.name) == spec
     assert resolve("cifar-resnet50").n == 8 and resolve("resnet50").family == "imagenet"
+
+
+def test_canonical_model_groups_spellings_of_one_net_and_keeps_unknown_names():
+    assert canonical_model("resnet34-B") == canonical_model("ImageNet-ResNet34") == "resnet34"
+    assert canonical_model("resnet20-A") == "resnet20" and canonical_model("resnet34-A") == "resnet34-A"
+    assert canonical_model("someone-elses-net") == "someone-elses-net"

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from resrepro.data.cifar import eval_batches, load_dataset, normalizer
+from resrepro.data.datasets import load_dataset
+from resrepro.data.pipeline import eval_batches, normalizer
 from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.spec import CifarSpec

@@ -14,7 +14,7 @@ import torch
 
 import resrepro
 from resrepro.analysis.aggregate import runs_frame, summarise
-from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, normalizer
+from resrepro.data.pipeline import BatchStream, ImageSet, eval_batches, normalizer
 from resrepro.models.registry import resolve
 from resrepro.train import families
 from resrepro.train.checkpoint import load_checkpoint

@@ -122,7 +122,7 @@ def test_cli_eval_import_scores_the_given_weights_and_refuses_without(tmp_path, 
     import torch
     import torchvision
 
-    from resrepro.data.imagenet_eval import evaluate
+    from resrepro.train.imagenet_eval import evaluate
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18()
@@ -255,7 +255,7 @@ def test_cli_train_imagenet_with_another_depth_names_the_imagenet_depths(tmp_pat
 
 def test_cli_eval_tests_a_run_at_its_own_sizes(tmp_path, data, monkeypatch, capsys):
     """A tiny-scale run (28-px crops of 32-px images) is 10-crop tested at 32/28, not at the paper's 256/224."""
-    import resrepro.data.imagenet_eval as imagenet_eval
+    import resrepro.train.imagenet_eval as imagenet_eval
 
     train(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")
     seen = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 from torchvision.tv_tensors import BoundingBoxFormat
 
-from resrepro.data.imagenet import DECODE_ERRORS
+from resrepro.data.decode import SkipCounter
 from resrepro.errors import ResreproError
 
 
@@ -74,13 +73,12 @@ class DetectionSet(Dataset):
         self.name = name
         self.category_ids = category_ids or tuple(range(1, len(classes) + 1))
         self.coco_file = coco_file
-        # Shared memory, so that decode failures in DataLoader worker processes reach the main process.
-        self._skipped = multiprocessing.Value("q", 0)
+        self._skips = SkipCounter()
 
     @property
     def skipped(self) -> int:
         """How many times an image failed to decode so far (a bad file counts once per epoch)."""
-        return int(self._skipped.value)
+        return self._skips.count
 
     @property
     def image_ids(self) -> list[int]:
@@ -100,14 +98,7 @@ class DetectionSet(Dataset):
         }
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, dict[str, Any]]:
-        try:
-            with Image.open(self.records[index].path) as image:
-                pixels = TF.pil_to_tensor(image.convert("RGB"))
-        except DECODE_ERRORS:
-            with self._skipped.get_lock():
-                self._skipped.value += 1
-            return None, self.target(index)
-        return pixels, self.target(index)
+        return self._skips.decode(lambda: _read_rgb(self.records[index].path)), self.target(index)
 
     def coco_ground_truth(self) -> Any:
         """The ground truth as a pycocotools ``COCO`` object: the annotation file of a COCO set (crowd regions
@@ -143,6 +134,11 @@ class DetectionSet(Dataset):
             "annotations": annotations,
             "categories": [{"id": c, "name": n} for c, n in zip(self.category_ids, self.classes, strict=True)],
         }
+
+
+def _read_rgb(path: Path) -> torch.Tensor:
+    with Image.open(path) as image:
+        return TF.pil_to_tensor(image.convert("RGB"))
 
 
 def hflip(image: torch.Tensor, target: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:

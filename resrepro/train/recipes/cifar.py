@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from resrepro.data.cifar import BatchStream, ImageSet, eval_batches, load_dataset, normalizer
+from resrepro.data.datasets import load_dataset
+from resrepro.data.pipeline import BatchStream, ImageSet, eval_batches, normalizer
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.metrics import Tally

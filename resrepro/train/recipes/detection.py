@@ -14,9 +14,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from resrepro.data.samplers import EpochSampler, SeededDataset
 from resrepro.errors import ResreproError
+from resrepro.models.registry import canonical_model
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
-from resrepro.train.recipes.imagenet import _EpochSampler, _Seeded
 from resrepro.train.runtime import autocast
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import DetectionSpec, ImageNetSpec
@@ -54,7 +55,6 @@ def pin_backbone(spec: DetectionSpec) -> DetectionSpec:
 
 
 def _backbone_run(spec: DetectionSpec) -> tuple[ImageNetSpec, Path]:
-    from resrepro.analysis.aggregate import canonical_model
     from resrepro.train.rundir import CONFIG, RunDir
 
     run = RunDir(Path(spec.backbone_run).expanduser())
@@ -116,7 +116,7 @@ def _classifier_state(spec: DetectionSpec) -> dict[str, torch.Tensor] | None:
 
 class _Flipped(Dataset):
     """A training image as floats in 0..1, flipped horizontally with probability 1/2 (the paper's only
-    augmentation) from the generator ``_Seeded`` seeded for this sample. Difficult objects are left out of
+    augmentation) from the generator ``SeededDataset`` seeded for this sample. Difficult objects are left out of
     training, as Faster R-CNN's VOC reader does."""
 
     def __init__(self, base: Dataset) -> None:
@@ -150,8 +150,8 @@ class _Batches:
         self.train_set, self.device = train_set, device
 
         def epoch(e: int, start: int) -> Iterator[Any]:
-            sampler = _EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
-            return iter(DataLoader(_Seeded(_Flipped(train_set)), batch_size=per_rank, sampler=sampler,
+            sampler = EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
+            return iter(DataLoader(SeededDataset(_Flipped(train_set)), batch_size=per_rank, sampler=sampler,
                                    drop_last=True, num_workers=spec.workers, collate_fn=_collate))
 
         self.stream = endless(epoch, step, steps_per_epoch)

@@ -10,52 +10,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
+from torch.utils.data import DataLoader, Subset
 
 from resrepro.data.imagenet import check_num_classes, imagenet_loaders, skip_none_collate
+from resrepro.data.samplers import EpochSampler, SeededDataset
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
+from resrepro.train.imagenet_eval import PROTOCOLS, evaluate
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.runtime import autocast
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import ImageNetSpec
-
-
-class _Seeded(Dataset):
-    """Each sample's augmentation comes from its own seed (run seed, epoch, index): the same crops whatever
-    the number of GPUs or loader workers, and an exact resume mid-epoch without replaying it."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            # The CPU generator alone (the transforms draw from it): torch.manual_seed also queues seeds for
-            # the accelerators, recording a stack trace each time, ~1.5 ms per image on a CPU-only machine.
-            torch.default_generator.manual_seed(seed)
-            return self.base[index]
-
-
-class _EpochSampler(Sampler):
-    """This rank's share of one epoch's permutation (DistributedSampler's), from sample ``start`` on."""
-
-    def __init__(self, base: Dataset, seed: int, epoch: int, rank: int, world: int, start: int = 0) -> None:
-        shard = DistributedSampler(base, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        shard.set_epoch(epoch)
-        self.indices = list(shard)[start:]
-        self.seed, self.epoch = seed, epoch
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in self.indices:
-            yield i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i
 
 
 class _Batches:
@@ -67,8 +33,8 @@ class _Batches:
         self.train_set, self.device, self.channels_last = train_set, device, channels_last
 
         def epoch(e: int, start: int) -> Iterator[Any]:
-            sampler = _EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
-            return iter(DataLoader(_Seeded(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
+            sampler = EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
+            return iter(DataLoader(SeededDataset(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
                                    num_workers=spec.workers, collate_fn=skip_none_collate,
                                    pin_memory=device.type == "cuda",
                                    generator=torch.Generator().manual_seed(spec.seed)))
@@ -141,14 +107,9 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
     )
 
 
-PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
-
-
 def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
     """Under ``ask.protocol`` (default "center") at the run's own sizes, on its val/ (``ask.data_dir``: where
     that ImageFolder is now)."""
-    from resrepro.data.imagenet_eval import evaluate
-
     if ask.split is not None:
         raise ResreproError("--split is for CIFAR runs; ImageNet runs are evaluated on DIR/val")
     protocol = ask.protocol or "center"

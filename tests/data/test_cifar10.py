@@ -1,4 +1,4 @@
-"""Loading datasets: the CIFAR-10 file format and its failure modes, the val split, digits and synthetic."""
+"""Reading CIFAR-10 files: the file format and its failure modes, the checksums, and a run trained from them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from resrepro.cli import app
-from resrepro.data import cifar, load_dataset
+from resrepro.data import cifar10, load_dataset
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import RunDir
 
@@ -47,7 +47,7 @@ def test_missing_directory_says_where_the_files_go(tmp_path):
         load_dataset("cifar10", root)
     message = str(err.value)
     assert f"{root / 'cifar-10-batches-py'}/" in message
-    assert "--download" in message and cifar.CIFAR10.url in message and "\n" not in message
+    assert "--download" in message and cifar10.CIFAR10.url in message and "\n" not in message
 
 
 def test_missing_file_is_named(fake_cifar):
@@ -60,7 +60,7 @@ def test_failed_download_explains_where_to_put_the_files(tmp_path, monkeypatch):
     def offline(self):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(cifar, "CIFAR10", type("Offline", (cifar.CIFAR10,), {"download": offline}))
+    monkeypatch.setattr(cifar10, "CIFAR10", type("Offline", (cifar10.CIFAR10,), {"download": offline}))
     with pytest.raises(ResreproError, match=r"downloading CIFAR-10 failed \(URLError.*no network") as err:
         load_dataset("cifar10", tmp_path, download=True)
     assert str(tmp_path / "cifar-10-batches-py") in str(err.value)
@@ -70,7 +70,7 @@ def test_download_leaves_present_files_alone(fake_cifar, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("must not download when the files are there")
 
-    monkeypatch.setattr(cifar, "_download_cifar10", fail)
+    monkeypatch.setattr(cifar10, "_download_cifar10", fail)
     assert len(load_dataset("cifar10", fake_cifar.root, download=True, verify=False).train) == 100
 
 
@@ -124,8 +124,8 @@ def published(fake_cifar, monkeypatch):
 
     (meta,) = md5s("batches.meta")
     tables = {"train_list": md5s(*(f"data_batch_{i}" for i in range(1, 6))), "test_list": md5s("test_batch"),
-              "meta": {**cifar.CIFAR10.meta, "md5": meta[1]}}
-    monkeypatch.setattr(cifar, "CIFAR10", type("Published", (cifar.CIFAR10,), tables))
+              "meta": {**cifar10.CIFAR10.meta, "md5": meta[1]}}
+    monkeypatch.setattr(cifar10, "CIFAR10", type("Published", (cifar10.CIFAR10,), tables))
     return fake_cifar
 
 
@@ -135,7 +135,7 @@ def test_verified_files_are_read_by_torchvision(published, monkeypatch):
     def restricted_reader(path):
         raise AssertionError("files that pass their checksum are read by torchvision's CIFAR10")
 
-    monkeypatch.setattr(cifar, "_read_batch", restricted_reader)
+    monkeypatch.setattr(cifar10, "_read_batch", restricted_reader)
     verified = load_dataset("cifar10", published.root)
     assert np.array_equal(verified.train.images.reshape(100, -1).numpy(), published.train_data)
     for ours, theirs in ((verified.train, unverified.train), (verified.eval, unverified.eval)):
@@ -158,24 +158,6 @@ def test_pickle_that_runs_code_fails_its_checksum_before_it_is_unpickled(publish
     with pytest.raises(ResreproError, match=r"data_batch_2 fails its md5 checksum"):
         load_dataset("cifar10", published.root)
     assert not target.exists()
-
-
-def _rows(images: torch.Tensor) -> set[bytes]:
-    return {bytes(image.numpy().tobytes()) for image in images}
-
-
-def test_val_split_holds_out_a_fixed_disjoint_part_of_train(fake_cifar):
-    torch.manual_seed(1)  # the split must not depend on the global RNG (or the run's seed)
-    splits = load_dataset("cifar10", fake_cifar.root, val_split=10, verify=False)
-    torch.manual_seed(2)
-    again = load_dataset("cifar10", fake_cifar.root, val_split=10, verify=False)
-    assert splits.eval_split == "val" and splits.eval.name == "cifar10/val"
-    assert (len(splits.train), len(splits.eval)) == (90, 10)
-    assert torch.equal(splits.eval.images, again.eval.images)
-    assert torch.equal(splits.train.labels, again.train.labels)
-    held_out, kept = _rows(splits.eval.images), _rows(splits.train.images)
-    assert not held_out & kept
-    assert held_out | kept == _rows(torch.from_numpy(fake_cifar.train_data))
 
 
 def _resrepro(*args: object) -> str:
@@ -204,38 +186,3 @@ def test_cli_trains_and_evaluates_from_cifar10_files(fake_cifar, tmp_path, val_s
     if val_split:
         test = json.loads(_resrepro("eval", run, "--format", "json", "--split", "test"))
         assert (test["split"], test["images"]) == ("test", 20)
-
-
-@pytest.mark.parametrize("val_split", [-1, 2_000])
-def test_val_split_out_of_range(val_split):
-    with pytest.raises(ResreproError, match="val_split must be between 0 and 1999"):
-        load_dataset("synthetic", val_split=val_split)
-
-
-def test_unknown_dataset():
-    with pytest.raises(ResreproError, match="choose one of cifar10, synthetic, digits"):
-        load_dataset("cifar100")
-
-
-def test_digits_are_real_images_at_16x16():
-    splits = load_dataset("digits")
-    train, test = splits.train, splits.eval
-    assert (len(train), len(test)) == (1497, 300)
-    assert train.images.shape[1:] == (3, 16, 16) and train.images.dtype == torch.uint8
-    assert torch.equal(train.images[:, 0], train.images[:, 2])  # grey, repeated to 3 channels
-    assert train.images.max() == 255 and train.images.min() == 0
-    assert set(train.labels.tolist()) == set(test.labels.tolist()) == set(range(10))
-    assert torch.equal(load_dataset("digits").eval.labels, test.labels)
-
-
-def test_synthetic_is_deterministic_and_learnable():
-    first, second = load_dataset("synthetic"), load_dataset("synthetic")
-    assert torch.equal(first.train.images, second.train.images)
-    assert torch.equal(first.eval.labels, second.eval.labels)
-    train, test = first.train, first.eval
-    assert (len(train), len(test)) == (2000, 500) and train.images.shape[1:] == (3, 32, 32)
-    assert train.images.dtype == torch.uint8 and train.labels.bincount().tolist() == [200] * 10
-    # Learnable: the class means of the training set classify the test set.
-    means = torch.stack([train.images[train.labels == k].float().mean(0) for k in range(10)])
-    distances = torch.cdist(test.images.float().flatten(1), means.flatten(1))
-    assert (distances.argmin(1) == test.labels).float().mean() > 0.9

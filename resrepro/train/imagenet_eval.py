@@ -1,5 +1,5 @@
 """The paper's ImageNet test protocols (§3.4): center crop, 10-crop (Tables 2–3) and fully-convolutional
-multi-scale (Table 4), each giving top-1/top-5 error on a validation ImageFolder."""
+multi-scale (Table 4), each giving top-1/top-5 error on a validation ImageFolder (its crops: data.imagenet)."""
 
 from __future__ import annotations
 
@@ -10,35 +10,22 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from resrepro.data.imagenet import (
     SkippingImageFolder,
     check_num_classes,
-    class_folders,
+    check_val_dir,
     eval_transform,
-    normalization,
+    full_image_transform,
     skip_none_collate,
-    to_float_image,
+    ten_crop_transform,
 )
 from resrepro.errors import ResreproError
 from resrepro.train.metrics import Tally
 
-PROTOCOLS = ("center", "ten-crop", "multi-scale")
+PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
 MULTI_SCALES = (224, 256, 384, 480, 640)  # Table 4: shorter side of the whole image
-
-
-def ten_crop_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
-    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: 10×C×H×W."""
-    return v2.Compose(
-        [v2.Resize(resize), *to_float_image(), normalization(normalize), v2.TenCrop(crop), torch.stack]
-    )
-
-
-def full_image_transform(normalize: str = "pixel-mean") -> v2.Compose:
-    """The whole image, uncropped at its own size, for ``multi_scale_scores`` to rescale."""
-    return v2.Compose([*to_float_image(), normalization(normalize)])
 
 
 def ten_crop_scores(model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
@@ -64,14 +51,6 @@ def multi_scale_scores(
         model(TF.resize(image, [scale], antialias=True)[None]).float().softmax(dim=1)[0] for scale in scales
     ]
     return torch.stack(probs).mean(dim=0)
-
-
-def _check_val_dir(folder: str | Path) -> Path:
-    folder = Path(folder).expanduser()
-    classes = class_folders(folder)
-    if "train" in classes and "val" in classes:
-        raise ResreproError(f"{folder} looks like the dataset root; pass its val/ folder: {folder / 'val'}")
-    return folder
 
 
 def _spread_indices(n: int, max_images: int | None) -> list[int]:
@@ -112,7 +91,7 @@ def evaluate(
         "ten-crop": ten_crop_transform(normalize, resize, crop),
         "multi-scale": full_image_transform(normalize),
     }[protocol]
-    dataset = SkippingImageFolder(_check_val_dir(dataset_root_val), transform)
+    dataset = SkippingImageFolder(check_val_dir(dataset_root_val), transform)
     subset = Subset(dataset, _spread_indices(len(dataset), max_images))
     loader = DataLoader(
         subset,

@@ -11,17 +11,10 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from resrepro.data.imagenet import normalization
-from resrepro.data.imagenet_eval import (
-    MULTI_SCALES,
-    evaluate,
-    full_image_transform,
-    multi_scale_scores,
-    ten_crop_scores,
-    ten_crop_transform,
-)
+from resrepro.data.imagenet import full_image_transform, normalization, ten_crop_transform
 from resrepro.errors import ResreproError
 from resrepro.models import ImageNetResNet
+from resrepro.train.imagenet_eval import MULTI_SCALES, evaluate, multi_scale_scores, ten_crop_scores
 
 COLOURS = [(200, 40, 40), (40, 200, 40), (40, 40, 200)]  # class k is dominated by channel k
 VAL_SIZES = [(120, 90), (80, 110)]  # (width, height)
