@@ -11,7 +11,7 @@ import pandas as pd
 
 from resrepro.analysis.aggregate import canonical_model, find_runs, frame_of
 from resrepro.analysis.selection import select_runs
-from resrepro.report.paper import paper_table
+from resrepro.paper import paper_table
 from resrepro.report.tables import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, _csv_order, _notes
 
 PROTOCOL = "multi-scale"  # Table 4's single-model protocol, which the paper's ensemble combines

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from resrepro.analysis.aggregate import canonical_model, find_runs, finished_only, frame_of, summarise
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
-from resrepro.report.paper import paper_table
+from resrepro.paper import paper_table
 
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
