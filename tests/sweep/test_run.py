@@ -159,7 +159,7 @@ def test_ctrl_c_stops_the_sweep(tmp_path, fig1):
 @pytest.fixture
 def eight_gpus(monkeypatch):
     """What --gpus is checked against: this machine may have none."""
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 8)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 8)
 
 
 def test_one_worker_process_per_gpu(tmp_path, fig1, eight_gpus):
@@ -180,7 +180,7 @@ def test_detectors_start_after_the_backbones_the_sweep_trains_even_in_parallel(t
 
 
 def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     result = run_sweep(fig1, tmp_path, gpus=[1], train_fn=fake_train, render=False)
     assert {RunDir(p).read_summary()["gpu"] for p in result.trained} == {"6"}
@@ -189,7 +189,7 @@ def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):
 def test_a_gpu_the_machine_lacks_is_refused_before_any_run(tmp_path, fig1, monkeypatch):
     from resrepro.errors import ResreproError
 
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 2)
     with pytest.raises(ResreproError, match=r"--gpus 1,7: no GPU 7 here \(this machine has GPUs 0\.\.1\)"):
         run_sweep(fig1, tmp_path, gpus=[1, 7], train_fn=fake_train, render=False)
     assert not any(tmp_path.iterdir())
@@ -197,12 +197,13 @@ def test_a_gpu_the_machine_lacks_is_refused_before_any_run(tmp_path, fig1, monke
 
 STOPPABLE_SWEEP = """
 import sys
-import resrepro.sweep
+import resrepro.sweep.jobs
+import resrepro.sweep.run
 from resrepro.cli import main
-from tests.test_sweep import stoppable_train
+from tests.sweep.test_run import stoppable_train
 
-resrepro.sweep_jobs.gpu_count = lambda: 1
-resrepro.sweep._default_train = lambda progress: stoppable_train
+resrepro.sweep.jobs.gpu_count = lambda: 1
+resrepro.sweep.run._default_train = lambda progress: stoppable_train
 sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], "--gpus", "0"]
 main()
 """
@@ -218,7 +219,7 @@ def _alive(pid: int) -> bool:
 
 def _stoppable_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     """A sweep of fig1's two runs on one (pretend) GPU, its worker in the first run; (process, that run)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SWEEP, str(tmp_path / "runs"), str(tmp_path / "out")],
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -437,7 +438,7 @@ def test_a_damaged_config_is_named_in_the_plan(tmp_path, fig1):
 
 
 def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
-    monkeypatch.setattr("resrepro.sweep._default_train", lambda progress: pytest.fail("trained in a dry run"))
+    monkeypatch.setattr("resrepro.sweep.run._default_train", lambda progress: pytest.fail("trained in a dry run"))
     runs = tmp_path / "runs"
     runs.mkdir()
     code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run")
