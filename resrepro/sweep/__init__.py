@@ -6,8 +6,8 @@ its checkpoint), so running a sweep twice trains nothing the second time; a run 
 where it trained, under each test protocol its tables report (Tables 2-3: 10-crop, Table 4: multi-scale)
 that its eval/ folder still lacks; a detection run likewise under its tables' mAP protocols. A detection run
 whose ImageNet backbone the sweep also trains starts after it (a second wave). Where each run stands is
-:mod:`resrepro.sweep.plan`, where runs go (here, one worker per GPU, Slurm) :mod:`resrepro.sweep.jobs`, and
-:mod:`resrepro.sweep.run` runs them.
+:mod:`resrepro.sweep.plan` (its time to go: :mod:`resrepro.sweep.estimate`), where runs go (here, one
+worker per GPU, Slurm) :mod:`resrepro.sweep.jobs`, and :mod:`resrepro.sweep.run` runs them.
 """
 
 from resrepro.sweep.jobs import SlurmOptions, check_gpus

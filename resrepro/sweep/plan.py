@@ -9,7 +9,7 @@ from pathlib import Path
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
-from resrepro.throughput import Estimator
+from resrepro.sweep.estimate import Estimator
 from resrepro.train.evaluate import DETECTION_PROTOCOLS, eval_path
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import DetectionSpec, ImageNetSpec
@@ -25,7 +25,7 @@ class PlanItem:
     status: str
     done_iters: int = 0  # the last logged iteration of a partial run
     images_per_s: float | None = None  # estimated: see ``source``
-    source: str = ""  # where images_per_s comes from: runs, bench or FLOPs (resrepro.throughput)
+    source: str = ""  # where images_per_s comes from: runs, bench or FLOPs (resrepro.sweep.estimate)
     note: str = ""
     evals: tuple[str, ...] = ()  # test protocols to run after training: not yet in RUN/eval/
 

@@ -76,7 +76,7 @@ def calls(run_dir: Path) -> int:
 @pytest.fixture
 def no_benches(monkeypatch, tmp_path):
     """No `resrepro bench` results anywhere (not the user's, not the repository's)."""
-    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (tmp_path / "no-benches",))
+    monkeypatch.setattr("resrepro.sweep.estimate.BENCH_FOLDERS", (tmp_path / "no-benches",))
 
 
 @pytest.fixture
@@ -287,7 +287,7 @@ def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1, no_bench
     assert items["plain20"].images_per_s == 640.0 and items["plain20"].source.startswith("runs:")
     assert items["plain20"].gpu_hours == pytest.approx(spec.iters * spec.batch_size / 640.0 / 3600)
     # never measured itself: the finished net of the same width stands in, scaled by multiply-adds (FLOPs only
-    # when nothing of this width ran: tests/test_throughput.py)
+    # when nothing of this width ran: tests/sweep/test_estimate.py)
     assert items["plain56"].gpu_hours > items["plain20"].gpu_hours
     assert items["plain56"].source == "runs: a finished plain20 run at this width, scaled by multiply-adds"
 
@@ -450,10 +450,10 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
 
 
 def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
-    from resrepro.throughput import bench_figure, save_bench
+    from resrepro.train.bench_results import bench_figure, save_bench
 
     bench = tmp_path / "bench"
-    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (bench,))
+    monkeypatch.setattr("resrepro.sweep.estimate.BENCH_FOLDERS", (bench,))
     result = {"model": "resnet56", "batch_size": 128, "iters": 50, "device": "NVIDIA H100 80GB HBM3",
               "torch": "2.14.1", "rows": [{"pipeline": "peer style", "images_per_s": 3000.0},
                                           {"pipeline": "resrepro, bf16, channels_last, compile",
