@@ -75,6 +75,6 @@ def bench(
         write_json(out, result)
     from rich.markup import escape
 
-    from resrepro.throughput import save_bench
+    from resrepro.train.bench_results import save_bench
 
     err.print(f"recorded for `sweep --dry-run` estimates: {escape(str(save_bench(result)))}", highlight=False)

@@ -60,7 +60,7 @@ def plot(
     out: Annotated[Path, typer.Option(help="Image file; its suffix picks the format.")] = Path("curves.png"),
 ) -> None:
     """Plot training (dashed) and eval (solid) curves of any run directories into one image."""
-    from resrepro.report.figures import plot_runs
+    from resrepro.report.plot import plot_runs
 
     check_output(out, folder=False)
     typer.echo(plot_runs(run_dirs, metric.value, out))

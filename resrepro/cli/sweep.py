@@ -57,8 +57,7 @@ def sweep(
         return
     exp = load_experiment(experiment, scale, seeds)
     check_output(runs, folder=True, option="--runs")
-    from resrepro.sweep import SlurmOptions, plan, results_dir, run_sweep  # torch: after the arguments' checks
-    from resrepro.sweep_jobs import check_gpus
+    from resrepro.sweep import SlurmOptions, check_gpus, plan, results_dir, run_sweep  # torch: after the checks
 
     if dry_run:
         _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)

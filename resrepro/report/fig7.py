@@ -10,7 +10,7 @@ from resrepro.analysis.aggregate import find_runs
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model, resolve
-from resrepro.report.figures import (
+from resrepro.report.figure_kit import (
     FigureResult,
     FigureSpec,
     caption_tail,

@@ -1,14 +1,9 @@
-"""The paper's figures (Fig. 1, 4, 6, 7) and ad-hoc training curves, drawn from run directories.
-
-Matplotlib is imported inside the functions and drives its Agg canvas directly (no pyplot), so importing this
-module is cheap and rendering never touches a user's interactive backend.
-"""
+"""The paper's figures (Fig. 1, 4, 6, 7), drawn from run directories: which figures exist, what each plots,
+and drawing and writing each one (Fig. 7's drawing is in fig7)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,25 +12,22 @@ import pandas as pd
 from resrepro.analysis.aggregate import find_runs
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
-from resrepro.io import atomic_write, write_text
-from resrepro.models.registry import canonical_model, resolve
-from resrepro.report.curves import Curve, longest, mean_curve, read_metrics, unfinished, x_axis
-from resrepro.train.rundir import CONFIG, RunDir
+from resrepro.io import write_text
+from resrepro.report.curves import Curve, longest, mean_curve, unfinished, x_axis
+from resrepro.report.fig7 import draw_fig7
+from resrepro.report.figure_kit import (
+    FigureResult,
+    FigureSpec,
+    caption_tail,
+    check_missing,
+    colour,
+    label,
+    new_figure,
+    save,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-
-@dataclass(frozen=True)
-class FigureSpec:
-    title: str
-    dataset: str  # the paper's dataset; others (the tiny scale's) on request, or when it has no runs
-    panels: tuple[tuple[str, tuple[str, ...]], ...]  # (panel title, models in legend order)
-    what: str  # the caption's first sentence
-
-    @property
-    def models(self) -> list[str]:
-        return list(dict.fromkeys(m for _, models in self.panels for m in models))
 
 
 FIGURES = {
@@ -60,16 +52,6 @@ FIGURES = {
 }
 # Fig. 4's residual nets use option A (Table 2); runs of the default option B stand in when those are missing.
 STAND_INS = {"resnet18-A": "resnet18", "resnet34-A": "resnet34"}
-DEPTH_COLOURS = {18: "#1f77b4", 20: "#e69f00", 32: "#17becf", 34: "#d62728", 44: "#2ca02c", 56: "#d62728",
-                 110: "#222222", 1202: "#1f77b4"}
-
-
-@dataclass
-class FigureResult:
-    figure: Figure
-    caption: str  # Markdown: what is plotted, from which runs, what is missing
-    warnings: list[str]
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # data worth saving beside the figure
 
 
 def render_figure(
@@ -126,8 +108,6 @@ def draw_figure(
         raise ResreproError(f"unknown figure {name!r}: choose one of {', '.join(FIGURES)}")
     spec = FIGURES[name]
     if name == "fig7":
-        from resrepro.report.fig7 import draw_fig7
-
         return draw_fig7(spec, runs_dir, dataset=dataset, responses=responses)
     if runs_dir is None:
         raise ResreproError(f"{name} is drawn from run directories: pass --runs DIR")
@@ -150,38 +130,6 @@ def draw_figure(
     figure = _draw_fig1(curves) if name == "fig1" else _draw_panels(spec, curves, epochs=name == "fig4")
     figure.suptitle(spec.title + ("" if dataset == spec.dataset else f" (our runs on {dataset})"))
     return FigureResult(figure, caption(name, spec, curves, missing, warnings, dataset), warnings)
-
-
-def check_missing(name: str, spec: FigureSpec, missing: list[str], where: Any, dataset: str | None
-                  ) -> tuple[list[str], list[str]]:
-    """(missing models, warnings); a ResreproError naming the runs needed when every model is missing."""
-    sweep, on = f"`resrepro sweep {name}`", f" on {dataset}" if dataset else ""
-    if len(missing) == len(spec.models):
-        raise ResreproError(f"{name} needs runs of {', '.join(spec.models)}{on}; none found in {where}: "
-                            f"train them with {sweep}")
-    if not missing:
-        return [], []
-    return missing, [f"{name} is partial: no runs of {', '.join(missing)}{on} in {where} "
-                     f"(train them with {sweep})"]
-
-
-def label(model: str) -> str:
-    """The paper's curve label: ``plain-20``, ``ResNet-110``."""
-    spec = resolve(model)
-    return f"{'plain' if spec.plain else 'ResNet'}-{spec.depth}"
-
-
-def colour(model: str) -> str:
-    return DEPTH_COLOURS.get(resolve(model).depth, "#7f7f7f")
-
-
-def new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure, Any]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure, figure.subplots(rows, cols, squeeze=False)
 
 
 def _style(curve: Curve, model: str) -> tuple[dict[str, Any], str]:
@@ -267,74 +215,5 @@ def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list
     return "\n".join(lines + caption_tail(name, missing, warnings)) + "\n"
 
 
-def caption_tail(name: str, missing: list[str], warnings: list[str]) -> list[str]:
-    lines = ["", f"Missing: {', '.join(missing)} (train with `resrepro sweep {name}`)." if missing
-             else "Missing: none."]
-    return lines + (["", "Warnings:", *[f"- {w}" for w in warnings]] if warnings else [])
-
-
 def _pct(v: Any) -> str:
     return "—" if v is None or not math.isfinite(float(v)) else f"{100 * float(v):.2f}"
-
-
-def save(figure: Figure, path: str | Path) -> Path:
-    """Write atomically in the format the suffix names; PDFs carry no creation date, so reruns match."""
-    path = Path(path)
-    fmt = image_format(path)
-    meta = {"CreationDate": None} if fmt == "pdf" else None
-    atomic_write(path, lambda f: figure.savefig(f, format=fmt, dpi=150, metadata=meta))
-    return path
-
-
-def image_format(path: str | Path) -> str:
-    """The format a file's suffix names (png without one), or a ResreproError listing those matplotlib writes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fmt = Path(path).suffix.lstrip(".").lower() or "png"
-    known = FigureCanvasAgg.get_supported_filetypes()
-    if fmt not in known:
-        raise ResreproError(f"{path}: matplotlib cannot write .{fmt} files; choose one of {', '.join(sorted(known))}")
-    return fmt
-
-
-# metric -> (training column, eval column, scale, y label)
-PLOT_METRICS = {"error": ("train_error", "eval_error", 100.0, "error (%)"),
-                "loss": ("train_loss", "eval_loss", 1.0, "loss"),
-                "lr": ("lr", None, 1.0, "learning rate")}
-
-
-def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | Path = "curves.png") -> Path:
-    """Training (dashed) and eval (solid) curves of ``metric`` for any run directories, one colour per run."""
-    if metric not in PLOT_METRICS:
-        raise ResreproError(f"unknown metric {metric!r}: choose one of {', '.join(PLOT_METRICS)}")
-    paths = [Path(d) for d in run_dirs]
-    if not paths:
-        raise ResreproError("pass at least one run directory to plot")
-    image_format(out)  # before reading any run
-    for path in paths:
-        if path.is_file():
-            raise ResreproError(f"{path} is a file: plot takes run directories")
-    train_col, eval_col, scale, ylabel = PLOT_METRICS[metric]
-    figure, axes = new_figure(1, 1, (6.5, 4))
-    ax = axes[0, 0]
-    for i, path in enumerate(paths):
-        config = RunDir(path).read_config()
-        if not isinstance(config, dict):
-            raise ResreproError(f"{path / CONFIG} holds no JSON object: the run directory is damaged")
-        model, m = canonical_model(str(config.get("model", "?"))), read_metrics(path)
-        name, col = f"{path.name} ({model})", f"C{i % 10}"
-        if train_col in m:
-            ax.plot(m.index, scale * m[train_col].to_numpy(), color=col, lw=1, ls="--" if eval_col else "-",
-                    label=None if eval_col else name, gid=f"{path}/train")
-        if eval_col in m:
-            splits = m["eval_split"].dropna() if "eval_split" in m else pd.Series(dtype=str)
-            split = splits.iloc[-1] if len(splits) else "eval"
-            ax.plot(m.index, scale * m[eval_col].to_numpy(), color=col, lw=2, label=f"{name}, {split}",
-                    gid=f"{path}/eval")
-    if metric == "lr":
-        ax.set_yscale("log")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel(ylabel if metric == "lr" else f"{ylabel}; dashed: training")
-    if ax.lines:
-        ax.legend(fontsize="small")
-    return save(figure, out)

@@ -76,7 +76,7 @@ def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Pa
 def _render(exp: Any, runs_root: Path, folder: Path) -> tuple[list[Path], list[str]]:
     """Render the experiment from its runs, if it has any, and record their provenance beside the files."""
     from resrepro.analysis.aggregate import find_runs
-    from resrepro.sweep import render_experiment
+    from resrepro.report.render import render_experiment
 
     runs_dir = runs_root / exp.runs_dir_rel
     models = {r.model for r in exp.runs}

@@ -12,8 +12,8 @@ import pandas as pd
 from resrepro.analysis.aggregate import find_runs, frame_of
 from resrepro.analysis.selection import select_runs
 from resrepro.models.registry import canonical_model
-from resrepro.report.paper import paper_table
-from resrepro.report.tables import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, _csv_order, _notes
+from resrepro.paper import paper_table
+from resrepro.report.table_kit import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, csv_order, run_notes
 
 PROTOCOL = "multi-scale"  # Table 4's single-model protocol, which the paper's ensemble combines
 ENSEMBLE = "resnet-ensemble"  # table5.csv's row of the paper's entry
@@ -62,5 +62,5 @@ def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, datase
                  f"by image, each under {PROTOCOL} testing on {chosen.dataset} val; the paper's ensemble (six "
                  "nets of different depth) is scored on the ImageNet test set, where it reports top-5 only."]
     notes = [COLUMN_NOTE.replace("over seeds", "over runs"), *spec.notes, *(described if results else []),
-             *_notes(frame, spec, chosen.dataset)]
-    return Table(name, spec, table[_csv_order(table, spec)], notes, list(dict.fromkeys(warnings)))
+             *run_notes(frame, spec, chosen.dataset)]
+    return Table(name, spec, table[csv_order(table, spec)], notes, list(dict.fromkeys(warnings)))

@@ -1,75 +1,33 @@
-"""The paper's tables with our numbers beside them (mean ± std over seeds), as Markdown, CSV or LaTeX.
-
-Ours come only from finished run directories; a row without runs shows "—", never a number from elsewhere.
-"""
+"""The paper's tables with our numbers beside them (mean ± std over seeds): which tables exist, their specs,
+and building each one. Ours come only from finished run directories; a row without runs shows "—", never a
+number from elsewhere."""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from tabulate import tabulate
 
 from resrepro.analysis.aggregate import find_runs, finished_only, frame_of, summarise
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
-from resrepro.report.paper import paper_table
-
-FORMATS = ("markdown", "csv", "latex")
-PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
-PAPER_ITERS = {"cifar": 64_000}  # §4.2; ImageNet stops on a plateau (§3.4), so it has no length to compare
-PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stage filters (§4.2, Table 1)
-DASH = "—"
-COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
-               "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
-
-
-@dataclass(frozen=True)
-class Metric:
-    column: str  # a runs_frame column, in percent
-    suffix: str = ""  # appended to this metric's CSV columns when a table has several ("_top1")
-    header: str = ""  # prefix of its display headers ("top-1 ")
-    protocol: str = ""  # the ImageNet test protocol (§3.4) or detection protocol: RUN/eval/<protocol>.json
-    higher_is_better: bool = False  # a score (mAP), not an error: its best run is the highest
-
-    @property
-    def how(self) -> str:
-        """How to produce the metric for a finished run that lacks it."""
-        if not self.protocol:
-            return self.column
-        flag = f"--protocol {self.protocol}" if self.higher_is_better else f"--{self.protocol}"
-        return f"a {self.protocol} evaluation (`resrepro eval RUN {flag}`; `resrepro sweep` runs it)"
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    title: str
-    family: str  # cifar | imagenet: which dataset (and length) the paper's runs used
-    metrics: tuple[Metric, ...]
-    rows: Callable[[], pd.DataFrame]  # model, label, source, paper{suffix}, ... in the paper's order
-    params: bool = False  # show # layers and # params, the paper's beside our exact count
-    split: str | None = None  # only runs evaluated on this split count
-    extra: tuple[str, ...] = ()  # third-party columns (``x``, ``x_std``) shown beside the paper's
-    notes: tuple[str, ...] = ()
-    # A table whose numbers are not the runs' own (an ensemble's): build(name, spec, runs_dir, dataset) -> Table.
-    build: Callable[..., Table] | None = None
-
-
-@dataclass
-class Table:
-    """A table ready to render: ``frame`` holds numbers (one row per table row), ``notes`` the caption."""
-
-    name: str
-    spec: TableSpec
-    frame: pd.DataFrame
-    notes: list[str]
-    warnings: list[str]
+from resrepro.paper import paper_table
+from resrepro.report import table5
+from resrepro.report.table_kit import (
+    COLUMN_NOTE,
+    PAPER_DATASET,
+    Metric,
+    Table,
+    TableSpec,
+    check_format,
+    csv_order,
+    render,
+    run_notes,
+)
 
 
 def _rows(name: str, **paper_columns: str) -> Callable[[], pd.DataFrame]:
@@ -132,8 +90,6 @@ def _calibration_notes() -> tuple[str, ...]:
 
 
 def _table5() -> TableSpec:
-    from resrepro.report import table5
-
     # No protocol: the renderer evaluates the ensemble itself, so a sweep has nothing to evaluate beforehand.
     return TableSpec("Table 5: ensemble error (%), the paper's ILSVRC 2015 entry and ours, multi-scale testing",
                      "imagenet", (Metric("top1_error", "_top1", "top-1 "), Metric("top5_error", "_top5", "top-5 ")),
@@ -143,6 +99,8 @@ def _table5() -> TableSpec:
 _CIFAR = Metric("eval_error")
 _DETECTION_NOTE = ("Faster R-CNN, the same system for both backbones (appendix A); mAP in %. Ours: RPN and Fast "
                    "R-CNN trained jointly in one step.")
+
+
 TABLES: dict[str, Callable[[], TableSpec]] = {
     "table2": lambda: TableSpec(
         "Table 2: top-1 error (%) on ImageNet validation, 10-crop testing", "imagenet",
@@ -214,7 +172,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
                          preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
     runs, unfinished = finished_only(frame_of([r for shown in chosen.runs.values() for r in shown]))
     warnings += chosen.warnings + unfinished
-    notes = _notes(runs, spec, chosen.dataset)
+    notes = run_notes(runs, spec, chosen.dataset)
     for m in spec.metrics:
         s = summarise(runs, by=("model",), value=m.column, best="max" if m.higher_is_better else "min")
         s = s.set_index("model")
@@ -242,27 +200,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     rows = rows.drop(columns=n_cols)
     # A score's best run is its highest (mAP), an error's its lowest.
     column_note = COLUMN_NOTE.replace("lowest", "highest") if spec.metrics[0].higher_is_better else COLUMN_NOTE
-    return Table(name, spec, rows[_csv_order(rows, spec)], [column_note, *spec.notes, *notes],
+    return Table(name, spec, rows[csv_order(rows, spec)], [column_note, *spec.notes, *notes],
                  list(dict.fromkeys(warnings)))
-
-
-def _notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]:
-    """Caption lines saying how our runs differ from the paper's (dataset, length)."""
-    notes, paper_ds = [], PAPER_DATASET[spec.family]
-    if chosen is not None and chosen != paper_ds:
-        notes.append(f"Ours: trained and evaluated on {chosen}, not {paper_ds} as in the paper: "
-                     "compare trends, not values.")
-    widths = sorted({int(w) for w in runs["width"].dropna()} - {PAPER_WIDTH[spec.family]})
-    if spec.params and widths:
-        notes.append(f"Ours: {', '.join(map(str, widths))} filters wide where the paper has "
-                     f"{PAPER_WIDTH[spec.family]}; # params (ours) counts the nets trained (rows without runs: "
-                     "the paper's width).")
-    paper_iters = PAPER_ITERS.get(spec.family)
-    lengths = sorted({int(i) for i in runs["iters"].dropna()})
-    if paper_iters and lengths and lengths != [paper_iters]:
-        its = ", ".join(f"{i:,}" for i in lengths)
-        notes.append(f"Ours: {its} iterations; the paper trains {paper_iters:,}.")
-    return notes
 
 
 @functools.cache
@@ -286,72 +225,9 @@ def _trained_params(runs: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def _csv_order(rows: pd.DataFrame, spec: TableSpec) -> list[str]:
-    cols = ["model", "label", "source"]
-    if spec.params:
-        cols += ["layers", "paper_params_m", "params"]
-    for m in spec.metrics:
-        cols += [c + m.suffix for c in ("paper", "paper_mean", "paper_std") if c + m.suffix in rows]
-        cols += [c for x in spec.extra for c in (x, f"{x}_std")]
-        cols += [f"{c}{m.suffix}" for c in ("ours_mean", "ours_std", "ours_best", "delta")]
-    return [*cols, "n", "dataset", "iters"]
-
-
 def render_table(name: str, runs_dir: str | Path | None = None, fmt: str = "markdown",
                  dataset: str | None = None) -> tuple[str, list[str]]:
     """One table as text (``markdown``, ``csv`` or ``latex``), and the warnings met while reading runs."""
-    if fmt not in FORMATS:
-        raise ResreproError(f"unknown format {fmt!r}: choose {', '.join(FORMATS)}")
+    check_format(fmt)
     t = build_table(name, runs_dir, dataset)
-    if fmt == "csv":
-        return t.frame.round(4).to_csv(index=False), t.warnings
-    shown = display_frame(t)
-    if fmt == "markdown":
-        body = shown.to_markdown(index=False, disable_numparse=True,
-                                 colalign=["left"] + ["right"] * (shown.shape[1] - 1))
-        return f"**{t.spec.title}**\n\n{body}\n\n" + "\n\n".join(t.notes) + "\n", t.warnings
-    shown = shown.rename(columns=lambda c: c.replace("Δ", "delta"))  # pdflatex's utf8 lacks Greek
-    comments = "".join(f"% {line}\n" for line in [t.spec.title, *t.notes])
-    return comments + _latex(shown).rstrip("\n") + "\n", t.warnings
-
-
-def _latex(shown: pd.DataFrame) -> str:
-    # tabulate, as for Markdown: pandas' to_latex needs jinja2, which we do not depend on.
-    return tabulate(shown, headers="keys", tablefmt="latex_booktabs", showindex=False, disable_numparse=True,
-                    colalign=["left"] + ["right"] * (shown.shape[1] - 1)) + "\n"
-
-
-def display_frame(t: Table) -> pd.DataFrame:
-    """The table as strings, as a reader wants it: "7.02 ± 0.15", "—" for no runs, blank for others' rows."""
-    f, spec = t.frame, t.spec
-    ours = f["source"] != "other"
-    n = f["n"].fillna(0).astype(int)
-
-    def cell(values: Iterable, text: Callable[[Any], str]) -> list[str]:
-        return ["" if not o else DASH if k == 0 or pd.isna(v) else text(v)
-                for o, k, v in zip(ours, n, values, strict=True)]
-
-    cols: dict[str, list[str] | pd.Series] = {"method": f["label"]}
-    if spec.params:
-        cols["# layers"] = [DASH if pd.isna(v) else str(int(v)) for v in f["layers"]]
-        cols["# params (paper)"] = [DASH if pd.isna(v) else f"{v:g}M" for v in f["paper_params_m"]]
-        cols["# params (ours)"] = ["" if pd.isna(v) else f"{int(v):,}" for v in f["params"]]
-    for m in spec.metrics:
-        s, h = m.suffix, m.header
-        mean, std = f.get(f"paper_mean{s}"), f.get(f"paper_std{s}")
-        cols[f"{h}paper"] = [
-            DASH if pd.isna(p) else f"{p:.2f}" + ("" if mean is None or pd.isna(mean[i]) else
-                                                  f" ({mean[i]:.2f}±{std[i]:.2f})")
-            for i, p in enumerate(f[f"paper{s}"])]
-        for x in spec.extra:
-            cols[x] = [DASH if pd.isna(v) else _pm(v, e) for v, e in zip(f[x], f[f"{x}_std"], strict=True)]
-        cols[f"{h}ours"] = cell(map(_pm, f[f"ours_mean{s}"], f[f"ours_std{s}"]), str)
-        cols[f"{h}best"] = cell(f[f"ours_best{s}"], lambda v: f"{v:.2f}")
-        cols[f"{h}Δ"] = cell(f[f"delta{s}"], lambda v: f"{v:+.2f}")
-    cols["n"] = ["" if not o else str(k) for o, k in zip(ours, n, strict=True)]
-    return pd.DataFrame(cols)
-
-
-def _pm(mean: float, std: float) -> str:
-    """Mean ± std as "7.02 ± 0.15"; a single run (std NaN) is just its number."""
-    return f"{mean:.2f}" if pd.isna(std) else f"{mean:.2f} ± {std:.2f}"
+    return render(t, fmt), t.warnings

@@ -179,7 +179,7 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
 def _with_figure(result: dict[str, Any]) -> dict[str, Any]:
     """The result with the figure `sweep --dry-run` estimates from: our default step's images/s, the net's
     width, image size, precision and multiply-adds."""
-    from resrepro.throughput import bench_figure
+    from resrepro.train.bench_results import bench_figure
 
     return result | bench_figure(result)
 

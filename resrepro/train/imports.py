@@ -148,7 +148,7 @@ def _published(library: str, arch: str) -> float | None:
     """The CIFAR-10 test error (%) a project publishes for its own released weights (results/paper/calibration)."""
     if library != "akamaster":
         return None
-    from resrepro.report.paper import paper_table
+    from resrepro.paper import paper_table
 
     rows = paper_table("calibration").query("source == @library and model == @arch")
     return float(rows.error.iloc[0]) if len(rows) else None

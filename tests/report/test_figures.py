@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from resrepro.errors import ResreproError
-from resrepro.report.figures import draw_figure, plot_runs, render_figure
+from resrepro.report.figures import draw_figure, render_figure
 from resrepro.report.tables import build_table
 from resrepro.train.rundir import RunDir
 
@@ -195,20 +195,6 @@ def test_fig7_needs_responses_or_runs(tmp_path):
     make_run(tmp_path, "plain20")  # trained, but no checkpoint: nothing to measure
     with pytest.raises(ResreproError, match="resrepro sweep fig7"):
         draw_figure("fig7", tmp_path)
-
-
-@pytest.mark.parametrize("metric", ["error", "loss", "lr"])
-def test_plot_runs_writes_a_png(tmp_path, metric):
-    runs = [make_run(tmp_path, "resnet20", seed) for seed in (0, 1)]
-    out = plot_runs(runs, metric, tmp_path / "plots" / "curves.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_plot_runs_rejects_a_bad_dir(tmp_path):
-    with pytest.raises(ResreproError, match="config.json"):
-        plot_runs([tmp_path / "nope"])
-    with pytest.raises(ResreproError, match="metric"):
-        plot_runs([tmp_path], metric="accuracy")
 
 
 def test_caption_gives_final_errors_and_run_paths(tmp_path):

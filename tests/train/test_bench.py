@@ -102,10 +102,10 @@ def test_detection_bench_times_resnet101_with_measured_bn_statistics() -> None:
 
 
 def test_cli_bench_records_its_figure_where_sweep_dry_run_reads_it(tmp_path, monkeypatch, capsys) -> None:
-    from resrepro.throughput import read_benches
+    from resrepro.train.bench_results import read_benches
     from tests.inprocess import in_process_cli
 
-    monkeypatch.setattr("resrepro.throughput.BENCH_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("resrepro.train.bench_results.BENCH_DIR", str(tmp_path / "cache"))
     code, _, err = in_process_cli(monkeypatch, capsys, "bench", "--model", "resnet20", "--iters", "1",
                                   "--batch-size", "8", "--device", "cpu", "--workers", "0")
     assert code == 0 and "recorded for `sweep --dry-run`" in err

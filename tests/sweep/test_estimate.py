@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from resrepro.experiments import load_experiment
-from resrepro.throughput import Estimator, bench_figure, read_benches, save_bench
+from resrepro.sweep.estimate import Estimator
+from resrepro.train.bench_results import bench_figure, save_bench
 from resrepro.train.rundir import RunDir
 
 GPU = ("NVIDIA H200", "cuda")
@@ -23,12 +22,6 @@ def bench(model: str, device: str, ours: float, label: str = "resrepro, bf16, ch
 def spec_of(model: str, scale: str = "full"):
     exp = load_experiment("fig6", scale)
     return next(r.spec for r in exp.runs if r.model == model)
-
-
-def test_the_committed_cpu_benches_are_read_with_our_default_step():
-    figures = {f.model: f for f in read_benches((Path(__file__).parents[1] / "results" / "bench",))}
-    assert figures["resnet56"].images_per_s == 163.2  # the NCHW (default) row, not channels_last's 201.0
-    assert (figures["resnet56"].precision, figures["resnet56"].device_type) == ("fp32", "cpu")
 
 
 def test_bench_of_the_same_net_then_scaled_by_multiply_adds(tmp_path):
@@ -63,12 +56,6 @@ def test_a_finished_run_of_the_same_net_comes_before_any_bench(tmp_path):
     run.write_summary({"status": "finished", "images_per_s": 9_999.0})
     got = Estimator(tmp_path / "runs", (tmp_path,), device=GPU)(spec)
     assert got.images_per_s == 9_999.0 and got.source.startswith("runs:")
-
-
-def test_files_that_are_no_bench_result_are_passed_over(tmp_path):
-    (tmp_path / "notes.json").write_text('{"hello": 1}')
-    (tmp_path / "broken.json").write_text("{")
-    assert read_benches((tmp_path, tmp_path / "missing")) == []
 
 
 def test_a_finished_run_of_another_net_at_the_same_width_is_scaled_by_multiply_adds(tmp_path):

@@ -24,7 +24,7 @@ from resrepro.train.rundir import RunDir
 from resrepro.train.spec import ImageNetSpec, RunSpec
 
 if TYPE_CHECKING:
-    from resrepro.sweep import PlanItem
+    from resrepro.sweep.plan import PlanItem
 
 TrainFn = Callable[[RunSpec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
 Report = Callable[[str], None]

@@ -76,7 +76,7 @@ def calls(run_dir: Path) -> int:
 @pytest.fixture
 def no_benches(monkeypatch, tmp_path):
     """No `resrepro bench` results anywhere (not the user's, not the repository's)."""
-    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (tmp_path / "no-benches",))
+    monkeypatch.setattr("resrepro.sweep.estimate.BENCH_FOLDERS", (tmp_path / "no-benches",))
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_ctrl_c_stops_the_sweep(tmp_path, fig1):
 @pytest.fixture
 def eight_gpus(monkeypatch):
     """What --gpus is checked against: this machine may have none."""
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 8)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 8)
 
 
 def test_one_worker_process_per_gpu(tmp_path, fig1, eight_gpus):
@@ -180,7 +180,7 @@ def test_detectors_start_after_the_backbones_the_sweep_trains_even_in_parallel(t
 
 
 def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     result = run_sweep(fig1, tmp_path, gpus=[1], train_fn=fake_train, render=False)
     assert {RunDir(p).read_summary()["gpu"] for p in result.trained} == {"6"}
@@ -189,7 +189,7 @@ def test_gpu_indices_count_the_gpus_the_sweep_sees(tmp_path, fig1, monkeypatch):
 def test_a_gpu_the_machine_lacks_is_refused_before_any_run(tmp_path, fig1, monkeypatch):
     from resrepro.errors import ResreproError
 
-    monkeypatch.setattr("resrepro.sweep_jobs.gpu_count", lambda: 2)
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 2)
     with pytest.raises(ResreproError, match=r"--gpus 1,7: no GPU 7 here \(this machine has GPUs 0\.\.1\)"):
         run_sweep(fig1, tmp_path, gpus=[1, 7], train_fn=fake_train, render=False)
     assert not any(tmp_path.iterdir())
@@ -197,12 +197,13 @@ def test_a_gpu_the_machine_lacks_is_refused_before_any_run(tmp_path, fig1, monke
 
 STOPPABLE_SWEEP = """
 import sys
-import resrepro.sweep
+import resrepro.sweep.jobs
+import resrepro.sweep.run
 from resrepro.cli import main
-from tests.test_sweep import stoppable_train
+from tests.sweep.test_run import stoppable_train
 
-resrepro.sweep_jobs.gpu_count = lambda: 1
-resrepro.sweep._default_train = lambda progress: stoppable_train
+resrepro.sweep.jobs.gpu_count = lambda: 1
+resrepro.sweep.run._default_train = lambda progress: stoppable_train
 sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], "--gpus", "0"]
 main()
 """
@@ -218,7 +219,7 @@ def _alive(pid: int) -> bool:
 
 def _stoppable_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     """A sweep of fig1's two runs on one (pretend) GPU, its worker in the first run; (process, that run)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SWEEP, str(tmp_path / "runs"), str(tmp_path / "out")],
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -286,7 +287,7 @@ def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1, no_bench
     assert items["plain20"].images_per_s == 640.0 and items["plain20"].source.startswith("runs:")
     assert items["plain20"].gpu_hours == pytest.approx(spec.iters * spec.batch_size / 640.0 / 3600)
     # never measured itself: the finished net of the same width stands in, scaled by multiply-adds (FLOPs only
-    # when nothing of this width ran: tests/test_throughput.py)
+    # when nothing of this width ran: tests/sweep/test_estimate.py)
     assert items["plain56"].gpu_hours > items["plain20"].gpu_hours
     assert items["plain56"].source == "runs: a finished plain20 run at this width, scaled by multiply-adds"
 
@@ -437,7 +438,7 @@ def test_a_damaged_config_is_named_in_the_plan(tmp_path, fig1):
 
 
 def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
-    monkeypatch.setattr("resrepro.sweep._default_train", lambda progress: pytest.fail("trained in a dry run"))
+    monkeypatch.setattr("resrepro.sweep.run._default_train", lambda progress: pytest.fail("trained in a dry run"))
     runs = tmp_path / "runs"
     runs.mkdir()
     code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run")
@@ -449,10 +450,10 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
 
 
 def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
-    from resrepro.throughput import bench_figure, save_bench
+    from resrepro.train.bench_results import bench_figure, save_bench
 
     bench = tmp_path / "bench"
-    monkeypatch.setattr("resrepro.throughput.BENCH_FOLDERS", (bench,))
+    monkeypatch.setattr("resrepro.sweep.estimate.BENCH_FOLDERS", (bench,))
     result = {"model": "resnet56", "batch_size": 128, "iters": 50, "device": "NVIDIA H100 80GB HBM3",
               "torch": "2.14.1", "rows": [{"pipeline": "peer style", "images_per_s": 3000.0},
                                           {"pipeline": "resrepro, bf16, channels_last, compile",

@@ -1,0 +1,42 @@
+"""An experiment's tables (Markdown) and figures rendered from its run directories, as `resrepro sweep` and
+`resrepro report` write them. Each renderer is imported only when an experiment renders something of its
+kind: they pull in matplotlib and, for Table 5, torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from resrepro.errors import ResreproError
+from resrepro.experiments import Experiment
+from resrepro.io import write_text
+
+
+def render_experiment(experiment: Experiment, runs_root: str | Path,
+                      out_dir: str | Path) -> tuple[list[Path], list[str]]:
+    """Render the experiment's tables (Markdown) and figures from its run directories into ``out_dir``."""
+    runs_dir, out_dir = Path(runs_root) / experiment.runs_dir_rel, Path(out_dir)
+    paths: list[Path] = []
+    warnings: list[str] = []
+    for entry in experiment.renders:
+        kind, name = entry.split(":", 1)
+        try:
+            if kind == "table":
+                from resrepro.report.tables import render_table
+
+                text, notes = render_table(name, runs_dir=runs_dir, fmt="markdown",
+                                           dataset=experiment.dataset)
+                write_text(out_dir / f"{name}.md", text)
+                paths.append(out_dir / f"{name}.md")
+            else:
+                from resrepro.report.figures import render_figure
+
+                files, notes = render_figure(name, runs_dir, out_dir, dataset=experiment.dataset)
+                paths += files
+            warnings += [f"{entry}: {n}" for n in notes]
+        except ResreproError as e:  # e.g. nothing to render yet: the sweep still reports its runs
+            warnings.append(f"{entry}: {e}")
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("resrepro.report"):
+                raise
+            warnings.append(f"{entry}: its renderer ({e.name}) is not built yet")
+    return paths, warnings
