@@ -10,8 +10,9 @@ from typing import Any
 
 from resrepro.errors import ResreproError
 from resrepro.train.bench_results import BENCH_FOLDERS, BenchFigure, macs_per_image, read_benches
+from resrepro.train.families import family_of
 from resrepro.train.rundir import SUMMARY, RunDir
-from resrepro.train.spec import ImageNetSpec, RunSpec
+from resrepro.train.spec import RunSpec
 
 # Used only when nothing was measured, and said so. 10 TFLOP/s is what our bf16 step sustains on a current
 # data-centre GPU for mid-sized ResNets; a CPU thread does 10-60 GFLOP/s in the CPU benches of results/bench
@@ -27,10 +28,9 @@ class Throughput:
 
 
 def image_size(spec: RunSpec) -> int:
-    """The side of the images a run trains on (CIFAR-10 32, the tiny scale's digits 16, ImageNet its crop)."""
-    if isinstance(spec, ImageNetSpec):
-        return spec.crop
-    return 16 if spec.dataset == "digits" else 32
+    """The side of the images a run trains on, as its family declares it (CIFAR-10 32, the tiny scale's digits
+    16, ImageNet its crop, detection its shorter side)."""
+    return family_of(spec).image_size(spec)
 
 
 def measured_speeds(runs_root: Path) -> dict[tuple, float]:
@@ -111,7 +111,9 @@ class Estimator:
         multiply-adds: across depth the cost follows them, but a narrower net on smaller images is bound by
         per-layer overheads (ResNet-20's CPU bench scaled to the tiny scale's plain-20 said 7,900 images/s;
         the run did 270)."""
-        family = "imagenet" if isinstance(spec, ImageNetSpec) else "cifar"
+        family = family_of(spec).bench  # which `resrepro bench --family` times a comparable step
+        if family is None:
+            return None
 
         def rank(b: BenchFigure) -> tuple:
             return (b.device != self.device, b.device_type != "cuda", b.model != spec.model,

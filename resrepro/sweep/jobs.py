@@ -21,7 +21,7 @@ import submitit.helpers
 
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import RunDir
-from resrepro.train.spec import ImageNetSpec, RunSpec
+from resrepro.train.spec import RunSpec
 
 if TYPE_CHECKING:
     from resrepro.sweep.plan import PlanItem
@@ -76,7 +76,7 @@ def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, 
     return None
 
 
-def _evaluate(spec: ImageNetSpec, run_dir: Path, protocol: str) -> None:
+def _evaluate(spec: RunSpec, run_dir: Path, protocol: str) -> None:
     """RUN/eval/<protocol>.json, as `resrepro eval RUN --<protocol>` writes it, unless it is there already."""
     from resrepro.train.evaluate import eval_path, evaluate_run
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
 from resrepro.sweep.estimate import Estimator
-from resrepro.train.evaluate import DETECTION_PROTOCOLS, eval_path
+from resrepro.train.evaluate import eval_path
+from resrepro.train.families import family_of
 from resrepro.train.rundir import RunDir
-from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
 
 @dataclass(frozen=True)
@@ -51,17 +51,19 @@ def plan(experiment: Experiment, runs_root: str | Path, *, estimate: Estimator |
 
 
 def _located(run: PlannedRun, runs_root: Path) -> PlannedRun:
-    """A detection run whose backbone_run is relative to the runs root (as experiments name it), made usable."""
-    spec = run.spec
-    if isinstance(spec, DetectionSpec) and spec.backbone_run and not Path(spec.backbone_run).is_absolute():
-        return dataclasses.replace(run, spec=spec.replace(backbone_run=str(runs_root / spec.backbone_run)))
+    """A run whose upstream run (a detector's backbone_run) is relative to the runs root, as experiments name it,
+    made usable."""
+    spec, field = run.spec, family_of(run.spec).upstream
+    upstream = getattr(spec, field) if field else None
+    if upstream and not Path(upstream).is_absolute():
+        return dataclasses.replace(run, spec=spec.replace(**{field: str(runs_root / upstream)}))
     return run
 
 
 def evaluations(experiment: Experiment) -> tuple[str, ...]:
-    """The ImageNet test protocols and detection mAP protocols whose results the experiment's tables read (none
-    without ImageNet or detection runs)."""
-    if not any(isinstance(r.spec, ImageNetSpec | DetectionSpec) for r in experiment.runs):
+    """The protocols whose results the experiment's tables read (ImageNet's test protocols, detection's mAP), none
+    without runs of a family that keeps evaluations."""
+    if not any(family_of(r.spec).keeps_eval for r in experiment.runs):
         return ()
     from resrepro.report.tables import table_names, table_protocols
 
@@ -79,9 +81,7 @@ def _status(run: PlannedRun, run_dir: Path, estimate: Estimator, protocols: tupl
 
 
 def _where(run: PlannedRun, run_dir: Path, protocols: tuple[str, ...]) -> PlanItem:
-    detection = isinstance(run.spec, DetectionSpec)  # mAP protocols for detection runs, the others for ImageNet's
-    evals = tuple(p for p in protocols if (p in DETECTION_PROTOCOLS) == detection
-                  and not eval_path(run_dir, p).exists()) if isinstance(run.spec, ImageNetSpec | DetectionSpec) else ()
+    evals = tuple(p for p in family_of(run.spec).evaluations(protocols) if not eval_path(run_dir, p).exists())
     rd = RunDir(run_dir)
     held = rd.holding(run.spec)
     if held == "held":

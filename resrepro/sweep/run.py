@@ -24,7 +24,8 @@ from resrepro.sweep.jobs import (
 )
 from resrepro.sweep.plan import PlanItem, plan
 from resrepro.train.evaluate import eval_path
-from resrepro.train.spec import DetectionSpec
+from resrepro.train.families import family_of
+from resrepro.train.spec import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
 
@@ -112,12 +113,17 @@ def run_sweep(
 
 
 def _waves(todo: list[PlanItem]) -> list[list[PlanItem]]:
-    """The runs to train, the detection runs whose backbone is among them last: every executor trains a
-    backbone before the detector that starts from it (which, if the backbone failed, fails saying so)."""
+    """The runs to train, those whose upstream run is among them last: every executor trains a backbone before
+    the detector that starts from it (which, if the backbone failed, fails saying so)."""
     training = {i.run_dir.resolve() for i in todo if i.status != "evaluate"}
-    later = [i for i in todo if isinstance(i.run.spec, DetectionSpec) and i.run.spec.backbone_run
-             and Path(i.run.spec.backbone_run).resolve() in training]
+    later = [i for i in todo if (upstream := _upstream(i.run.spec)) and Path(upstream).resolve() in training]
     return [wave for wave in ([i for i in todo if i not in later], later) if wave]
+
+
+def _upstream(spec: RunSpec) -> str | None:
+    """The run directory a run starts from (its family's ``upstream`` field), if any."""
+    field = family_of(spec).upstream
+    return getattr(spec, field) if field else None
 
 
 def results_dir(experiment: Experiment) -> Path:
