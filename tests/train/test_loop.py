@@ -290,7 +290,9 @@ def test_a_compiled_run_does_not_time_its_compilation(tmp_path, monkeypatch):
     assert len(calls) >= TINY["iters"]
     assert summary["wall_s"] > 3.0
     timed_images = (TINY["iters"] - 3) * TINY["batch_size"]  # the first 3 steps after a start are not timed
-    assert summary["images_per_s"] > timed_images / 3.0  # the timed steps took far less than the compilation
+    timed_seconds = timed_images / summary["images_per_s"]
+    # The compilation's 3 s are in wall_s and not in the timed seconds, however slow a loaded machine steps.
+    assert summary["wall_s"] - timed_seconds >= 3.0
 
 
 @pytest.mark.slow
