@@ -41,8 +41,8 @@ class Tally:
     def _add(self, loss: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor) -> None:
         top = scores.topk(min(5 if self.top5 else 1, scores.shape[1]), dim=1).indices
         misses = top != targets[:, None]
-        self.sums += torch.stack([loss.double(), misses[:, 0].sum().double(), misses.all(dim=1).sum().double(),
-                                  torch.tensor(float(len(targets)), dtype=torch.float64, device=self.sums.device)])
+        self.sums[:3] += torch.stack([loss.double(), misses[:, 0].sum().double(), misses.all(dim=1).sum().double()])
+        self.sums[3] += len(targets)  # a host number: torch.tensor(n, device="cuda") copies from the host each batch
 
     def all_reduce(self) -> Tally:
         """Sum over the ranks of a process group (each evaluated its own share of the images)."""

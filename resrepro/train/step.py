@@ -49,7 +49,9 @@ class TrainStep:
                 loss = batch_loss * (len(yj) / len(y))
             loss.backward()
             wrong += misses
-            self.sums += torch.stack([loss.detach().double() * len(y), misses.double(),
-                                      torch.tensor(float(len(yj)), device=self.device, dtype=torch.float64)])
+            # The image count stays a host number: torch.tensor(n, device="cuda") would copy from the host (and
+            # may wait for the GPU) on every micro-batch.
+            self.sums[:2] += torch.stack([loss.detach().double() * len(y), misses.double()])
+            self.sums[2] += len(yj)
         self.optimizer.step()
         return wrong
