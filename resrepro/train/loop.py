@@ -215,10 +215,11 @@ class _Loop:
         saving = step % self.save_every == 0 or step == spec.iters or stopping
         if not (evaluating or saving):
             return
-        seconds, timed_images, timed_seconds = self.clock.lap()
         # float64 sums of float32 losses are exact (thousands of 24-bit terms fit in 53 bits): a checkpoint between
         # two evaluations, by the cadence or a stop, regroups them without changing a bit of train_loss.
         loss, wrong, images = all_reduce(self.sums, self.world).tolist()
+        # The lap comes after the interval's one sync: before it, the GPU may still be running queued steps.
+        seconds, timed_images, timed_seconds = self.clock.lap()
         self.sums.zero_()
         skipped = self.batches.skipped - self.skipped_before
         self.skipped_before = self.batches.skipped

@@ -295,6 +295,35 @@ def test_a_compiled_run_does_not_time_its_compilation(tmp_path, monkeypatch):
     assert summary["wall_s"] - timed_seconds >= 3.0
 
 
+def test_the_interval_clock_laps_after_the_intervals_one_sync(tmp_path, monkeypatch):
+    """On a GPU the steps are queued: only reading the interval's sums waits for them, so a lap taken before that
+    read would leave the queued work out of the interval's seconds (and inflate images/s)."""
+    from resrepro.train import loop
+    from resrepro.train.progress import IntervalClock
+
+    order, all_reduce, lap = [], loop.all_reduce, IntervalClock.lap
+
+    class Read:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+        def tolist(self):
+            order.append("sync")
+            return self.tensor.tolist()
+
+        def item(self):
+            return self.tensor.item()
+
+    def laps(self):
+        order.append("lap")
+        return lap(self)
+
+    monkeypatch.setattr(loop, "all_reduce", lambda t, world: Read(all_reduce(t, world)))
+    monkeypatch.setattr(IntervalClock, "lap", laps)
+    train(CifarSpec(**{**TINY, "iters": 12}), tmp_path / "run")
+    assert len(order) >= 4 and order == ["sync", "lap"] * (len(order) // 2)
+
+
 @pytest.mark.slow
 def test_the_gpu_fast_path_as_far_as_a_cpu_goes_trains_and_resumes_exactly(tmp_path):
     """torch.compile (inductor's CPU kernels), bf16 autocast and channels_last, as a CUDA run uses them."""
