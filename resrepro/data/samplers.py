@@ -43,4 +43,5 @@ class EpochSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         for i in self.indices:
-            yield i, (self.seed * 1_000_003 + self.epoch) * 10_000_019 + i
+            # Modulo 2**64, the seeds torch takes: a run seed up to 2**32-1 would pass it; below it, unchanged.
+            yield i, ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) % 2**64

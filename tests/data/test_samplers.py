@@ -32,3 +32,12 @@ def test_a_samples_draws_depend_on_its_seed_alone():
     state = torch.get_rng_state()
     assert data[(4, 123)] == first and data[(4, 124)] != first
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_the_largest_run_seed_gives_sample_seeds_torch_takes_and_smaller_ones_keep_theirs():
+    data = SeededDataset(_Draws())
+    keys = list(EpochSampler(data, seed=2**32 - 1, epoch=300, rank=0, world=1))  # a run's largest seed
+    assert all(0 <= seed < 2**64 for _, seed in keys)
+    assert len({data[key] for key in keys}) == 10  # each a draw of its own (torch.manual_seed raised past 2**64)
+    small = EpochSampler(data, seed=3, epoch=1, rank=0, world=1)
+    assert [seed for _, seed in small] == [(3 * 1_000_003 + 1) * 10_000_019 + i for i, _ in small]
