@@ -202,7 +202,13 @@ class _Loop:
         """One SGD step over one batch (:class:`~resrepro.train.step.TrainStep`); returns its lr."""
         lr = self.schedule.lr_at(self.step)
         x, y = next(self.batches)
-        wrong = self.train_step(x, y, lr)
+        try:
+            wrong = self.train_step(x, y, lr)
+        except torch.OutOfMemoryError:
+            raise ResreproError(
+                f"CUDA out of memory in iteration {self.step + 1} at {self.spec.batch_size // self.world} images "
+                f"per GPU (--batch-size {self.spec.batch_size} over {self.world} process(es)): "
+                f"{self.recipe.out_of_memory}") from None
         if self.schedule.warming_up:  # the only per-step host sync, for the first few hundred steps
             self.schedule.observe(self.step, wrong.item() / len(y))
         self.step += 1

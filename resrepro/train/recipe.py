@@ -52,6 +52,8 @@ class Recipe:
     # it (DDP-wrapped, compiled). Run under autocast; the loop scales the loss and calls backward().
     loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, torch.Tensor]] = classification_loss
     counts_errors: bool = True  # False: misses mean nothing (detection); train_error is logged as empty
+    # What to change when a training step runs out of GPU memory: the end of the loop's one-line error.
+    out_of_memory: str = "train on more GPUs (torchrun --nproc-per-node N), each taking a share of the batch"
 
 
 def endless(make_epoch: Callable[[int, int], Iterator[Any]], step: int, steps_per_epoch: int) -> Iterator[Any]:

@@ -288,3 +288,22 @@ def test_divergence_on_an_intervals_last_step_is_an_error_and_keeps_the_finite_c
     assert state["step"] == 3
     assert all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
     assert RunDir(tmp_path / "run").read_summary() is None
+
+
+@pytest.mark.parametrize(("accumulate", "advice"), [
+    (1, "use --accumulate 2 (micro-batches of 3: the same batch, BN over fewer images) or train on more GPUs"),
+    (6, "6 images per GPU (--batch-size 6 over 1 process(es)): train on more GPUs"),  # no more micro-batches
+])
+def test_cuda_out_of_memory_names_the_batch_per_gpu_and_what_to_change(tmp_path, data, monkeypatch, accumulate,
+                                                                       advice):
+    import torch
+
+    from resrepro.train.step import TrainStep
+
+    def out_of_memory(self, x, y, lr):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(TrainStep, "__call__", out_of_memory)
+    with pytest.raises(ResreproError, match="CUDA out of memory in iteration 1 at 6 images per GPU") as e:
+        train(tiny(data, accumulate=accumulate), tmp_path / "run")
+    assert advice in str(e.value) and "\n" not in str(e.value)

@@ -324,6 +324,29 @@ def test_the_interval_clock_laps_after_the_intervals_one_sync(tmp_path, monkeypa
     assert len(order) >= 4 and order == ["sync", "lap"] * (len(order) // 2)
 
 
+def out_of_memory(self, x, y, lr):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(("grad_checkpoint", "advice"), [(False, "use --grad-checkpoint"),
+                                                         (True, "a GPU with more memory or a smaller --batch-size")])
+def test_cuda_out_of_memory_is_one_line_naming_the_batch_and_what_to_change(tmp_path, monkeypatch, capsys,
+                                                                             grad_checkpoint, advice):
+    from resrepro.train.step import TrainStep
+    from tests.inprocess import in_process_cli
+
+    monkeypatch.setattr(TrainStep, "__call__", out_of_memory)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    flag = ["--grad-checkpoint"] if grad_checkpoint else []
+    code, _, err = in_process_cli(monkeypatch, capsys, "train", "cifar", "--n", "1", "--width", "4", "--dataset",
+                                  "synthetic", "--iters", "4", "--batch-size", "16", *flag, "--out",
+                                  str(tmp_path / "r"))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    message = " ".join(err.split())
+    assert "CUDA out of memory in iteration 1 at 16 images per GPU" in message and advice in message
+
+
 @pytest.mark.slow
 def test_the_gpu_fast_path_as_far_as_a_cpu_goes_trains_and_resumes_exactly(tmp_path):
     """torch.compile (inductor's CPU kernels), bf16 autocast and channels_last, as a CUDA run uses them."""

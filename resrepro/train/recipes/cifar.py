@@ -72,6 +72,9 @@ def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, ran
         evaluate=evaluate, finish=finish,
         model_info={"num_classes": splits.train.num_classes, "in_channels": channels},
         summary=lambda skipped: {"warmup_released_at": schedule.released_at},
+        out_of_memory=("use a GPU with more memory or a smaller --batch-size (CIFAR trains in one process)"
+                       if spec.grad_checkpoint else "use --grad-checkpoint: it recomputes each stage's activations "
+                       "in the backward pass instead of keeping them (less memory, more time)"),
     )
 
 

@@ -104,7 +104,18 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
         finish=lambda model: {"eval_protocol": "center"},
         model_info={"num_classes": num_classes, "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "val": val_set.skipped}},
+        out_of_memory=_out_of_memory(spec, per_rank),
     )
+
+
+def _out_of_memory(spec: ImageNetSpec, per_rank: int) -> str:
+    """More micro-batches (the next count that divides a GPU's share), else more GPUs."""
+    gpus = "more GPUs (torchrun --nproc-per-node N)"
+    more = next((a for a in range(spec.accumulate + 1, per_rank + 1) if per_rank % a == 0), None)
+    if more is None:
+        return f"train on {gpus}"
+    return (f"use --accumulate {more} (micro-batches of {per_rank // more}: the same batch, BN over fewer images) "
+            f"or train on {gpus}")
 
 
 def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
