@@ -87,7 +87,9 @@ def train_cifar(
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
-    Rerun the same command to resume from its last checkpoint: an interrupted run ends with the same numbers.
+    Rerun the same command to resume from its last checkpoint. On a CPU an interrupted run ends with the same
+    numbers, bit for bit, on the same machine; on a GPU, cuDNN and atomic-add kernels are not deterministic,
+    so a resumed run (as any rerun) may differ in the last bits, and training being chaotic, more.
 
     A finished run is not retrained; a directory holding a run with other settings is refused, never overwritten.
     """

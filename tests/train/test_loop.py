@@ -200,6 +200,9 @@ def test_cli_help_says_that_rerunning_resumes():
                          text=True, env={**os.environ, "COLUMNS": "100"})
     text = " ".join(res.stdout.replace("│", " ").split())
     assert "Rerun the same command to resume from its last checkpoint" in text
+    # The promise it can keep: bit-exact on one machine's CPU, not through a GPU's nondeterministic kernels.
+    assert "On a CPU an interrupted run ends with the same numbers, bit for bit, on the same machine" in text
+    assert "on a GPU, cuDNN and atomic-add kernels are not deterministic" in text
     assert "If it holds this run, training resumes from its checkpoint" in text
 
 
