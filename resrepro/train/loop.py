@@ -10,6 +10,7 @@ per step except during ResNet-110's short warm-up.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -155,9 +156,29 @@ class _Loop:
         self.accum = {**_zero_accum(), **state["accum"]}
         self.totals.update(state.get("totals", {}))
         self.last = state.get("last_row")
-        self.rows = [r for r in self.rundir.read_metrics() if r["iter"] <= self.step]
+        self.rows = self._logged_rows()
         self.saved_at = self.step
         return state.get("stream")
+
+    def _logged_rows(self) -> list[dict[str, Any]]:
+        """The metrics rows up to the checkpoint's iteration. Rows lost from metrics.csv (cut short, emptied,
+        removed) cannot be recomputed: the checkpoint's own last row is put back, and a warning names the rest."""
+        try:
+            rows = [r for r in self.rundir.read_metrics() if r["iter"] <= self.step]
+        except ResreproError as e:
+            raise ResreproError(f"{e}: move it away and rerun to resume from {self.rundir.checkpoint} (its "
+                                "weights are intact; the history it lost is not)") from None
+        if self.last is not None and self.last.get("iter") not in {r["iter"] for r in rows}:
+            rows = sorted([*rows, self.last], key=lambda r: r["iter"])
+        every, logged = self.spec.eval_every, {r["iter"] for r in rows}
+        lost = [i for i in range(every, self.step + 1, every) if i not in logged]
+        if self.step == self.spec.iters and self.step % every and self.step not in logged:
+            lost.append(self.step)
+        if lost and self.main:
+            shown = ", ".join(map(str, lost[:5])) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            sys.stderr.write(f"warning: {self.rundir.path / METRICS} lacks the rows of iteration(s) {shown} "
+                             "(damaged or removed): they cannot be recomputed; resuming with the weights intact\n")
+        return rows
 
     def run(self, progress: bool, on_step, writer_class: type | None) -> dict[str, Any]:
         spec = self.spec
