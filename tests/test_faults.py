@@ -6,14 +6,20 @@ Each table below is one kind of damage, done to a small run in a scratch folder 
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 import resrepro.train.loop as loop
+from resrepro.errors import ResreproError
 from resrepro.experiments import load_experiment
 from resrepro.train.rundir import RunDir
+from tests.data.test_detection import write_voc, xml_of
 from tests.inprocess import in_process_cli
+
+FIXTURE_RUN = Path(__file__).resolve().parent / "fixtures" / "runs" / "cifar10" / "tiny" / "resnet20-s0"
 
 RUN = ("train", "cifar", "--dataset", "synthetic", "--n", "1", "--width", "4", "--iters", "12", "--batch-size", "8",
        "--eval-every", "2", "--milestones", "6", "--device", "cpu", "--out", "run")
@@ -132,3 +138,74 @@ def test_a_run_on_a_full_disk_is_one_line_and_leaves_no_lock(resume, tmp_path, m
     code, _, err = cli(monkeypatch, capsys, where, *RUN)
     one_error(code, err, "cannot write run/.lock: No space left on device")
     assert snapshot(where) == before  # no .lock, no empty run directory
+
+
+# Settings that cannot work: refused before anything is allocated or written.
+REFUSED = [
+    (("--milestones", "6,6"), "milestones must be increasing iterations >= 1, got [6, 6] (one given twice divides lr "
+     "by 100 at once)"),
+    (("--milestones", "8,6"), "milestones must be increasing iterations >= 1, got [8, 6]"),
+    (("--width", "1000000"), "resnet8 of width 1000000 does not fit in cpu memory here (tried to allocate "),
+]
+
+
+@pytest.mark.parametrize("args, message", REFUSED, ids=[" ".join(a) for a, _ in REFUSED])
+def test_a_run_that_cannot_work_is_one_line_and_writes_nothing(args, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "home").mkdir()
+    code, _, err = cli(monkeypatch, capsys, tmp_path, *RUN, *args)
+    one_error(code, err, message)
+    assert [p.name for p in tmp_path.iterdir()] == ["home"]
+
+
+def test_no_committed_experiment_or_fixture_repeats_a_milestone():
+    from resrepro.experiments import list_experiments
+
+    for name in list_experiments():
+        for scale in ("tiny", "full"):
+            for run in load_experiment(name, scale).runs:
+                assert len(set(run.spec.milestones)) == len(run.spec.milestones), (name, scale, run.name)
+    for config in (Path(__file__).parent / "fixtures" / "runs").rglob("config.json"):
+        if "broken" in config.parts:  # damaged on purpose: no settings to read
+            continue
+        milestones = json.loads(config.read_text()).get("milestones", [])
+        assert len(set(milestones)) == len(milestones), config
+
+
+def test_a_voc_object_with_two_names_is_one_clear_error(tmp_path):
+    from resrepro.data.detection import load_detection
+
+    write_voc(tmp_path / "VOCdevkit", "VOC2007", "trainval", {"000005": [("cat", 1, 1, 10, 20, 0)]})
+    write_voc(tmp_path / "VOCdevkit", "VOC2012", "trainval", {"2008_000002": [("dog", 2, 3, 40, 30, 0)]})
+    xml = xml_of(tmp_path)
+    xml.write_text(xml.read_text().replace("<name>cat</name>", "<name>cat</name><name>dog</name>"))
+    with pytest.raises(ResreproError, match=r"000005.xml: an object's <name> is \['cat', 'dog'\], not one class"):
+        load_detection("voc07+12", "train", tmp_path)
+
+
+def _unreadable(monkeypatch) -> None:
+    """torch.load meets a checkpoint this user may not read (as root, chmod 000 stops nothing: simulated)."""
+    import errno
+    import os
+
+    import torch
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(torch, "load", refused)
+
+
+@pytest.mark.parametrize("command", ["eval", "resume"])
+def test_a_checkpoint_that_may_not_be_read_is_not_called_corrupt(command, tmp_path, monkeypatch, capsys, request):
+    if command == "eval":
+        shutil.copytree(FIXTURE_RUN, tmp_path / "run")
+        (tmp_path / "run" / "checkpoint.pt").write_bytes(b"whole, but not ours to read")
+        where, args = tmp_path, ("eval", "run")
+    else:
+        where, args = request.getfixturevalue("stopped").parent, RUN
+    before = snapshot(where)
+    _unreadable(monkeypatch)
+    code, _, err = cli(monkeypatch, capsys, where, *args)
+    one_error(code, err, "cannot read run/checkpoint.pt: Permission denied — fix its permissions")
+    assert "corrupt" not in err and "delete" not in err
+    assert snapshot(where) == before

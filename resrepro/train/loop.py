@@ -116,7 +116,15 @@ class _Loop:
         self.rank, self.world, self.main = rank, world, rank == 0
         cuda = device.type == "cuda"
         torch.manual_seed(spec.seed)
-        self.model = recipe.build_model().to(device)
+        try:
+            self.model = recipe.build_model().to(device)
+        except (RuntimeError, MemoryError) as e:  # the allocator's refusal (CPU or CUDA), before anything is written
+            if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+                raise
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            why = why[why.lower().find("tried to allocate"):] if "tried to allocate" in why.lower() else why
+            raise ResreproError(f"{spec.model} of width {spec.width} does not fit in {device.type} memory here "
+                                f"({why.rstrip('.')}); choose a smaller --width") from None
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=spec.lr, momentum=spec.momentum,
