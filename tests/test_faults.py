@@ -209,3 +209,25 @@ def test_a_checkpoint_that_may_not_be_read_is_not_called_corrupt(command, tmp_pa
     one_error(code, err, "cannot read run/checkpoint.pt: Permission denied — fix its permissions")
     assert "corrupt" not in err and "delete" not in err
     assert snapshot(where) == before
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_stop_just_after_the_final_checkpoint_wins(signum, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    save = loop.save_checkpoint
+
+    def save_then_signal(path, state):
+        save(path, state)
+        if state["step"] == 12:
+            os.kill(os.getpid(), getattr(signal, signum))
+
+    with monkeypatch.context() as m:
+        m.setattr(loop, "save_checkpoint", save_then_signal)
+        code, _, err = cli(m, capsys, tmp_path, *RUN)
+    one_error(code, err, "stopped after the last iteration (12), its checkpoint saved in run")
+    assert not (tmp_path / "run" / "summary.json").exists()
+    code, out, err = cli(monkeypatch, capsys, tmp_path, *RUN)  # the rerun finishes it without training
+    assert code == 0 and RunDir(tmp_path / "run").read_summary()["iter"] == 12, err
+    assert [r["iter"] for r in RunDir(tmp_path / "run").read_metrics()] == [2, 4, 6, 8, 10, 12]

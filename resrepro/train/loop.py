@@ -206,9 +206,14 @@ class _Loop:
                     bar.step(self.step, lr, self.sums)
                 stopping = agreed_stop(stop["signal"] is not None, self.step, self.world, self.device, STOP_CHECK_EVERY)
                 self._end_interval(lr, stopping, writer, on_step)
+            summary = self._summary()
+            # A stop that came after the last step's check (during the final evaluation, checkpoint or summary)
+            # still wins: the summary is not written, and rerunning the command writes it from the checkpoint.
+            if agreed_stop(stop["signal"] is not None, 0, self.world, self.device, 1):
+                raise TrainingInterrupted(f"stopped after the last iteration ({self.step}), its checkpoint saved in "
+                                          f"{self.rundir.path} — rerun the same command to finish the run")
         if writer is not None:
             writer.close()
-        summary = self._summary()
         if self.main:
             self.write(self.rundir.path / SUMMARY, lambda: self.rundir.write_summary(summary))
         return summary
