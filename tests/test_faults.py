@@ -231,3 +231,65 @@ def test_a_stop_just_after_the_final_checkpoint_wins(signum, tmp_path, monkeypat
     code, out, err = cli(monkeypatch, capsys, tmp_path, *RUN)  # the rerun finishes it without training
     assert code == 0 and RunDir(tmp_path / "run").read_summary()["iter"] == 12, err
     assert [r["iter"] for r in RunDir(tmp_path / "run").read_metrics()] == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.fixture
+def cut_plain20(tmp_path, monkeypatch, capsys) -> Path:
+    """A finished 12-iteration plain-20 run whose metrics.csv was cut after its third row (iteration 6)."""
+    args = [{"1": "3", "run": "runs/plain20-s0"}.get(a, a) for a in RUN]
+    code, _, err = cli(monkeypatch, capsys, tmp_path, *args, "--plain")
+    assert code == 0, err
+    metrics = tmp_path / "runs" / "plain20-s0" / "metrics.csv"
+    metrics.write_text("".join(metrics.read_text().splitlines(keepends=True)[:4]))
+    return tmp_path
+
+
+def test_a_figure_of_a_run_whose_metrics_were_cut_says_so_and_shows_its_final_numbers(cut_plain20, monkeypatch,
+                                                                                      capsys):
+    final = RunDir(cut_plain20 / "runs" / "plain20-s0").read_summary()["final"]
+    code, _, err = cli(monkeypatch, capsys, cut_plain20, "figure", "fig1", "--runs", "runs", "--out", "fig")
+    assert code == 0 and "Traceback" not in err, err
+    assert "runs/plain20-s0/metrics.csv is damaged: it ends at iteration 6, but the run finished at iteration 12" in err
+    row = next(line for line in (cut_plain20 / "fig" / "fig1.md").read_text().splitlines() if "| plain-20 |" in line)
+    assert f"| 12 | {100 * final['train_error']:.2f} | {100 * final['eval_error']:.2f} |" in row, row
+
+
+def test_plotting_a_run_whose_metrics_were_cut_is_one_line(cut_plain20, monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, cut_plain20, "plot", "runs/plain20-s0", "--out", "c.png")
+    one_error(code, err, "runs/plain20-s0/metrics.csv is damaged: it ends at iteration 6, but the run finished at")
+    assert not (cut_plain20 / "c.png").exists()
+
+
+FIXTURES = FIXTURE_RUN.parents[1]  # tests/fixtures/runs/cifar10
+
+
+def _no_config(run: Path) -> None:
+    (run / "config.json").unlink()
+
+
+def _bad_config(run: Path) -> None:
+    (run / "config.json").write_text('{"model": "resnet20", ')
+
+
+# A finished run made unreadable: table and report name it instead of counting nothing in silence.
+DAMAGED_RUNS = [("config.json deleted", _no_config, "holds summary.json, metrics.csv but no config.json: the run "
+                 "directory is damaged"),
+                ("config.json cut", _bad_config, "config.json is not valid JSON")]
+
+
+@pytest.mark.parametrize("damage, message", [c[1:] for c in DAMAGED_RUNS], ids=[c[0] for c in DAMAGED_RUNS])
+def test_a_table_names_a_damaged_run(damage, message, tmp_path, monkeypatch, capsys):
+    shutil.copytree(FIXTURES / "full", tmp_path / "runs")
+    damage(tmp_path / "runs" / "resnet20-s0")
+    code, out, err = cli(monkeypatch, capsys, tmp_path, "table", "table6", "--runs", "runs")
+    assert code == 0 and "Traceback" not in err, err
+    assert "warning: skipped runs/resnet20-s0: " in err and message in err, err
+
+
+@pytest.mark.parametrize("damage, message", [c[1:] for c in DAMAGED_RUNS], ids=[c[0] for c in DAMAGED_RUNS])
+def test_a_report_of_damaged_runs_names_them(damage, message, tmp_path, monkeypatch, capsys):
+    shutil.copytree(FIXTURES / "tiny", tmp_path / "runs" / "cifar10" / "tiny")
+    damage(tmp_path / "runs" / "cifar10" / "tiny" / "resnet20-s0")
+    code, _, err = cli(monkeypatch, capsys, tmp_path, "report", "--runs", "runs", "--out", "results")
+    one_error(code, err, "nothing to report: no runs of any experiment under runs")
+    assert "1 damaged: skipped runs/cifar10/tiny/resnet20-s0: " in err and message in err

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import canonical_model, find_runs
+from resrepro.analysis.aggregate import Run, canonical_model, find_runs
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write, write_text
 from resrepro.models.registry import resolve
-from resrepro.report.curves import Curve, longest, mean_curve, read_metrics, unfinished, x_axis
+from resrepro.report.curves import Curve, cut_short, longest, mean_curve, read_metrics, unfinished, x_axis
 from resrepro.train.rundir import CONFIG, RunDir
 
 if TYPE_CHECKING:
@@ -263,6 +263,12 @@ def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list
         paths = ", ".join(f"`{r.path}`" + ("" if r.finished else " (unfinished)") for r in c.runs)
         iters = f"{int(c.data.index.max()):,}" if len(c.data) else "0"
         errors = f"{_pct(last.get('train_error'))} | {_pct(last.get('eval_error'))}"
+        ends = [r.summary.get("iter") for r in c.runs if r.finished]
+        if len(ends) == len(c.runs) and all(isinstance(i, int) for i in ends):
+            # Finished runs: their final numbers are summary.json's, whatever their metrics.csv still holds.
+            finals = [r.summary["final"] for r in c.runs]
+            iters = f"{min(ends):,}"
+            errors = " | ".join(_pct(_mean([f.get(k) for f in finals])) for k in ("train_error", "eval_error"))
         lines.append(f"| {label(model)} | {c.runs[0].model} | {seeds} | {iters} | {errors} | {paths} |")
     return "\n".join(lines + caption_tail(name, missing, warnings)) + "\n"
 
@@ -271,6 +277,10 @@ def caption_tail(name: str, missing: list[str], warnings: list[str]) -> list[str
     lines = ["", f"Missing: {', '.join(missing)} (train with `resrepro sweep {name}`)." if missing
              else "Missing: none."]
     return lines + (["", "Warnings:", *[f"- {w}" for w in warnings]] if warnings else [])
+
+
+def _mean(values: list[Any]) -> float | None:
+    return None if any(v is None for v in values) else sum(float(v) for v in values) / len(values)
 
 
 def _pct(v: Any) -> str:
@@ -322,6 +332,10 @@ def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | 
         if not isinstance(config, dict):
             raise ResreproError(f"{path / CONFIG} holds no JSON object: the run directory is damaged")
         model, m = canonical_model(str(config.get("model", "?"))), read_metrics(path)
+        summary = RunDir(path).read_summary()
+        cut = cut_short(Run(path, config, summary if isinstance(summary, dict) else None), m)
+        if cut:
+            raise ResreproError(f"{cut}: its curve would end early; restore the file from a copy to plot it")
         name, col = f"{path.name} ({model})", f"C{i % 10}"
         if train_col in m:
             ax.plot(m.index, scale * m[train_col].to_numpy(), color=col, lw=1, ls="--" if eval_col else "-",
