@@ -20,6 +20,7 @@ from pathlib import Path
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
 from resrepro.sweep_jobs import (
+    BY_ANOTHER,
     IN_USE,
     Report,
     SlurmOptions,
@@ -198,7 +199,7 @@ def run_sweep(
                 outcomes |= slurm_array(wave, executor, slurm, folder, train_fn, report)
         for item in todo:
             error = outcomes[item.run_dir]
-            if error is not None and error.startswith(IN_USE):
+            if error is not None and error.startswith((IN_USE, BY_ANOTHER)):
                 result.warnings.append(error)
             elif error is not None:
                 result.failed[item.run_dir] = error

@@ -293,3 +293,63 @@ def test_a_report_of_damaged_runs_names_them(damage, message, tmp_path, monkeypa
     code, _, err = cli(monkeypatch, capsys, tmp_path, "report", "--runs", "runs", "--out", "results")
     one_error(code, err, "nothing to report: no runs of any experiment under runs")
     assert "1 damaged: skipped runs/cifar10/tiny/resnet20-s0: " in err and message in err
+
+
+def _voc_batches(root: Path, state=None, step: int = 0):
+    """One image per mini-batch over a 4-image VOC set, as the detection recipe draws them."""
+    import torch
+
+    from resrepro.data.detection import load_detection
+    from resrepro.train.recipes.detection import _Batches
+    from resrepro.train.spec import DetectionSpec
+
+    train_set = load_detection("voc07+12", "train", root)
+    spec = DetectionSpec(batch_size=1, workers=0)
+    return _Batches(spec, train_set, step, len(train_set), 1, 0, 1, torch.device("cpu"), state)
+
+
+@pytest.mark.parametrize("corrupt", [1, 4], ids=["one image", "every image"])
+def test_a_corrupt_image_in_a_one_image_batch_is_skipped_and_counted(corrupt, tmp_path):
+    for year, ids in (("VOC2007", ["000001", "000002"]), ("VOC2012", ["2008_000001", "2008_000002"])):
+        write_voc(tmp_path / "VOCdevkit", year, "trainval", {i: [("cat", 1, 1, 10, 20, 0)] for i in ids})
+    jpegs = sorted((tmp_path / "VOCdevkit").rglob("*.jpg"))
+    for jpeg in jpegs[:corrupt]:
+        jpeg.write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    batches = _voc_batches(tmp_path)
+    if corrupt == len(jpegs):
+        with pytest.raises(ResreproError, match="every image of 5 training mini-batches in a row failed to decode"):
+            next(batches)
+        return
+    drawn = [next(batches)[0][0] for _ in range(5)]  # 5 steps over 3 readable images: the stream wraps around
+    assert all(image.shape[0] == 3 for image in drawn) and batches.skipped >= 1
+    assert batches.state_dict()["extra"] >= 1
+    resumed = _voc_batches(tmp_path, batches.state_dict(), step=5)  # a resume continues where the stream stood
+    assert (next(resumed)[0][0] == next(batches)[0][0]).all()
+
+
+def test_a_run_another_sweep_finished_while_this_one_waited_is_counted_once(tmp_path):
+    """The other sweep holds plain20's directory when this one comes to it, and finishes it during the lock's
+    patience: this sweep's trainer then finds it finished. It is the other's, not trained twice."""
+    from resrepro.sweep import run_sweep
+
+    fig1, held = load_experiment("fig1", "tiny"), {}
+
+    def report(message: str) -> None:
+        if "training" in message and "plain20" in message:  # the other sweep takes the run first
+            held["lock"] = RunDir(tmp_path / fig1.runs[0].run_dir_rel).lock()
+            held["lock"].__enter__()
+
+    def train(spec, run_dir: Path) -> dict:
+        if "lock" in held:  # the other finishes, and releases the run, while this one waits for it
+            RunDir(run_dir).write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+            RunDir(run_dir).write_summary({"status": "finished"})
+            held.pop("lock").__exit__(None, None, None)
+            return RunDir(run_dir).read_summary()
+        RunDir(run_dir).write_config({**spec.to_dict(), "config_hash": spec.config_hash()})
+        RunDir(run_dir).write_summary({"status": "finished"})
+        return {}
+
+    result = run_sweep(fig1, tmp_path, train_fn=train, report=report, render=False)
+    assert [p.name for p in result.trained] == ["plain56-s0"] and not result.failed
+    assert [w for w in result.warnings if "plain20" in w] == [
+        f"trained by another sweep: {tmp_path / fig1.runs[0].run_dir_rel}"]
