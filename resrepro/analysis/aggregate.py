@@ -17,7 +17,7 @@ import pandas as pd
 
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
-from resrepro.train.rundir import CONFIG, RunDir
+from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
 
 REQUIRED_KEYS = ("model", "dataset")
@@ -83,13 +83,20 @@ def find_runs(root: str | Path) -> tuple[list[Run], list[str]]:
                             "the folder holding your runs")
     runs: list[Run] = []
     warnings: list[str] = []
-    for config_path in sorted(root.rglob(CONFIG)):
+    configs = sorted(root.rglob(CONFIG))
+    for config_path in configs:
         run, problems = _read_run(config_path.parent)
         if run is None:
             warnings.append(f"skipped {config_path.parent}: {problems[0]}")
         else:
             runs.append(run)
             warnings += [f"{config_path.parent}: {p}" for p in problems]
+    # A run whose config.json was lost still has its other files: it is damaged, not absent.
+    found = {p.parent for p in configs}
+    for path in sorted({p.parent for name in (SUMMARY, METRICS, CHECKPOINT) for p in root.rglob(name)} - found):
+        there = ", ".join(n for n in (SUMMARY, METRICS, CHECKPOINT) if (path / n).exists())
+        warnings.append(f"skipped {path}: it holds {there} but no {CONFIG}: the run directory is damaged (restore "
+                        f"its {CONFIG} to count it)")
     return runs, warnings
 
 

@@ -58,6 +58,10 @@ def mean_curve(model: str, runs: list[Run]) -> tuple[Curve | None, list[str]]:
             used.append(r)
         except ResreproError as e:
             warnings.append(f"{model}: left out {e}")
+            continue
+        cut = cut_short(r, frames[-1])
+        if cut:
+            warnings.append(f"{model}: {cut}; its curve stops there, the final numbers are summary.json's")
     if not frames:
         return None, warnings
     common = frames[0].index
@@ -68,6 +72,17 @@ def mean_curve(model: str, runs: list[Run]) -> tuple[Curve | None, list[str]]:
     splits = {s for f in frames for s in f.get("eval_split", pd.Series(dtype=str)).dropna()}
     mean = stacked.groupby(level=0).mean().sort_index()
     return Curve(model, used, mean, "val" if "val" in splits else "test"), warnings
+
+
+def cut_short(run: Run, metrics: pd.DataFrame) -> str | None:
+    """Why a finished run's metrics are damaged, if they end before its summary.json's last iteration (a file
+    cut short by a crash, a full disk or a copy); None if they reach it."""
+    end = run.summary.get("iter") if run.finished else None
+    last = int(metrics.index.max()) if len(metrics) else 0
+    if not isinstance(end, int) or last >= end:
+        return None
+    return (f"{Path(run.path) / METRICS} is damaged: it ends at iteration {last:,}, but the run finished at "
+            f"iteration {end:,} (summary.json)")
 
 
 PAPER_UNIT = 10_000  # Fig. 1 and 6 count iterations in units of 1e4 (64k iterations: 0 to 6.4)

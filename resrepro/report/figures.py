@@ -211,8 +211,18 @@ def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list
         paths = ", ".join(f"`{r.path}`" + ("" if r.finished else " (unfinished)") for r in c.runs)
         iters = f"{int(c.data.index.max()):,}" if len(c.data) else "0"
         errors = f"{_pct(last.get('train_error'))} | {_pct(last.get('eval_error'))}"
+        ends = [r.summary.get("iter") for r in c.runs if r.finished]
+        if len(ends) == len(c.runs) and all(isinstance(i, int) for i in ends):
+            # Finished runs: their final numbers are summary.json's, whatever their metrics.csv still holds.
+            finals = [r.summary["final"] for r in c.runs]
+            iters = f"{min(ends):,}"
+            errors = " | ".join(_pct(_mean([f.get(k) for f in finals])) for k in ("train_error", "eval_error"))
         lines.append(f"| {label(model)} | {c.runs[0].model} | {seeds} | {iters} | {errors} | {paths} |")
     return "\n".join(lines + caption_tail(name, missing, warnings)) + "\n"
+
+
+def _mean(values: list[Any]) -> float | None:
+    return None if any(v is None for v in values) else sum(float(v) for v in values) / len(values)
 
 
 def _pct(v: Any) -> str:

@@ -64,9 +64,12 @@ def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Pa
             artefact = _collect(exp, folder, runs_root)
             if artefact.tables or artefact.figures:
                 artefacts.append(artefact)
+    warnings = list(dict.fromkeys(warnings))  # experiments of one group meet the same damaged folders
     if not artefacts:
+        skipped = [w for w in warnings if w.startswith("skipped ")]
         raise ResreproError(f"nothing to report: no runs of any experiment under {runs_root} and no rendered "
-                            f"tables or figures in {out} (train some with `resrepro sweep EXPERIMENT`)")
+                            f"tables or figures in {out} (train some with `resrepro sweep EXPERIMENT`)"
+                            + (f"; {len(skipped)} damaged: {'; '.join(skipped)}" if skipped else ""))
     for suffix, text in (("html", to_html(artefacts, out)), ("md", to_markdown(artefacts, out))):
         write_text(out / f"{PAGE}.{suffix}", text)
         written.append(out / f"{PAGE}.{suffix}")
@@ -80,9 +83,10 @@ def _render(exp: Any, runs_root: Path, folder: Path) -> tuple[list[Path], list[s
 
     runs_dir = runs_root / exp.runs_dir_rel
     models = {r.model for r in exp.runs}
-    runs = [r for r in find_runs(runs_dir)[0] if r.model in models] if runs_dir.is_dir() else []
-    if not runs:
-        return [], []
+    found, skipped = find_runs(runs_dir) if runs_dir.is_dir() else ([], [])
+    runs = [r for r in found if r.model in models]
+    if not runs:  # damaged run folders are named, not passed over as if no run were there
+        return [], skipped
     files, warnings = render_experiment(exp, runs_root, folder)
     if files:
         write_json(folder / PROVENANCE, provenance(runs, exp, runs_root))

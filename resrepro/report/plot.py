@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from resrepro.analysis.aggregate import Run
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
-from resrepro.report.curves import read_metrics
+from resrepro.report.curves import cut_short, read_metrics
 from resrepro.report.figure_kit import image_format, new_figure, save
 from resrepro.train.rundir import CONFIG, RunDir
 
@@ -39,6 +40,10 @@ def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | 
         if not isinstance(config, dict):
             raise ResreproError(f"{path / CONFIG} holds no JSON object: the run directory is damaged")
         model, m = canonical_model(str(config.get("model", "?"))), read_metrics(path)
+        summary = RunDir(path).read_summary()
+        cut = cut_short(Run(path, config, summary if isinstance(summary, dict) else None), m)
+        if cut:
+            raise ResreproError(f"{cut}: its curve would end early; restore the file from a copy to plot it")
         name, col = f"{path.name} ({model})", f"C{i % 10}"
         if train_col in m:
             ax.plot(m.index, scale * m[train_col].to_numpy(), color=col, lw=1, ls="--" if eval_col else "-",

@@ -53,6 +53,8 @@ def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False) -> Any:
 # An outcome that starts so is no failure: another process (a second sweep planned at the same moment, a
 # `resrepro train`) took the run first, and it is left to that process.
 IN_USE = "in use, left to its holder: "
+# Nor this: another process held the run when this one came to it, and finished it while this one waited.
+BY_ANOTHER = "trained by another sweep: "
 
 
 def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
@@ -61,8 +63,10 @@ def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, 
     Raises only on Ctrl-C."""
     from resrepro.train.rundir import RunInUse
 
+    theirs = False
     try:
         if not RunDir(run_dir).is_finished():
+            theirs = RunDir(run_dir).holder() is not None  # if it is finished by the time we hold it, not by us
             train_fn(spec, run_dir)
         for protocol in evals:
             _evaluate(spec, run_dir, protocol)
@@ -73,7 +77,7 @@ def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, 
             raise
         why = str(e) if isinstance(e, ResreproError) else f"{type(e).__name__}: {e}"
         return f"{run_dir}: {' '.join(why.split())}"  # one line, however many the exception's message has
-    return None
+    return BY_ANOTHER + str(run_dir) if theirs else None
 
 
 def _evaluate(spec: RunSpec, run_dir: Path, protocol: str) -> None:
@@ -93,7 +97,7 @@ def _interrupted(e: Exception) -> bool:
 
 
 def _done(k: int, n: int, run_dir: Path, error: str | None) -> str:
-    if error and error.startswith(IN_USE):
+    if error and error.startswith((IN_USE, BY_ANOTHER)):
         return f"[{k}/{n}] skipped {run_dir}: {error}"
     return f"[{k}/{n}] " + (f"failed {error}" if error else f"done {run_dir}")
 

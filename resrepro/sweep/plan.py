@@ -101,5 +101,8 @@ def _where(run: PlannedRun, run_dir: Path, protocols: tuple[str, ...]) -> PlanIt
         return PlanItem(run, run_dir, "conflict", note=note)
     if rd.is_finished():
         return PlanItem(run, run_dir, "evaluate" if evals else "finished", evals=evals)
-    done = max((int(r["iter"]) for r in rd.read_metrics() if isinstance(r.get("iter"), int)), default=0)
+    try:
+        done = max((r["iter"] for r in rd.read_metrics()), default=0)
+    except ResreproError as e:  # the trainer would refuse to resume it as well
+        return PlanItem(run, run_dir, "conflict", note=f"{e}: move it away to resume the run from its checkpoint")
     return PlanItem(run, run_dir, "partial", done_iters=done, evals=evals)

@@ -12,6 +12,7 @@ from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment
 from resrepro.report.render import render_experiment
 from resrepro.sweep.jobs import (
+    BY_ANOTHER,
     IN_USE,
     Report,
     SlurmOptions,
@@ -97,7 +98,7 @@ def run_sweep(
                 outcomes |= slurm_array(wave, executor, slurm, folder, train_fn, report)
         for item in todo:
             error = outcomes[item.run_dir]
-            if error is not None and error.startswith(IN_USE):
+            if error is not None and error.startswith((IN_USE, BY_ANOTHER)):
                 result.warnings.append(error)
             elif error is not None:
                 result.failed[item.run_dir] = error

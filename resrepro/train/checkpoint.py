@@ -46,6 +46,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ResreproError(f"no checkpoint at {path}: train the run first (or point at a .pt file)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError as e:  # the file may be whole: only this user may not read it
+        raise ResreproError(f"cannot read {path}: {e.strerror} — fix its permissions or run as its owner (the file "
+                            "was not changed)") from None
     except Exception as e:  # torch raises several types for truncated or foreign files
         if path.name == CHECKPOINT and (path.parent / CONFIG).exists():  # a run's own: its run can start again
             raise ResreproError(f"checkpoint {path} is corrupt or not a resrepro checkpoint ({type(e).__name__}); "

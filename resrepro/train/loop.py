@@ -10,6 +10,7 @@ bf16 autocast, torch.compile, and no host sync per step except during ResNet-110
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,15 @@ class _Loop:
         self.rank, self.world, self.main = rank, world, rank == 0
         cuda = device.type == "cuda"
         torch.manual_seed(spec.seed)
-        self.model = recipe.build_model().to(device)
+        try:
+            self.model = recipe.build_model().to(device)
+        except (RuntimeError, MemoryError) as e:  # the allocator's refusal (CPU or CUDA), before anything is written
+            if not isinstance(e, MemoryError) and "memory" not in str(e).lower():
+                raise
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            why = why[why.lower().find("tried to allocate"):] if "tried to allocate" in why.lower() else why
+            raise ResreproError(f"{spec.model} of width {spec.width} does not fit in {device.type} memory here "
+                                f"({why.rstrip('.')}); choose a smaller --width") from None
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = make_optimizer(self.model, spec.lr, spec.momentum, spec.weight_decay, device)
@@ -156,9 +165,29 @@ class _Loop:
         self.accum = {**_zero_accum(), **state["accum"]}
         self.totals.update(state.get("totals", {}))
         self.last = state.get("last_row")
-        self.rows = [r for r in self.rundir.read_metrics() if r["iter"] <= self.step]
+        self.rows = self._logged_rows()
         self.saved_at = self.step
         return state.get("stream")
+
+    def _logged_rows(self) -> list[dict[str, Any]]:
+        """The metrics rows up to the checkpoint's iteration. Rows lost from metrics.csv (cut short, emptied,
+        removed) cannot be recomputed: the checkpoint's own last row is put back, and a warning names the rest."""
+        try:
+            rows = [r for r in self.rundir.read_metrics() if r["iter"] <= self.step]
+        except ResreproError as e:
+            raise ResreproError(f"{e}: move it away and rerun to resume from {self.rundir.checkpoint} (its "
+                                "weights are intact; the history it lost is not)") from None
+        if self.last is not None and self.last.get("iter") not in {r["iter"] for r in rows}:
+            rows = sorted([*rows, self.last], key=lambda r: r["iter"])
+        every, logged = self.spec.eval_every, {r["iter"] for r in rows}
+        lost = [i for i in range(every, self.step + 1, every) if i not in logged]
+        if self.step == self.spec.iters and self.step % every and self.step not in logged:
+            lost.append(self.step)
+        if lost and self.main:
+            shown = ", ".join(map(str, lost[:5])) + (f" and {len(lost) - 5} more" if len(lost) > 5 else "")
+            sys.stderr.write(f"warning: {self.rundir.path / METRICS} lacks the rows of iteration(s) {shown} "
+                             "(damaged or removed): they cannot be recomputed; resuming with the weights intact\n")
+        return rows
 
     def run(self, progress: bool, on_step, writer_class: type | None) -> dict[str, Any]:
         spec = self.spec
@@ -177,9 +206,14 @@ class _Loop:
                     bar.step(self.step, lr, self.sums)
                 stopping = agreed_stop(stop["signal"] is not None, self.step, self.world, self.device, STOP_CHECK_EVERY)
                 self._end_interval(lr, stopping, writer, on_step)
+            summary = self._summary()
+            # A stop that came after the last step's check (during the final evaluation, checkpoint or summary)
+            # still wins: the summary is not written, and rerunning the command writes it from the checkpoint.
+            if agreed_stop(stop["signal"] is not None, 0, self.world, self.device, 1):
+                raise TrainingInterrupted(f"stopped after the last iteration ({self.step}), its checkpoint saved in "
+                                          f"{self.rundir.path} — rerun the same command to finish the run")
         if writer is not None:
             writer.close()
-        summary = self._summary()
         if self.main:
             self.write(self.rundir.path / SUMMARY, lambda: self.rundir.write_summary(summary))
         return summary

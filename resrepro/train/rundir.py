@@ -122,7 +122,13 @@ class RunDir:
         Our own flock rather than the filelock package: filelock truncates the lock file on each attempt, so it
         cannot say who holds a lock, and it has no probe that does not take the lock (the sweep plan's)."""
         created = take and not self.path.exists()
-        fd = self._take_lock() if take else None
+        try:
+            fd = self._take_lock() if take else None
+        except ResreproError:
+            if created:  # a run that could not start leaves nothing behind
+                with suppress(OSError):
+                    self.path.rmdir()
+            raise
         self._locked = True
         try:
             yield
@@ -160,8 +166,13 @@ class RunDir:
             except FileNotFoundError:
                 same = False
             if same:
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(_whoami()).encode())
+                try:
+                    os.ftruncate(fd, 0)
+                    os.write(fd, json.dumps(_whoami()).encode())
+                except OSError as e:  # a full disk: not even the lock's few bytes fit
+                    _release(fd, self.path / LOCK, None)
+                    raise ResreproError(f"cannot write {self.path / LOCK}: {e.strerror} — free space on its disk "
+                                        "or choose another --out (nothing was changed)") from None
                 return fd
             os.close(fd)
 
@@ -202,11 +213,23 @@ class RunDir:
         write_json(self.path / SUMMARY, summary)
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged rows, each with a whole-number ``iter``; a row cut short (a crash or a full disk mid-write)
+        is left out. A ResreproError names the file if it is no metrics file at all (not text, no ``iter``)."""
         p = self.path / METRICS
         if not p.exists():
             return []
-        with p.open(newline="") as f:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        try:
+            with p.open(newline="") as f:
+                header, *lines = list(csv.reader(f)) or [[]]
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise ResreproError(f"{p} is damaged (not a CSV text file: {e})") from None
+        if header and "iter" not in header:
+            raise ResreproError(f"{p} is damaged (no iter column)")
+        rows = [dict(zip(header, map(_number, line), strict=True)) for line in lines if len(line) == len(header)]
+        for row in rows:
+            if not isinstance(row["iter"], int) or isinstance(row["iter"], bool):
+                raise ResreproError(f"{p} is damaged (iter {row['iter']!r} is not an iteration)")
+        return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
         """Rewrite the whole (small) file atomically, so it always agrees with the last checkpoint."""

@@ -27,7 +27,8 @@ def test_time_to_go_by_iterations_when_a_run_has_no_estimate_and_nothing_before_
 def test_each_run_is_announced_as_run_k_of_k_with_the_time_to_go(monkeypatch):
     clock = iter([0.0, 0.0, 90.0])  # the sweep's start, then before each run
     monkeypatch.setattr("resrepro.sweep.jobs.time.monotonic", lambda: next(clock))
-    monkeypatch.setattr("resrepro.sweep.jobs.RunDir", lambda path: SimpleNamespace(is_finished=lambda: False))
+    monkeypatch.setattr("resrepro.sweep.jobs.RunDir", lambda path: SimpleNamespace(is_finished=lambda: False,
+                                                                                     holder=lambda: None))
     lines: list[str] = []
     in_process([item("runs/a", 100, 0.5), item("runs/b", 100, 0.5)], lambda spec, run_dir: None, lines.append)
     assert lines == ["[1/2] training runs/a", "[1/2] done runs/a",

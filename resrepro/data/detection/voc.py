@@ -97,6 +97,10 @@ def _read_image(year_dir: Path, voc_id: str, index: dict[str, int], image_id: in
         difficult = [obj.get("difficult", "0") == "1" for obj in objects]
     except (ParseError, KeyError, TypeError, ValueError) as exc:
         raise ResreproError(f"{xml} is not a VOC annotation ({type(exc).__name__}: {exc})") from None
+    several = next((n for n in names if not isinstance(n, str)), None)
+    if several is not None:  # <name> given twice in one object: which class the box is cannot be told
+        raise ResreproError(f"{xml}: an object's <name> is {several!r}, not one class name; each object names one "
+                            "class")
     unknown = sorted(set(names) - set(index))
     if unknown:
         raise ResreproError(f"{xml}: unknown class {unknown[0]!r}; the classes are {', '.join(index)}")

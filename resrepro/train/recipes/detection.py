@@ -143,11 +143,15 @@ def _collate(batch: list[Any]) -> list[Any]:
 
 class _Batches:
     """This rank's images and targets from iteration ``step`` on; the position is the whole state (the order and
-    the flips are functions of seed, epoch and index), so a resume replays nothing."""
+    the flips are functions of seed, epoch and index), so a resume replays nothing. A mini-batch whose every image
+    failed to decode (one image per batch on VOC) is replaced by the next one: ``extra`` counts those drawn, so
+    that a resume starts where this stream stands."""
 
     def __init__(self, spec: DetectionSpec, train_set, step: int, steps_per_epoch: int, per_rank: int, rank: int,
-                 world: int, device: torch.device) -> None:
-        self.train_set, self.device = train_set, device
+                 world: int, device: torch.device, state: dict[str, Any] | None = None) -> None:
+        self.train_set, self.device, self.steps_per_epoch = train_set, device, steps_per_epoch
+        self.extra = int((state or {}).get("extra", 0))
+        step += self.extra
 
         def epoch(e: int, start: int) -> Iterator[Any]:
             sampler = EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
@@ -162,13 +166,19 @@ class _Batches:
 
     def __next__(self) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         batch = next(self.stream)
+        for _ in range(self.steps_per_epoch):  # skipped and counted; an epoch of them means nothing decodes
+            if batch:
+                break
+            self.extra += 1
+            batch = next(self.stream)
         if not batch:
-            raise ResreproError("every image of a training mini-batch failed to decode; check the dataset's images")
+            raise ResreproError(f"every image of {self.steps_per_epoch + 1} training mini-batches in a row failed to "
+                                "decode; check the dataset's images")
         return ([image.to(self.device, non_blocking=True) for image, _ in batch],
                 [{k: v.to(self.device, non_blocking=True) for k, v in target.items()} for _, target in batch])
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"extra": self.extra}
 
 
 def detection_loss(model: nn.Module, images: list[torch.Tensor],
@@ -233,7 +243,7 @@ def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: b
     protocol = PROTOCOLS[spec.dataset]
 
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
-        return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device)
+        return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device, state)
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
         result = score(detect(model, test_set, device, spec.precision, rank, world), test_set, protocol)
