@@ -40,7 +40,10 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: bad option values, missing arguments
-        if type(e).__name__ == "NoArgsIsHelpError":  # `resrepro` alone: the help was already shown
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # `resrepro` or `resrepro train` alone asks what there is: the error carries the help, which click
+            # would print only in standalone mode. Shown as `--help` shows it, on stdout, and not an error.
+            typer.echo(e.format_message())
             sys.exit(0)
         fail(e.format_message().replace("\n", " ").replace("Value error, ", ""), code=e.exit_code)
     if isinstance(code, int) and code:
