@@ -6,11 +6,12 @@ Only typer and rich are imported here; torch, timm, pandas and matplotlib are im
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
 
-from resrepro.cli.common import app, command, fail
+from resrepro.cli.common import app, command, fail, stopped
 
 __all__ = ["app", "main"]
 
@@ -34,9 +35,11 @@ def main() -> None:
         # Outside standalone mode click returns the code of a typer.Exit raised in a command, not exit with it.
         code = command()(standalone_mode=False)
     except ResreproError as e:
+        if getattr(e, "signal", None) == signal.SIGINT:  # a training stopped by Ctrl-C: asked for, not an error
+            stopped(str(e))
         fail(str(e))
     except (KeyboardInterrupt, typer.Abort):
-        fail("interrupted", code=130)
+        stopped("interrupted")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: bad option values, missing arguments
