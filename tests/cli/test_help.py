@@ -70,3 +70,12 @@ def test_a_group_alone_prints_its_help(path, monkeypatch, capsys):
     assert code == 0 and not err
     assert out == in_process_cli(monkeypatch, capsys, *path, "--help")[1]
     assert "Commands:" in out
+
+
+def test_table_help_names_every_table_the_registry_knows(monkeypatch, capsys):
+    from resrepro.report.tables import table_names
+
+    code, out, _ = in_process_cli(monkeypatch, capsys, "table", "--help")
+    assert code == 0
+    names = re.search(r"^  NAME +(.*?)\[required\]", out, re.M | re.S).group(1)
+    assert set(table_names()) <= set(re.findall(r"[\w-]+", names)), out
