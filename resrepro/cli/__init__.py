@@ -6,11 +6,12 @@ Only typer and rich are imported here; torch, timm, pandas and matplotlib are im
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
 
-from resrepro.cli.common import app, command, fail
+from resrepro.cli.common import app, command, fail, stopped
 
 __all__ = ["app", "main"]
 
@@ -34,13 +35,18 @@ def main() -> None:
         # Outside standalone mode click returns the code of a typer.Exit raised in a command, not exit with it.
         code = command()(standalone_mode=False)
     except ResreproError as e:
+        if getattr(e, "signal", None) == signal.SIGINT:  # a training stopped by Ctrl-C: asked for, not an error
+            stopped(str(e))
         fail(str(e))
     except (KeyboardInterrupt, typer.Abort):
-        fail("interrupted", code=130)
+        stopped("interrupted")
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.TyperException as e:  # usage errors: bad option values, missing arguments
-        if type(e).__name__ == "NoArgsIsHelpError":  # `resrepro` alone: the help was already shown
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # `resrepro` or `resrepro train` alone asks what there is: the error carries the help, which click
+            # would print only in standalone mode. Shown as `--help` shows it, on stdout, and not an error.
+            typer.echo(e.format_message())
             sys.exit(0)
         fail(e.format_message().replace("\n", " ").replace("Value error, ", ""), code=e.exit_code)
     if isinstance(code, int) and code:

@@ -72,6 +72,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def stopped(message: str) -> NoReturn:
+    """Ctrl-C: the stop the user asked for, said in a plain line (not a red error), with the shell's code 130."""
+    err.print(escape(message), highlight=False, soft_wrap=True)
+    raise SystemExit(130)
+
+
 def check_output(path: Path, *, folder: bool, option: str = "--out") -> None:
     """Refuse, before any work, an output that could not be written: a file where a folder goes (or the reverse),
     a path under a file, a place without write permission or on a read-only filesystem. ResreproError if so."""

@@ -29,9 +29,11 @@ class BenchFigure:
     precision: str  # bf16 | fp32, as the step ran
     images_per_s: float
     macs: int  # forward multiply-adds of one image
+    iters: int  # timed training steps: a figure of a few is noisy (and compile-bound), one of hundreds is not
+    batch_size: int
 
     def describe(self) -> str:
-        return f"{self.model} on {self.device}, {self.precision}"
+        return f"{self.model} on {self.device}, {self.precision}, {self.iters:,} iterations of batch {self.batch_size}"
 
 
 @functools.cache

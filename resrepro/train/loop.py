@@ -34,6 +34,7 @@ from resrepro.train.provenance import provenance
 from resrepro.train.recipe import Recipe
 from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
 from resrepro.train.runtime import (
+    TrainingInterrupted,
     agreed_stop,
     all_finite,
     all_reduce,
@@ -53,10 +54,6 @@ STOP_CHECK_EVERY = 20  # steps between the ranks' agreement on a stop request (s
 # Steps after each (re)start that are not timed when compiling: the first compiles the graph (seconds to
 # minutes), which is not the run's throughput.
 UNTIMED_COMPILED_STEPS = 3
-
-
-class TrainingInterrupted(ResreproError):
-    """Ctrl-C or SIGTERM: the checkpoint was saved; rerunning the same command resumes."""
 
 
 class Diverged(ResreproError):

@@ -154,6 +154,8 @@ def progress_bar(label: str, total: int, start: int, batch_size: int, lr: float,
     from rich.text import Text
 
     console = Console(stderr=True)
+    if start:  # a rerun that picked up a checkpoint says so, before the bar shows it only as a number
+        console.print(f"resuming from iteration {start:,}", highlight=False)
     if not console.is_terminal:
         every = float(os.environ.get("RESREPRO_PROGRESS_SECONDS", LINE_EVERY_S))
         progress = Progress(total, start, batch_size, every, plain_line(label, total), errors)

@@ -97,9 +97,18 @@ def agreed_stop(requested: bool, step: int, world: int, device: torch.device, ev
     return bool(all_reduce(torch.tensor(float(requested), device=device), world).item())
 
 
+class TrainingInterrupted(ResreproError):
+    """Ctrl-C or SIGTERM: the checkpoint was saved; rerunning the same command resumes."""
+
+    # Which stop it was, set by :func:`stop_requests`: Ctrl-C is the user's own (exit 130, not an error); SIGTERM
+    # is Slurm's preemption or requeue, which a scheduler reads from exit code 2.
+    signal: int | None = None
+
+
 @contextmanager
 def stop_requests() -> Iterator[dict[str, int | None]]:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and exit)."""
+    """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and raise
+    :class:`TrainingInterrupted`, which leaves here naming the signal)."""
     flag: dict[str, int | None] = {"signal": None}
 
     def handler(signum, frame):
@@ -108,6 +117,9 @@ def stop_requests() -> Iterator[dict[str, int | None]]:
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
+    except TrainingInterrupted as e:
+        e.signal = flag["signal"]
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

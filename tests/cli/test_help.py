@@ -60,3 +60,22 @@ def test_help_shows_choices_without_type_noise_or_lost_brackets(path, monkeypatc
 def test_list_arguments_read_as_name_dots(monkeypatch, capsys):
     code, out, _ = in_process_cli(monkeypatch, capsys, "plot", "--help")
     assert code == 0 and re.search(r"^  RUN_DIR\.\.\. +Run directories\.", out, re.M)
+
+
+@pytest.mark.parametrize("path", [p for p, cmd in COMMANDS.items() if getattr(cmd, "commands", None)],
+                         ids=lambda p: " ".join(p) or "resrepro")
+def test_a_group_alone_prints_its_help(path, monkeypatch, capsys):
+    """`resrepro` or `resrepro train` with nothing after it shows what there is, exactly as --help does."""
+    code, out, err = in_process_cli(monkeypatch, capsys, *path)
+    assert code == 0 and not err
+    assert out == in_process_cli(monkeypatch, capsys, *path, "--help")[1]
+    assert "Commands:" in out
+
+
+def test_table_help_names_every_table_the_registry_knows(monkeypatch, capsys):
+    from resrepro.report.tables import table_names
+
+    code, out, _ = in_process_cli(monkeypatch, capsys, "table", "--help")
+    assert code == 0
+    names = re.search(r"^  NAME +(.*?)\[required\]", out, re.M | re.S).group(1)
+    assert set(table_names()) <= set(re.findall(r"[\w-]+", names)), out

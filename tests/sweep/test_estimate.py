@@ -28,7 +28,8 @@ def test_bench_of_the_same_net_then_scaled_by_multiply_adds(tmp_path):
     save_bench(bench("resnet56", GPU[0], 12_800.0), tmp_path)
     estimate = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)
     same = estimate(spec_of("resnet56"))
-    assert same.images_per_s == 12_800.0 and same.source == "bench: resnet56 on NVIDIA H200, bf16"
+    assert same.images_per_s == 12_800.0
+    assert same.source == "bench: resnet56 on NVIDIA H200, bf16, 50 iterations of batch 128"
     deeper = estimate(spec_of("resnet110"))  # ~2x the multiply-adds: about half the images/s
     assert deeper.images_per_s == pytest.approx(12_800.0 * 125.75 / 253.1, rel=0.01)
     assert deeper.source.endswith("scaled by multiply-adds")

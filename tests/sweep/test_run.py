@@ -465,8 +465,9 @@ def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, 
     row = next(line for line in out.splitlines() if "resnet56-s0" in line)
     # 64,000 iterations × 128 images at the bench's 12,800 images/s: 640 s, about 11 min
     assert "12,800" in row and "11 min" in row and "bench" in row
-    assert "1 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16\n" in err
-    assert "9 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, scaled by multiply-adds" in err
+    assert "1 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, 50 iterations of batch 128\n" in err
+    assert ("9 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, 50 iterations of batch 128, "
+            "scaled by multiply-adds") in err
     assert "FLOPs" not in err
 
 

@@ -1,0 +1,21 @@
+"""The suite never writes outside its temp folders: `~` is a fresh folder for each test, subprocesses included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def test_home_is_a_temp_folder_of_this_test(tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert Path("~").expanduser().is_relative_to(tmp_path_factory.getbasetemp())
+    assert not Path("~/.cache/resrepro/bench").expanduser().exists()  # nothing left by another test
+
+
+def test_a_subprocess_sees_the_temp_home() -> None:
+    """`resrepro` run as a subprocess (as the CLI tests run it) records its benches under the same temp HOME."""
+    r = subprocess.run([sys.executable, "-c", "from pathlib import Path; print(Path('~').expanduser())"],
+                       capture_output=True, text=True, check=True)
+    assert Path(r.stdout.strip()) == Path("~").expanduser()
