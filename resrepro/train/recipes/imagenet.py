@@ -16,7 +16,7 @@ from resrepro.data.imagenet import check_num_classes, imagenet_loaders, skip_non
 from resrepro.data.samplers import EpochSampler, SeededDataset
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
-from resrepro.train.imagenet_eval import PROTOCOLS, evaluate
+from resrepro.train import imagenet_eval
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.runtime import autocast
@@ -126,10 +126,10 @@ def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[st
     protocol = ask.protocol or "center"
     root = Path(ask.data_dir).expanduser() if ask.data_dir is not None else spec.data_root()
     sizes = tuple(ask.scales or spec.test_scales)
-    result = evaluate(model, root / "val", protocol, device=ask.device, normalize=spec.normalize,
-                      max_images=ask.max_images, scales=sizes,
-                      workers=spec.workers if ask.workers is None else ask.workers, resize=spec.scale[0],
-                      crop=spec.crop, tally=ask.tally)
+    result = imagenet_eval.evaluate(model, root / "val", protocol, device=ask.device, normalize=spec.normalize,
+                                    max_images=ask.max_images, scales=sizes,
+                                    workers=spec.workers if ask.workers is None else ask.workers,
+                                    resize=spec.scale[0], crop=spec.crop, tally=ask.tally)
     return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
@@ -137,7 +137,7 @@ FAMILY = Family(
     name="imagenet", spec=ImageNetSpec, recipe=imagenet_recipe,
     build=lambda spec, state: resolve(spec.model).build(num_classes=int(state.get("num_classes", 10)),
                                                         width=spec.width),
-    evaluate=_evaluate, protocols=PROTOCOLS, keeps_eval=True,
+    evaluate=_evaluate, protocols=imagenet_eval.PROTOCOLS, keeps_eval=True,
     eval_columns=(("top1", "top1_error"), ("top5", "top5_error")),
     image_size=lambda spec: spec.crop, bench="imagenet",
 )
