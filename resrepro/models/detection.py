@@ -11,6 +11,8 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from resrepro.errors import ResreproError
@@ -79,14 +81,51 @@ def build_detector(
     # NMS at IoU 0.3 of its test.
     settings: dict[str, Any] = dict(
         min_size=min_size, max_size=max_size, image_mean=list(mean), image_std=list(std),
-        rpn_anchor_generator=AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),)),
+        rpn_anchor_generator=Fp32AnchorGenerator((tuple(anchor_sizes),), (tuple(aspect_ratios),)),
         rpn_pre_nms_top_n_train=pre_nms_train, rpn_post_nms_top_n_train=proposals_train,
         rpn_pre_nms_top_n_test=pre_nms_test, rpn_post_nms_top_n_test=proposals_test,
         box_roi_pool=MultiScaleRoIAlign(["0"], output_size=roi_size, sampling_ratio=2),
         box_head=head, box_predictor=_sibling_layers(head_channels, num_classes + 1),
         box_batch_size_per_image=rois_per_image, box_nms_thresh=0.3,
     )
-    return FasterRCNN(trunk, **{**settings, **faster_rcnn_kwargs})
+    settings = {**settings, **faster_rcnn_kwargs}
+    if "rpn_head" not in settings:  # made here, after the sibling layers, as FasterRCNN would: the same RNG draws
+        anchors = settings["rpn_anchor_generator"].num_anchors_per_location()[0]
+        settings["rpn_head"] = Fp32RPNHead(trunk.out_channels, anchors)
+    return FasterRCNN(trunk, **settings)
+
+
+# Box arithmetic in fp32 under autocast (bf16 keeps 8 bits of mantissa: 700 px rounds to 4 px). torchvision makes
+# anchors in the feature maps' dtype and decodes boxes in the regression outputs' dtype, so the anchor generator
+# and the two regression layers hand over fp32 (fp64 stays fp64); outside autocast each is the identity, bit for bit.
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+class Fp32AnchorGenerator(AnchorGenerator):
+    """torchvision's AnchorGenerator whose anchors are fp32 whatever the dtype of the feature maps."""
+
+    def forward(self, image_list: ImageList, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        # Only the maps' shape, dtype and device are read: stand-ins of no memory carry them.
+        stand_ins = [torch.zeros((), dtype=torch.promote_types(f.dtype, torch.float32), device=f.device).expand(f.shape)
+                     for f in feature_maps]
+        return super().forward(image_list, stand_ins)
+
+
+class Fp32RPNHead(RPNHead):
+    """torchvision's RPNHead whose objectness logits and box deltas come out in fp32."""
+
+    def forward(self, x: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits, deltas = super().forward(x)
+        return [_at_least_fp32(t) for t in logits], [_at_least_fp32(t) for t in deltas]
+
+
+class SiblingLayers(FastRCNNPredictor):
+    """Fast R-CNN's class scores and per-class box regression, handed over in fp32."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, deltas = super().forward(x)
+        return _at_least_fp32(scores), _at_least_fp32(deltas)
 
 
 def backbone_spec(backbone: str) -> ModelSpec:
@@ -142,7 +181,7 @@ def _out_channels(stage: nn.Sequential) -> int:
 
 def _sibling_layers(in_features: int, classes: int) -> FastRCNNPredictor:
     """Class scores and per-class box regression, initialised as Fast R-CNN's (Gaussian, std 0.01 and 0.001)."""
-    predictor = FastRCNNPredictor(in_features, classes)
+    predictor = SiblingLayers(in_features, classes)
     for layer, std in ((predictor.cls_score, 0.01), (predictor.bbox_pred, 0.001)):
         nn.init.normal_(layer.weight, std=std)
         nn.init.zeros_(layer.bias)

@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import FrozenBatchNorm2d
 
 from resrepro.errors import ResreproError
@@ -220,3 +223,34 @@ def test_from_scratch_frozen_bn_is_the_identity_and_a_deep_resnet_diverges_witho
     learning = build_detector("resnet101", 3, freeze_bn=False, **SMALL).train()
     assert any(isinstance(m, nn.BatchNorm2d) for m in learning.modules())
     assert learning(IMAGES, TARGETS)["loss_classifier"] < 2  # about ln 4: chance among 3 classes + background
+
+
+def _nearest_box_gap(boxes: torch.Tensor, reference: torch.Tensor) -> float:
+    """The largest coordinate gap (px) from a box of ``boxes`` to its nearest box of ``reference``."""
+    return (boxes[:, None, :] - reference[None, :, :]).abs().amax(-1).amin(-1).max().item()
+
+
+def test_boxes_under_bf16_autocast_are_the_fp32_boxes():
+    # bf16 keeps 8 bits of mantissa: a coordinate of 700 px rounds to 4 px. Anchors, proposals and decoded boxes
+    # must stay fp32 under autocast (torchvision decodes in the regression output's dtype, and makes anchors in the
+    # feature maps'). No suppression and no top-k cut, so both precisions give the same boxes in another order.
+    torch.manual_seed(0)
+    det = build_detector("resnet18", 1, width=8, anchor_sizes=(256,), aspect_ratios=(1.0,), pre_nms_test=5000,
+                         proposals_test=5000, rpn_nms_thresh=1.0, box_nms_thresh=1.0, box_score_thresh=0.0,
+                         box_detections_per_img=5000).eval()
+    with torch.no_grad():  # larger box regression than the initial one, so boxes move off the anchor grid
+        det.roi_heads.box_predictor.bbox_pred.weight.normal_(std=0.01)
+    image = [torch.rand(3, 600, 900)]
+
+    def boxes(autocast: bool) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return det(image)[0]["boxes"]
+
+    fp32, bf16 = boxes(False), boxes(True)
+    assert bf16.dtype == torch.float32 and len(bf16) == len(fp32) > 1000 and fp32[:, 2:].max() > 800
+    assert _nearest_box_gap(bf16, fp32) < 0.5
+    # torchvision's own anchor generator and heads: the same weights' boxes land pixels away
+    det.rpn.anchor_generator.__class__ = AnchorGenerator
+    det.rpn.head.__class__ = RPNHead
+    det.roi_heads.box_predictor.__class__ = FastRCNNPredictor
+    assert torch.equal(boxes(False), fp32) and _nearest_box_gap(boxes(True).float(), fp32) > 1
