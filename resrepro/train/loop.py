@@ -28,7 +28,7 @@ from resrepro.train.checkpoint import (
     saved_spec,
     unwrap,
 )
-from resrepro.train.families import make_recipe
+from resrepro.train.families import family_of, make_recipe
 from resrepro.train.progress import IntervalClock, progress_bar
 from resrepro.train.provenance import provenance
 from resrepro.train.recipe import Recipe
@@ -38,6 +38,7 @@ from resrepro.train.runtime import (
     agreed_stop,
     all_finite,
     all_reduce,
+    cudnn_benchmark,
     peak_memory,
     resolve_device,
     rng_state,
@@ -46,6 +47,7 @@ from resrepro.train.runtime import (
     tensorboard,
     use_channels_last,
     use_compile,
+    use_cudnn_benchmark,
 )
 from resrepro.train.spec import RunSpec
 from resrepro.train.step import TrainStep, make_optimizer
@@ -100,7 +102,8 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
         if rank == 0 and not held:
             loop.write(run.path / CONFIG, lambda: run.write_config({**spec.to_dict(),
                                                                     "config_hash": spec.config_hash()}))
-        return loop.run(progress and rank == 0, on_step, writer_class)
+        with cudnn_benchmark(use_cudnn_benchmark(family_of(spec).fixed_shapes, device)):
+            return loop.run(progress and rank == 0, on_step, writer_class)
 
 
 class _Loop:

@@ -110,6 +110,10 @@ class Family:
     # `resrepro bench --family` measures a comparable step (None: none does).
     image_size: Callable[[Any], int] = _no_images
     bench: str | None = None
+    # Every training batch (and in-training validation batch) has one shape, so on CUDA cudnn.benchmark times the
+    # convolution kernels once and keeps the fastest. Not for variable shapes (detection's image sizes,
+    # multi-scale testing): each new shape would be timed again.
+    fixed_shapes: bool = False
 
     def evaluations(self, wanted: Iterable[str]) -> tuple[str, ...]:
         """The protocols among ``wanted`` (what an experiment's tables read) that a sweep evaluates a finished run

@@ -50,6 +50,24 @@ def use_compile(choice: bool | None, device: torch.device) -> bool:
     return choice if choice is not None else device.type == "cuda"
 
 
+def use_cudnn_benchmark(fixed_shapes: bool, device: torch.device) -> bool:
+    """cuDNN's kernel autotuning: on CUDA for a family whose training batches all have one shape (CIFAR, ImageNet's
+    crops), never for variable shapes (detection, multi-scale testing), where every new shape is timed anew."""
+    return fixed_shapes and device.type == "cuda"
+
+
+@contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark = enabled`` for the block, then as it was (a later evaluation in the same
+    process, of other shapes, is not autotuned)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def all_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:
     """Whether every weight, BN statistic and momentum buffer is finite, with one host sync for all."""
     tensors = [*model.state_dict().values(), *(s["momentum_buffer"] for s in optimizer.state.values()

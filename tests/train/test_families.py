@@ -5,6 +5,7 @@ outside the registry and the recipes asks which family a spec is."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from resrepro.train.loop import train
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import Family, Recipe
 from resrepro.train.rundir import RunDir
+from resrepro.train.runtime import use_cudnn_benchmark
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import RunSpec, spec_from_config
 
@@ -178,3 +180,30 @@ def test_every_committed_run_keeps_its_config_hash():
         assert spec.config_hash() == expected, path
         checked += 1
     assert checked == 10  # 8 full and 1 tiny CIFAR-10 runs, 1 tiny ImageNet run
+
+
+def test_cudnn_benchmark_is_for_fixed_shape_families_on_cuda_only():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert {name: use_cudnn_benchmark(families.family_of(name).fixed_shapes, cuda)
+            for name in ("cifar", "imagenet", "detection")} == {"cifar": True, "imagenet": True, "detection": False}
+    assert not any(use_cudnn_benchmark(families.family_of(name).fixed_shapes, cpu)
+                   for name in ("cifar", "imagenet", "detection"))
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_cudnn_benchmark_is_set_while_training_and_restored_after(registered, tmp_path, monkeypatch, fixed):
+    from resrepro.train import loop
+
+    seen = []
+
+    def recipe(*args):
+        r = stripes_recipe(*args)
+        return dataclasses.replace(r, evaluate=lambda m: (seen.append(torch.backends.cudnn.benchmark),
+                                                          r.evaluate(m))[1])
+
+    families._FAMILIES["stripes"] = dataclasses.replace(STRIPES, recipe=recipe, fixed_shapes=fixed)
+    # as it would decide on a GPU
+    monkeypatch.setattr(loop, "use_cudnn_benchmark", lambda f, device: use_cudnn_benchmark(f, torch.device("cuda")))
+    before = torch.backends.cudnn.benchmark
+    train(StripesSpec(iters=4, milestones=(2,)), tmp_path / "run")
+    assert seen and set(seen) == {fixed} and torch.backends.cudnn.benchmark == before

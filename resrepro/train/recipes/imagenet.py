@@ -139,5 +139,5 @@ FAMILY = Family(
                                                         width=spec.width),
     evaluate=_evaluate, protocols=imagenet_eval.PROTOCOLS, keeps_eval=True,
     eval_columns=(("top1", "top1_error"), ("top5", "top5_error")),
-    image_size=lambda spec: spec.crop, bench="imagenet",
+    image_size=lambda spec: spec.crop, bench="imagenet", fixed_shapes=True,
 )
