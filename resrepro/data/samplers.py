@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 
 class SeededDataset(Dataset):
@@ -45,3 +45,41 @@ class EpochSampler(Sampler):
         for i in self.indices:
             # Modulo 2**64, the seeds torch takes: a run seed up to 2**32-1 would pass it; below it, unchanged.
             yield i, ((self.seed * 1_000_003 + self.epoch) * 10_000_019 + i) % 2**64
+
+
+class _Current(Sampler):
+    """The sampler of the epoch at hand, switched by :class:`EpochLoader`."""
+
+    current: Sampler
+
+    def __len__(self) -> int:
+        return len(self.current)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.current)
+
+
+class EpochLoader:
+    """``make_epoch(epoch, first_batch)`` for an endless stream: one DataLoader over ``SeededDataset(dataset)``
+    whose sampler becomes each epoch's :class:`EpochSampler`, so its workers (``num_workers`` > 0) start once and
+    are kept across epochs instead of forked anew. The batches are those of a DataLoader per epoch: their order and
+    each sample's seed come from the sampler alone.
+
+    A DataLoader without a ``generator`` draws its workers' base seed from the global RNG at each new iterator,
+    which a reset of kept workers does not: that draw is made here instead, so the global RNG (RoI sampling,
+    dropout) sees what it saw with a loader per epoch and runs keep their numbers."""
+
+    def __init__(self, dataset: Dataset, seed: int, rank: int, world: int, per_rank: int, **loader_kwargs: Any) -> None:
+        self.dataset, self.seed, self.rank, self.world, self.per_rank = dataset, seed, rank, world, per_rank
+        self.sampler = _Current()
+        self.loader = DataLoader(SeededDataset(dataset), batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                 persistent_workers=loader_kwargs.get("num_workers", 0) > 0, **loader_kwargs)
+        self.started = False
+
+    def __call__(self, epoch: int, first_batch: int) -> Iterator[Any]:
+        self.sampler.current = EpochSampler(self.dataset, self.seed, epoch, self.rank, self.world,
+                                            first_batch * self.per_rank)
+        if self.started and self.loader.persistent_workers and self.loader.generator is None:
+            torch.empty((), dtype=torch.int64).random_()
+        self.started = True
+        return iter(self.loader)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from resrepro.data.samplers import EpochSampler, SeededDataset
+from resrepro.data.samplers import EpochLoader, EpochSampler, SeededDataset
 
 
 class _Draws(Dataset):
@@ -41,3 +42,26 @@ def test_the_largest_run_seed_gives_sample_seeds_torch_takes_and_smaller_ones_ke
     assert len({data[key] for key in keys}) == 10  # each a draw of its own (torch.manual_seed raised past 2**64)
     small = EpochSampler(data, seed=3, epoch=1, rank=0, world=1)
     assert [seed for _, seed in small] == [(3 * 1_000_003 + 1) * 10_000_019 + i for i, _ in small]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("generator", [False, True])
+def test_one_loader_kept_across_epochs_gives_the_batches_and_rng_of_a_loader_per_epoch(workers, generator):
+    def per_epoch(e: int, start: int):  # what the recipes did before: a DataLoader per epoch
+        return iter(DataLoader(SeededDataset(_Draws()), batch_size=3, sampler=EpochSampler(_Draws(), 7, e, 0, 1,
+                                                                                           start * 3),
+                               drop_last=True, num_workers=workers,
+                               generator=torch.Generator().manual_seed(7) if generator else None))
+
+    kept = EpochLoader(_Draws(), 7, 0, 1, 3, num_workers=workers,
+                       generator=torch.Generator().manual_seed(7) if generator else None)
+
+    def stream(make_epoch) -> tuple[list, torch.Tensor]:
+        torch.manual_seed(0)
+        batches = [b for e, start in ((0, 1), (1, 0), (2, 0)) for b in make_epoch(e, start)]
+        return [(b[0].tolist(), b[1].tolist()) for b in batches], torch.rand(3)  # the global RNG after
+
+    assert kept.loader.persistent_workers == (workers > 0)
+    (old, rng_old), (new, rng_new) = stream(per_epoch), stream(kept)
+    assert old == new and len(new) == 2 + 3 + 3
+    assert torch.equal(rng_old, rng_new)

@@ -5,16 +5,15 @@ entry (VOC and COCO protocols, each result kept in RUN/eval/; the backbone run t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from resrepro.data.samplers import EpochSampler, SeededDataset
+from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
@@ -153,11 +152,8 @@ class _Batches:
         self.extra = int((state or {}).get("extra", 0))
         step += self.extra
 
-        def epoch(e: int, start: int) -> Iterator[Any]:
-            sampler = EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
-            return iter(DataLoader(SeededDataset(_Flipped(train_set)), batch_size=per_rank, sampler=sampler,
-                                   drop_last=True, num_workers=spec.workers, collate_fn=_collate))
-
+        epoch = EpochLoader(_Flipped(train_set), spec.seed, rank, world, per_rank, num_workers=spec.workers,
+                            collate_fn=_collate)
         self.stream = endless(epoch, step, steps_per_epoch)
 
     @property

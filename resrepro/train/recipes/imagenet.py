@@ -4,7 +4,6 @@ paper: no SyncBN); its family entry (the test protocols of §3.4, each result ke
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from resrepro.data.imagenet import check_num_classes, imagenet_loaders, skip_none_collate
-from resrepro.data.samplers import EpochSampler, SeededDataset
+from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train import imagenet_eval
@@ -32,13 +31,9 @@ class _Batches:
                  world: int, device: torch.device, channels_last: bool) -> None:
         self.train_set, self.device, self.channels_last = train_set, device, channels_last
 
-        def epoch(e: int, start: int) -> Iterator[Any]:
-            sampler = EpochSampler(train_set, spec.seed, e, rank, world, start * per_rank)
-            return iter(DataLoader(SeededDataset(train_set), batch_size=per_rank, sampler=sampler, drop_last=True,
-                                   num_workers=spec.workers, collate_fn=skip_none_collate,
-                                   pin_memory=device.type == "cuda",
-                                   generator=torch.Generator().manual_seed(spec.seed)))
-
+        epoch = EpochLoader(train_set, spec.seed, rank, world, per_rank, num_workers=spec.workers,
+                            collate_fn=skip_none_collate, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(spec.seed))
         self.stream = endless(epoch, step, steps_per_epoch)
 
     @property
@@ -57,13 +52,11 @@ class _Batches:
 
 
 @torch.no_grad()
-def _validate(model: nn.Module, val_set, spec: ImageNetSpec, device: torch.device, channels_last: bool,
-              rank: int, world: int, batch: int) -> dict[str, Any]:
-    """Center-crop val loss, top-1 and top-5 error; each rank takes every world-th image, no padding."""
+def _validate(model: nn.Module, loader: DataLoader, spec: ImageNetSpec, device: torch.device, channels_last: bool,
+              ) -> dict[str, Any]:
+    """Center-crop val loss, top-1 and top-5 error of ``loader`` (a :func:`_val_loader`)."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=batch,
-                        num_workers=spec.workers, collate_fn=skip_none_collate, pin_memory=device.type == "cuda")
     tally = Tally(device)
     for b in loader:
         if b is None:
@@ -75,6 +68,14 @@ def _validate(model: nn.Module, val_set, spec: ImageNetSpec, device: torch.devic
     if tally.all_reduce().images == 0:
         raise ResreproError("no val image could be decoded; check DATA_DIR/val")
     return tally.result()
+
+
+def _val_loader(val_set, spec: ImageNetSpec, device: torch.device, rank: int, world: int, batch: int) -> DataLoader:
+    """Each rank takes every world-th val image, no padding. Its workers are kept from one evaluation to the
+    next (the center crop draws nothing at random: the same images either way)."""
+    return DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=batch,
+                      num_workers=spec.workers, persistent_workers=spec.workers > 0, collate_fn=skip_none_collate,
+                      pin_memory=device.type == "cuda")
 
 
 def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: bool, rank: int = 0,
@@ -96,11 +97,13 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
         return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device, channels_last)
 
+    val_loader = _val_loader(val_set, spec, device, rank, world, per_rank)  # its workers start at the first use
+
     return Recipe(
         build_model=lambda: resolve(spec.model).build(num_classes=num_classes, width=spec.width),
         batches=batches, schedule=Schedule(spec.lr, spec.milestones, spec.lr_decay),
         train_images=len(train_set), eval_split="val",
-        evaluate=lambda model: _validate(model, val_set, spec, device, channels_last, rank, world, per_rank),
+        evaluate=lambda model: _validate(model, val_loader, spec, device, channels_last),
         finish=lambda model: {"eval_protocol": "center"},
         model_info={"num_classes": num_classes, "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "val": val_set.skipped}},
