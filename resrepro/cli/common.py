@@ -117,8 +117,10 @@ def print_records(records: list[dict[str, Any]], fmt: Format, title: str | None 
         from rich.table import Table
 
         table = Table(title=title)
-        for col in df.columns:
-            table.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left")
+        for i, col in enumerate(df.columns):
+            # The first column names the row (resnet101-v1.5): kept whole at any width, the others wrap.
+            whole = {"no_wrap": True, "min_width": int(df[col].astype(str).str.len().max())} if i == 0 else {}
+            table.add_column(str(col), justify="right" if df[col].dtype.kind in "if" else "left", **whole)
         for row in df.astype(object).where(df.notna(), "—").itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         Console().print(table)

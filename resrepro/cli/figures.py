@@ -41,13 +41,17 @@ def figure(
         help="Only runs on this dataset (default: the paper's, else the one with runs).")] = None,
     responses: Annotated[Path | None, typer.Option(
         help="fig7: a CSV from `resrepro layer-response`, instead of computing it from --runs.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the figure in OUT even when it was drawn from more runs [default: write the new "
+        "one to OUT/partial/, keep the old].")] = False,
 ) -> None:
     """Render one of the paper's figures (PNG, PDF, caption) from run directories; says what is missing."""
     from resrepro.report.figures import default_out, render_figure
 
     out = out or default_out(name.value, runs)
     check_output(out, folder=True)
-    written, warnings = render_figure(name.value, runs, out, dataset=dataset, responses=responses)
+    written, warnings = render_figure(name.value, runs, out, dataset=dataset, responses=responses,
+                                      force=force)
     warn(warnings)
     for path in written:
         typer.echo(path)

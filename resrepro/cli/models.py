@@ -34,7 +34,7 @@ def _humanise(r: dict) -> dict:
 
     macs_scale, macs_unit = (1e9, "G") if r["family"] == "imagenet" else (1e6, "M")
     return {
-        "name": r["name"], "family": r["family"], "layers": r["layers"], "shortcut": r["shortcut"],
+        "name": r["name"], "family": r["family"], "layers": r["layers"], "shortcut": r["shortcut"] or "—",
         "params": f"{r['params']:,}", "paper params": num(r["paper_params"], "M", 1e6),
         "mult-adds": num(r["macs"], macs_unit, macs_scale), "paper mult-adds": num(r["paper_macs"], "G", 1e9),
     }

@@ -66,6 +66,9 @@ def report(
     out: Annotated[Path, typer.Option(
         help="Results folder: artefacts are re-rendered into OUT/NAME/SCALE, the page is OUT/report.html and "
         "OUT/report.md.")] = Path("results"),
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an artefact even when the one in OUT was built from more runs [default: write "
+        "the new one to OUT/NAME/SCALE/partial/, keep the old; the page shows the old].")] = False,
 ) -> None:
     """One static page (HTML, images embedded, and its Markdown twin) of every table and figure with runs."""
     from resrepro.errors import ResreproError
@@ -77,7 +80,7 @@ def report(
     if not runs.exists():
         err.print(f"[yellow]warning:[/] no {escape(str(runs))} folder: nothing re-rendered, the page shows what "
                   f"{escape(str(out))} holds", highlight=False, soft_wrap=True)
-    written, warnings = build_report(runs if runs.exists() else None, out)
+    written, warnings = build_report(runs if runs.exists() else None, out, force=force)
     for w in warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     for path in written:

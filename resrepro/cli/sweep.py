@@ -41,6 +41,8 @@ def sweep(
     parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
+    force: bool = typer.Option(False, "--force", help="Replace a table or figure even when the one in OUT was "
+                               "built from more runs [default: write the new one to OUT/partial/, keep the old]."),
 ) -> None:
     """Train every run a table or figure still lacks (local GPUs or Slurm), then render it.
 
@@ -70,7 +72,7 @@ def sweep(
     slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
-                       progress=True, report=lambda m: err.print(escape(m), highlight=False))
+                       progress=True, report=lambda m: err.print(escape(m), highlight=False), force=force)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:

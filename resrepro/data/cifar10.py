@@ -55,7 +55,9 @@ def _cifar10_problem(folder: Path, verify: bool) -> str | None:
     missing = [f for f, _ in files if not (folder / f).is_file()]
     if missing:
         absent = "all of them" if len(missing) == len(files) else ", ".join(missing)
-        return f"{_where(folder)}, which lacks {absent}; --download fetches it where the network allows"
+        # A sweep has no --download: name the one command that fetches, for whichever command failed here.
+        return (f"{_where(folder)}, which lacks {absent}; where the network allows, `resrepro train cifar "
+                f"--download --data-dir {folder.parent}` fetches it (then trains: Ctrl-C once the download is done)")
     for f, md5 in files:
         if verify and not check_integrity(folder / f, md5):
             return (

@@ -167,8 +167,9 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return resolve(name).build(**overrides)
 
 
-def list_models(family: str | None = None) -> list[ModelSpec]:
-    """The architectures of the paper's tables and figures, in the paper's order."""
+def list_models(family: str | None = None, *, deviations: bool = False) -> list[ModelSpec]:
+    """The architectures of the paper's tables and figures, in the paper's order; ``deviations`` adds the
+    registered nets the paper has not (vgg16-bn)."""
     if family not in (None, "cifar", "imagenet"):
         raise ResreproError(f"unknown family {family!r}: choose cifar or imagenet")
     specs: list[ModelSpec] = []
@@ -183,11 +184,11 @@ def list_models(family: str | None = None) -> list[ModelSpec]:
             specs += [resolve(f"resnet{d}-{s}") for s in "ABC"]
             if d >= 50:
                 specs.append(resolve(f"resnet{d}-v1.5"))
-        specs.append(VGG16_SPEC)
+        specs += [VGG16_SPEC] + ([VGG16_BN_SPEC] if deviations else [])
     return specs
 
 
 # No shortcuts (plain); 13 convs + 3 FC layers. vgg16-bn (BN after each conv) is a deviation for the tiny scale,
-# left out of list_models: the paper has no such net.
+# left out of list_models unless asked for (`resrepro models` lists it): the paper has no such net.
 VGG16_SPEC = ModelSpec("vgg16", "imagenet", 16, plain=True, arch="vgg")
 VGG16_BN_SPEC = ModelSpec("vgg16-bn", "imagenet", 16, plain=True, kwargs={"batch_norm": True}, arch="vgg")

@@ -23,7 +23,7 @@ def model_counts(spec: ModelSpec, *, width: int | None = None,
 
 def model_table(family: str | None = None) -> list[dict[str, Any]]:
     rows = []
-    for spec in list_models(family):
+    for spec in list_models(family, deviations=True):  # every name `resolve` takes, vgg16-bn included
         params, macs = model_counts(spec)
         rows.append({
             "name": spec.name,

@@ -25,6 +25,7 @@ from resrepro.report.figure_kit import (
     new_figure,
     save,
 )
+from resrepro.report.keep import destination
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,21 +62,23 @@ def render_figure(
     *,
     dataset: str | None = None,
     responses: str | Path | None = None,
+    force: bool = False,
 ) -> tuple[list[Path], list[str]]:
-    """Write ``<name>.png``, ``<name>.pdf`` and the caption ``<name>.md`` (and any data) into ``out_dir``.
+    """Write ``<name>.png``, ``<name>.pdf`` and the caption ``<name>.md`` (and any data) into ``out_dir``, or
+    into its ``partial/`` when the figure there was drawn from more runs (unless ``force``).
 
     Returns the files written and the warnings (skipped run directories, models without runs). Raises a
     ResreproError naming the runs needed when none of the figure's runs exist.
     """
     result = draw_figure(name, runs_dir, dataset=dataset, responses=responses)
-    out = Path(out_dir)
+    out, kept = destination(out_dir, name, result.caption, force=force)
     written = [save(result.figure, out / f"{name}.{ext}") for ext in ("png", "pdf")]
     files = {f"{name}.md": result.caption}
     files |= {f"{stem}.csv": table.to_csv(index=False) for stem, table in result.tables.items()}
     for file, text in files.items():
         write_text(out / file, text)
         written.append(out / file)
-    return written, result.warnings
+    return written, result.warnings + kept
 
 
 def default_out(name: str, runs_dir: str | Path | None) -> Path:

@@ -45,9 +45,11 @@ class Artefact:
         return f"{self.name}-{self.scale}"
 
 
-def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Path], list[str]]:
-    """Re-render every experiment with runs under ``runs_root`` into ``out``, then write OUT/report.html and
-    OUT/report.md of every artefact ``out`` holds. Returns the files written and the warnings."""
+def build_report(runs_root: str | Path | None, out: str | Path, *, force: bool = False
+                 ) -> tuple[list[Path], list[str]]:
+    """Re-render every experiment with runs under ``runs_root`` into ``out`` (one built from fewer runs than
+    the artefact there into its ``partial/``, unless ``force``), then write OUT/report.html and OUT/report.md of
+    every artefact ``out`` holds. Returns the files written and the warnings."""
     from resrepro.experiments import list_experiments, load_experiment
 
     out = Path(out)
@@ -58,7 +60,7 @@ def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Pa
             exp = load_experiment(name, scale)
             folder = out / name / scale
             if runs_root is not None:
-                files, notes = _render(exp, Path(runs_root), folder)
+                files, notes = _render(exp, Path(runs_root), folder, force)
                 written += files
                 warnings += notes
             artefact = _collect(exp, folder, runs_root)
@@ -76,8 +78,9 @@ def build_report(runs_root: str | Path | None, out: str | Path) -> tuple[list[Pa
     return written, warnings
 
 
-def _render(exp: Any, runs_root: Path, folder: Path) -> tuple[list[Path], list[str]]:
-    """Render the experiment from its runs, if it has any, and record their provenance beside the files."""
+def _render(exp: Any, runs_root: Path, folder: Path, force: bool) -> tuple[list[Path], list[str]]:
+    """Render the experiment from its runs, if it has any, and record their provenance beside the files (in
+    ``partial/`` too, where the renderer put them there)."""
     from resrepro.analysis.aggregate import find_runs
     from resrepro.report.render import render_experiment
 
@@ -87,10 +90,10 @@ def _render(exp: Any, runs_root: Path, folder: Path) -> tuple[list[Path], list[s
     runs = [r for r in found if r.model in models]
     if not runs:  # damaged run folders are named, not passed over as if no run were there
         return [], skipped
-    files, warnings = render_experiment(exp, runs_root, folder)
-    if files:
-        write_json(folder / PROVENANCE, provenance(runs, exp, runs_root))
-        files.append(folder / PROVENANCE)
+    files, warnings = render_experiment(exp, runs_root, folder, force=force)
+    for where in dict.fromkeys(f.parent for f in files):
+        write_json(where / PROVENANCE, provenance(runs, exp, runs_root))
+        files.append(where / PROVENANCE)
     return files, [f"{exp.name} ({exp.scale}): {w}" for w in warnings]
 
 

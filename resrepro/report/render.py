@@ -9,11 +9,13 @@ from pathlib import Path
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment
 from resrepro.io import write_text
+from resrepro.report.keep import destination
 
 
 def render_experiment(experiment: Experiment, runs_root: str | Path,
-                      out_dir: str | Path) -> tuple[list[Path], list[str]]:
-    """Render the experiment's tables (Markdown) and figures from its run directories into ``out_dir``."""
+                      out_dir: str | Path, *, force: bool = False) -> tuple[list[Path], list[str]]:
+    """Render the experiment's tables (Markdown) and figures from its run directories into ``out_dir``; one
+    built from fewer runs than the one it would replace goes to ``out_dir/partial`` instead, unless ``force``."""
     runs_dir, out_dir = Path(runs_root) / experiment.runs_dir_rel, Path(out_dir)
     paths: list[Path] = []
     warnings: list[str] = []
@@ -25,12 +27,14 @@ def render_experiment(experiment: Experiment, runs_root: str | Path,
 
                 text, notes = render_table(name, runs_dir=runs_dir, fmt="markdown",
                                            dataset=experiment.dataset)
-                write_text(out_dir / f"{name}.md", text)
-                paths.append(out_dir / f"{name}.md")
+                folder, kept = destination(out_dir, name, text, force=force)
+                write_text(folder / f"{name}.md", text)
+                paths.append(folder / f"{name}.md")
+                notes += kept
             else:
                 from resrepro.report.figures import render_figure
 
-                files, notes = render_figure(name, runs_dir, out_dir, dataset=experiment.dataset)
+                files, notes = render_figure(name, runs_dir, out_dir, dataset=experiment.dataset, force=force)
                 paths += files
             warnings += [f"{entry}: {n}" for n in notes]
         except ResreproError as e:  # e.g. nothing to render yet: the sweep still reports its runs

@@ -58,6 +58,7 @@ def run_sweep(
     progress: bool = False,
     report: Report | None = None,
     render: bool = True,
+    force: bool = False,
 ) -> SweepResult:
     """Train and evaluate what the experiment lacks, then render it into ``out_dir`` (default
     results/<name>/<scale>).
@@ -67,7 +68,8 @@ def run_sweep(
     failing run is recorded in ``failed`` and the others go on. A run another process is training (a second
     sweep, a `resrepro train`) is neither trained nor failed: it is left to that process and named in
     ``warnings`` (nothing went wrong, but what is rendered lacks it until a later sweep). ``report`` receives
-    one-line progress messages. ``render=False`` only trains and evaluates.
+    one-line progress messages. ``render=False`` only trains and evaluates. An artefact built from fewer runs than
+    the one in ``out_dir`` goes to ``out_dir/partial`` (named in ``warnings``) unless ``force``.
     """
     if executor not in EXECUTORS:
         raise ResreproError(f"unknown executor {executor!r}: choose {', '.join(EXECUTORS)}")
@@ -108,7 +110,7 @@ def run_sweep(
                                  if eval_path(item.run_dir, p).exists()]
     if render:
         out = Path(out_dir) if out_dir is not None else results_dir(experiment)
-        result.rendered, warnings = render_experiment(experiment, runs_root, out)
+        result.rendered, warnings = render_experiment(experiment, runs_root, out, force=force)
         result.warnings += warnings
     return result
 

@@ -65,3 +65,18 @@ def test_help_lists_every_command():
     assert res.returncode == 0
     for command in ("models", "train", "eval", "bench", "sweep", "table", "figure", "plot", "layer-response"):
         assert command in res.stdout
+
+
+def test_models_lists_vgg16_bn_and_a_dash_for_plain_nets_shortcut():
+    res = resrepro("models", "--format", "markdown")
+    assert res.returncode == 0, res.stderr
+    assert "| vgg16-bn " in res.stdout and "nan" not in res.stdout
+    row = next(line for line in res.stdout.splitlines() if line.startswith("| plain20 "))
+    assert [c.strip() for c in row.strip("|").split("|")][3] == "—"
+
+
+def test_models_keeps_names_whole_at_80_columns():
+    res = subprocess.run([sys.executable, "-m", "resrepro", "models", "--family", "imagenet"], capture_output=True,
+                         text=True, env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stderr
+    assert "resnet152-v1.5" in res.stdout and "vgg16-bn" in res.stdout

@@ -15,7 +15,7 @@ def test_tables_go_to_markdown_files_and_failures_become_warnings(tmp_path, monk
     def render_table(name, runs_dir=None, fmt="markdown", dataset=None):
         return f"| {name} {fmt} {dataset} |\n", ["resnet1202 missing"]
 
-    def render_figure(name, runs_dir, out_dir, *, dataset=None):
+    def render_figure(name, runs_dir, out_dir, *, dataset=None, force=False):
         raise ResreproError(f"nothing to render in {runs_dir}")
 
     for module, fn in (("tables", render_table), ("figures", render_figure)):

@@ -357,7 +357,7 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
 def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
     from resrepro.errors import ResreproError
 
-    def render_figure(name, runs_dir, out_dir, *, dataset=None):
+    def render_figure(name, runs_dir, out_dir, *, dataset=None, force=False):
         raise ResreproError(f"nothing to render in {runs_dir}")
 
     monkeypatch.setitem(sys.modules, "resrepro.report.figures", type(sys)("figures"))
