@@ -148,27 +148,25 @@ def frame_of(runs: Sequence[Run]) -> pd.DataFrame:
 
 
 def _columns(runs: Sequence[Run]) -> list[str]:
-    """COLUMNS, then each kept evaluation's columns (``<protocol>_top1``, ``voc07_map``, ...), protocols in the
-    order of their families' registration."""
-    from resrepro.train.families import families
-
-    order = [f.name for f in families()]
-    protocols = sorted({p for r in runs for p in r.evals},
-                       key=lambda p: (order.index(_family(p).name) if _family(p) else len(order), p))
+    """COLUMNS, then each kept evaluation's columns (``<protocol>_top1``, ``voc07_map``, ...)."""
+    protocols = sorted({p for r in runs for p in r.evals}, key=_protocol_order)
     return [*COLUMNS, *(f"{_col(p)}_{suffix}" for p in protocols for suffix, _ in _eval_columns(p))]
 
 
-def _family(protocol: str):
-    from resrepro.train.families import family_of_protocol
+def _protocol_order(protocol: str) -> tuple[int, str]:
+    """Protocols in the order their families were registered (ImageNet's before detection's), unknown ones last."""
+    from resrepro.train.families import families
 
-    return family_of_protocol(protocol)
+    ranks = [i for i, f in enumerate(families()) if f.keeps_eval and protocol in f.protocols]
+    return (ranks[0] if ranks else len(families()), protocol)
 
 
 def _eval_columns(protocol: str) -> tuple[tuple[str, str], ...]:
     """The columns of one kept result: (column suffix, result key); top-1/top-5 for an unknown protocol."""
+    from resrepro.train.families import family_of_protocol
     from resrepro.train.recipe import Family
 
-    family = _family(protocol)
+    family = family_of_protocol(protocol)
     return family.eval_columns if family is not None else Family.eval_columns
 
 
