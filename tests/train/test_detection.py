@@ -13,6 +13,7 @@ from resrepro.train.recipes.detection import pin_backbone
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import CifarSpec, DetectionSpec, ImageNetSpec, spec_from_config
 from tests.inprocess import in_process_cli
+from tests.train.killed import train_until_killed
 
 # A detector small enough for seconds on a CPU: 8-filter backbone, 64-px images, small anchors.
 TINY = dict(model="resnet18", dataset="digits-voc", width=8, min_size=48, max_size=64, anchor_sizes=(16, 32),
@@ -108,16 +109,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, detection_data):
     spec = DetectionSpec(**TINY, **detection_data)
     full = train(spec, tmp_path / "full")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_2(step, row):
-        if step == 2:
-            raise Stop
-
     cut = spec.replace(checkpoint_every=1)  # runtime: the same run, checkpointed after every step
-    with pytest.raises(Stop):  # dies after logging iteration 2, before its checkpoint: resumes from 1, mid-epoch
-        train(cut, tmp_path / "cut", on_step=stop_at_2)
+    # Dies after logging iteration 2, before its checkpoint: resumes from 1, mid-epoch
+    train_until_killed(cut, tmp_path / "cut", at=2)
     assert load_checkpoint(tmp_path / "cut")["step"] == 1
     resumed = train(cut, tmp_path / "cut")
     assert resumed["final"] == full["final"]

@@ -28,6 +28,7 @@ from resrepro.train.rundir import RunDir
 from resrepro.train.runtime import use_cudnn_benchmark
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import RunSpec, spec_from_config
+from tests.train.killed import train_until_killed
 
 
 # --- the toy family: another dataset (8x8 stripes, horizontal or vertical) through the classification loss -----
@@ -101,15 +102,7 @@ def test_a_new_family_trains_resumes_evaluates_and_is_tabled(registered, tmp_pat
     spec = StripesSpec()
     full = train(spec, tmp_path / "runs" / "full")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_12(step, row):
-        if step == 12:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(spec, tmp_path / "runs" / "cut", on_step=stop_at_12)
+    train_until_killed(spec, tmp_path / "runs" / "cut", at=12)
     assert load_checkpoint(tmp_path / "runs" / "cut")["step"] == 8
     assert train(spec, tmp_path / "runs" / "cut")["final"] == full["final"]  # resumed bit-exactly
     assert RunDir(tmp_path / "runs" / "cut").read_spec() == spec  # config.json reads back as the toy's spec

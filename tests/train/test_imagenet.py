@@ -17,6 +17,7 @@ from resrepro.train.rundir import METRIC_COLUMNS, RunDir
 from resrepro.train.spec import ImageNetSpec
 from tests.imagefolder import write_imagefolder
 from tests.inprocess import in_process_cli
+from tests.train.killed import train_until_killed
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +62,7 @@ def test_run_directory_holds_config_metrics_summary_checkpoint(tmp_path, data):
 def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_path, data):
     full = train(tiny(data), tmp_path / "full")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_4(step, row):
-        if step == 4:
-            raise Stop
-
-    with pytest.raises(Stop):  # dies after logging iteration 4, before its checkpoint
-        train(tiny(data), tmp_path / "cut", on_step=stop_at_4)
+    train_until_killed(tiny(data), tmp_path / "cut", at=4)  # dies after logging iteration 4, before its checkpoint
     assert load_checkpoint(tmp_path / "cut")["step"] == 3  # 4 iterations: one checkpoint each (checkpoint_interval)
     resumed = train(tiny(data), tmp_path / "cut")
     assert resumed["final"] == full["final"]

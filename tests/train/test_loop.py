@@ -18,6 +18,7 @@ from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
 from resrepro.train.spec import CifarSpec
+from tests.train.killed import train_until_killed
 
 TINY = dict(model="resnet8", dataset="synthetic", width=4, batch_size=32, iters=24, milestones=(12, 18),
             eval_every=6, eval_batch_size=250)
@@ -54,15 +55,8 @@ def test_resume_from_a_mid_run_checkpoint_gives_the_uninterrupted_result(tmp_pat
     spec = CifarSpec(**TINY, checkpoint_every=6)
     full = train(spec, tmp_path / "full")
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_12(step, row):
-        if step == 12:
-            raise Stop
-
-    with pytest.raises(Stop):  # dies right after logging iteration 12, before its checkpoint is written
-        train(spec, tmp_path / "cut", on_step=stop_at_12)
+    # Dies right after logging iteration 12, before its checkpoint is written
+    train_until_killed(spec, tmp_path / "cut", at=12)
     assert load_checkpoint(tmp_path / "cut")["step"] == 6
     resumed = train(spec, tmp_path / "cut")
     assert resumed["final"] == full["final"]
@@ -360,14 +354,6 @@ def test_the_gpu_fast_path_as_far_as_a_cpu_goes_trains_and_resumes_exactly(tmp_p
     assert all(math.isfinite(r[k]) for r in rows for k in ("train_loss", "eval_loss"))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]  # it learns
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_12(step, row):
-        if step == 12:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(spec, tmp_path / "cut", on_step=stop_at_12)
+    train_until_killed(spec, tmp_path / "cut", at=12)
     assert train(spec, tmp_path / "cut")["final"] == full["final"]
     assert full["images_per_s"] > 0

@@ -7,6 +7,7 @@ from resrepro.train.loop import train
 from resrepro.train.rundir import RunDir
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import CifarSpec
+from tests.train.killed import train_until_killed
 
 
 def paper(warmup=False):
@@ -80,15 +81,7 @@ def test_warmup_inside_train_holds_001_until_release_then_exactly_lr_and_resumes
     window = [sum(errors[k - 10 : k]) / 10 for k in range(10, released + 1)]
     assert all(e >= 0.86 for e in window[:-1]) and window[-1] < 0.86  # released on the first window below 86%
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_9(step, row):
-        if step == 9:
-            raise Stop
-
-    with pytest.raises(Stop):  # no window of 10 batches yet: the checkpoint at 8 is mid-warm-up
-        train(spec, tmp_path / "cut", on_step=stop_at_9)
+    train_until_killed(spec, tmp_path / "cut", at=9)  # no window of 10 batches yet: the checkpoint at 8 is mid-warm-up
     state = load_checkpoint(tmp_path / "cut")
     assert state["step"] == 8 and state["schedule"]["released_at"] == -1 and len(state["schedule"]["recent"]) == 8
     resumed = train(spec, tmp_path / "cut")
