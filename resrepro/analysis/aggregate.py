@@ -18,7 +18,7 @@ import pandas as pd
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.train.rundir import CHECKPOINT, CONFIG, METRICS, SUMMARY, RunDir
-from resrepro.train.spec import added_defaults, is_added_default, runtime_fields
+from resrepro.train.spec import spec_from_config
 
 REQUIRED_KEYS = ("model", "dataset")
 INT_KEYS = ("seed", "iters", "width")
@@ -64,12 +64,12 @@ def setting(config: dict[str, Any]) -> str:
     fields of its family (where or how fast it ran), the model by its canonical name (``resnet20-A`` and
     ``resnet20`` are one net). Runs with equal settings are seeds of one experiment."""
     try:
-        runtime, added = runtime_fields(config), added_defaults(config)
-    except ResreproError:  # a family this resrepro does not train: every field may say what it computes
-        runtime, added = frozenset(), {}
-    # A field added since (zero_pad) at the value earlier runs had is the same experiment as its absence.
-    kept = {k: v for k, v in config.items()
-            if k not in {"seed", "config_hash", *runtime} and not is_added_default(added, k, v)}
+        # What the run computes, as its config hash reads it: a field added since (zero_pad, bn_group) at what
+        # earlier runs computed is the same experiment as its absence.
+        kept = spec_from_config(config).identity()
+    except ResreproError:  # a family this resrepro does not train, or a damaged config: every field may count
+        kept = dict(config)
+    kept = {k: v for k, v in kept.items() if k not in {"seed", "config_hash"}}
     # Runs written before families were recorded are CIFAR runs, the same experiments as those written after.
     kept |= {"model": canonical_model(str(config.get("model"))), "family": config.get("family", "cifar")}
     return json.dumps(kept, sort_keys=True, default=str)

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import typer
 
-from resrepro.cli.common import app, check_output, choices, err
+from resrepro.cli.common import app, check_output, choices, err, fail
 from resrepro.models.registry import IMAGENET_DEPTHS
-from resrepro.train.spec import CifarDataset, CifarSpec, ImageNetSpec, Normalize, Precision, ZeroPad
+from resrepro.train.spec import (
+    CIFAR_BN_GROUP,
+    IMAGENET_BN_GROUP,
+    CifarDataset,
+    CifarSpec,
+    ImageNetSpec,
+    Normalize,
+    Precision,
+    ZeroPad,
+)
 
 train_app = typer.Typer(help="Train one network with the paper's recipe.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -29,6 +38,14 @@ ZeroPadChoice = choices("ZeroPadChoice", ZeroPad)
 CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
                       "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
 TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro[tensorboard]')."
+RANKS_HELP = ("Train as this many processes on this machine (DDP; rank r on cuda:r, gloo on a CPU), each taking its "
+              "BN groups of every batch: the same net as one process. torchrun and Slurm start ranks themselves.")
+
+
+def bn_group_help(default: int, paper: str) -> str:
+    return (f"Images per BN group (default: {default}, or the whole batch if smaller; {paper}). Kept whatever the "
+            "number of GPUs: each takes whole groups of the batch, and one GPU computes its groups one after the "
+            "other (gradients accumulated), so the run is the same net on 1 GPU or many.")
 
 
 def _milestones(text: str) -> tuple[int, ...]:
@@ -62,6 +79,8 @@ def train_cifar(
                                        help="Do not verify the CIFAR-10 files' MD5 sums (for a modified copy)."),
     iters: int = typer.Option(CifarSpec.iters, help="Training iterations (paper: 64k)."),
     batch_size: int = typer.Option(CifarSpec.batch_size, help="Mini-batch size (paper: 128)."),
+    bn_group: int | None = typer.Option(None, "--bn-group", help=bn_group_help(
+        CIFAR_BN_GROUP, "paper: 128 on two GPUs. --bn-group 128: one group of the whole batch, a deviation")),
     lr: float = typer.Option(CifarSpec.lr, help="Base learning rate (paper: 0.1)."),
     milestones: str = typer.Option(",".join(map(str, CifarSpec.milestones)),
                                    help="Iterations at which lr is divided by 10 (paper: 32k, 48k)."),
@@ -84,6 +103,7 @@ def train_cifar(
     grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
                                          "backward (ResNet-1202 on small GPUs): same result, less memory, more time."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
+    ranks: int = typer.Option(1, "--ranks", min=1, help=RANKS_HELP),
 ) -> None:
     """Train one CIFAR-10 net (6n+2 layers) with the paper's recipe (§4.2).
 
@@ -99,7 +119,7 @@ def train_cifar(
 
     model = cifar_spec(n, plain=plain, shortcut=shortcut.value).name
     spec = CifarSpec(
-        model=model, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, lr=lr,
+        model=model, dataset=dataset.value, seed=seed, iters=iters, batch_size=batch_size, bn_group=bn_group, lr=lr,
         momentum=momentum, weight_decay=weight_decay, milestones=_milestones(milestones), warmup=warmup,
         augment=augment, normalize=normalize.value, val_split=val_split, width=width, eval_every=eval_every,
         checkpoint_every=eval_every, precision=precision.value, grad_checkpoint=grad_checkpoint,
@@ -108,18 +128,16 @@ def train_cifar(
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     check_output(out, folder=True)
-    # Only now torch (seconds to import): a mistyped argument above was answered at once.
-    from resrepro.data.datasets import load_dataset
-    from resrepro.train.loop import train
-    from resrepro.train.runtime import resolve_device
+    if download:  # only now torch (seconds to import): a mistyped argument above was answered at once
+        from resrepro.data.datasets import load_dataset
 
-    resolve_device(spec.device)  # a device that is not here is one line, before anything is printed or loaded
-    if download:
         load_dataset("cifar10", data_dir, download=True, verify=not skip_checksum)
     layout = ", option A zeros split" if spec.zero_pad == "split" else ""
-    err.print(f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, warm-up "
-              f"{'on' if spec.uses_warmup else 'off'}{layout}) → {out}")
-    summary = train(spec, out, progress=True)
+    summary = train_on_ranks(spec, out, device, f"[bold]{model}[/] ({spec.dataset}, {spec.iters:,} iterations, "
+                             f"warm-up {'on' if spec.uses_warmup else 'off'}{layout}, BN over {spec.bn_group} "
+                             "images", ranks)
+    if summary is None:
+        return
     final = summary["final"]
     err.print(f"done: train error {100 * final['train_error']:.2f}%, {final['eval_split']} error "
               f"{100 * final['eval_error']:.2f}% after {summary['iter']:,} iterations")
@@ -151,8 +169,8 @@ def train_imagenet(
     normalize: NormalizeChoice = typer.Option(ImageNetSpec.normalize, help="pixel-mean (paper) or mean-std."),
     num_classes: int | None = typer.Option(None, help="Model outputs (default: one per class folder)."),
     width: int = typer.Option(ImageNetSpec.width, help="conv1/conv2_x filters (paper: 64); smaller for tiny runs."),
-    accumulate: int = typer.Option(ImageNetSpec.accumulate, help="Micro-batches per process per step (BN "
-                                   "statistics per micro-batch, as on that many GPUs)."),
+    bn_group: int | None = typer.Option(None, "--bn-group", help=bn_group_help(
+        IMAGENET_BN_GROUP, "the reference implementations' 8 GPUs at batch 256; the paper names no GPU count")),
     eval_every: int = typer.Option(ImageNetSpec.eval_every, help="Center-crop validation and checkpoint every this "
                                    "many iterations."),
     workers: int = typer.Option(ImageNetSpec.workers, help="Data-loading processes per GPU."),
@@ -163,10 +181,12 @@ def train_imagenet(
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help=TENSORBOARD_HELP),
+    ranks: int = typer.Option(1, "--ranks", min=1, help=RANKS_HELP),
 ) -> None:
     """Train one ImageNet net (18-152 layers) with the paper's recipe (§3.4); rerun to resume.
 
-    Several GPUs: torchrun --nproc-per-node 8 -m resrepro train imagenet ... (DDP, BN per GPU as in the paper).
+    Several GPUs: --ranks 8, or torchrun --nproc-per-node 8 -m resrepro train imagenet ... (DDP). BN stays over
+    --bn-group images whatever the number: no SyncBN, as in the paper.
     """
     import json
 
@@ -176,14 +196,14 @@ def train_imagenet(
     spec = ImageNetSpec(
         model=model, seed=seed, iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, milestones=_milestones(milestones), normalize=normalize.value,
-        num_classes=num_classes, width=width, accumulate=accumulate, eval_every=eval_every,
+        num_classes=num_classes, width=width, bn_group=bn_group, eval_every=eval_every,
         checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile,
         channels_last=channels_last, device=device, tensorboard=tensorboard,
         data_dir=str(data_dir) if data_dir else None,
     )
     out = out or Path("runs") / f"{model}-s{seed}"
     summary = train_on_ranks(spec, out, device, f"[bold]{model}[/] (ImageNet, {spec.iters:,} iterations, batch "
-                             f"{spec.batch_size}")
+                             f"{spec.batch_size}, BN over {spec.bn_group} images", ranks)
     if summary is not None:
         final = summary["final"]
         err.print(f"done: train error {100 * final['train_error']:.2f}%, val error (center crop) "
@@ -191,9 +211,9 @@ def train_imagenet(
         typer.echo(json.dumps({"run_dir": str(out), **final}))
 
 
-def train_on_ranks(spec, out: Path, device: str, announce: str) -> dict | None:
-    """Train ``spec`` into ``out`` as this process's share of a torchrun job (alone when WORLD_SIZE is unset);
-    rank 0 announces the run and returns its summary, the other ranks None."""
+def train_on_ranks(spec, out: Path, device: str, announce: str, ranks: int = 1) -> dict | None:
+    """Train ``spec`` into ``out`` as this process's share of a torchrun job (alone when WORLD_SIZE is unset), or
+    as ``ranks`` processes started here; rank 0 announces the run and returns its summary, the other ranks None."""
     import os
 
     check_output(out, folder=True)
@@ -202,6 +222,14 @@ def train_on_ranks(spec, out: Path, device: str, announce: str) -> dict | None:
 
     # torchrun's documented interface: WORLD_SIZE, RANK, LOCAL_RANK in each process's environment.
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if ranks > 1:
+        from resrepro.train.launch import train_ranks
+
+        if world > 1:
+            fail(f"--ranks {ranks} starts its own processes: not under torchrun, which started {world}")
+        resolve_device(spec.device)
+        err.print(f"{announce} over {ranks} processes) → {out}")
+        return train_ranks(spec, out, ranks, progress=True)
     if world > 1:
         spec = spec.replace(device=init_distributed(int(os.environ.get("LOCAL_RANK", "0")), device))
     else:

@@ -107,7 +107,8 @@ class BatchStream:
     """Endless shuffled training batches from an ImageSet held on ``device``; exactly resumable.
 
     Each epoch is a fresh permutation; the last incomplete batch is dropped, so a batch never spans two
-    epochs (the paper counts iterations of full 128-image batches)."""
+    epochs (the paper counts iterations of full 128-image batches). ``take``: the positions of each batch this
+    process trains on (one rank's share, in its order), the batch itself drawn as by one process; None: all."""
 
     skipped = 0  # images in memory never fail to decode (ImageNet's stream counts those that do)
 
@@ -123,6 +124,7 @@ class BatchStream:
         mean: torch.Tensor,
         std: torch.Tensor,
         channels_last: bool = False,
+        take: list[int] | None = None,
     ) -> None:
         if not 0 < batch_size <= len(data):
             raise ResreproError(f"batch size must be between 1 and the {len(data)} images of {data.name}")
@@ -131,6 +133,7 @@ class BatchStream:
         self.images, self.labels = data.images.to(self.device), data.labels.to(self.device)
         self.mean, self.std = mean.to(self.device, torch.float32), std.to(self.device, torch.float32)
         self.batch_size, self.augment, self.pad, self.channels_last = batch_size, augment, pad, channels_last
+        self.take = None if take is None else torch.tensor(take, device=self.device)
         self.generator = torch.Generator().manual_seed(seed)
         # A saved state replays the same draws, which give the same batches only on a stream of this shape.
         self._shape = dict(num_images=len(data), batch_size=batch_size, augment=augment, pad=pad)
@@ -152,10 +155,11 @@ class BatchStream:
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         window = slice(self._position, self._position + self.batch_size)
-        index = self._order[window]
+        mine = (lambda t: t[window]) if self.take is None else (lambda t: t[window][self.take])
+        index = mine(self._order)
         images = self.images[index]
         if self.augment:
-            images = _crop_flip(images, self.pad, *(t[window] for t in self._crops))
+            images = _crop_flip(images, self.pad, *(mine(t) for t in self._crops))
         labels = self.labels[index]
         self._position += self.batch_size
         if self._position + self.batch_size > len(self.labels):

@@ -1,5 +1,6 @@
 """Resumable, rank-independent sampling for datasets decoded by loader workers: each sample's augmentation
-seeded by (run seed, epoch, index), and an epoch's order a function of (seed, epoch, rank) alone."""
+seeded by (run seed, epoch, index), and an epoch's global batches a function of (seed, epoch) alone, each
+process taking its share of every one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class SeededDataset(Dataset):
@@ -30,12 +31,19 @@ class SeededDataset(Dataset):
 
 
 class EpochSampler(Sampler):
-    """This rank's share of one epoch's permutation (DistributedSampler's), from sample ``start`` on."""
+    """This process's images of one epoch's batches, from batch ``first_batch`` on. The epoch's order is one
+    permutation (DistributedSampler's with one replica), cut into global batches of ``batch`` whatever the
+    number of processes; ``take`` says which positions of each batch this process gets, in its order (None: all).
+    """
 
-    def __init__(self, base: Dataset, seed: int, epoch: int, rank: int, world: int, start: int = 0) -> None:
-        shard = DistributedSampler(base, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
-        shard.set_epoch(epoch)
-        self.indices = list(shard)[start:]
+    def __init__(self, base: Dataset, seed: int, epoch: int, batch: int, take: list[int] | None,
+                 first_batch: int = 0) -> None:
+        g = torch.Generator()
+        g.manual_seed(seed + epoch)
+        order = torch.randperm(len(base), generator=g).tolist()
+        end = len(base) // batch  # the last incomplete batch is dropped
+        self.indices = (order[first_batch * batch:end * batch] if take is None
+                        else [order[b * batch + p] for b in range(first_batch, end) for p in take])
         self.seed, self.epoch = seed, epoch
 
     def __len__(self) -> int:
@@ -69,16 +77,17 @@ class EpochLoader:
     which a reset of kept workers does not: that draw is made here instead, so the global RNG (RoI sampling,
     dropout) sees what it saw with a loader per epoch and runs keep their numbers."""
 
-    def __init__(self, dataset: Dataset, seed: int, rank: int, world: int, per_rank: int, **loader_kwargs: Any) -> None:
-        self.dataset, self.seed, self.rank, self.world, self.per_rank = dataset, seed, rank, world, per_rank
+    def __init__(self, dataset: Dataset, seed: int, batch: int, take: list[int] | None,
+                 **loader_kwargs: Any) -> None:
+        self.dataset, self.seed, self.batch, self.take = dataset, seed, batch, take
         self.sampler = _Current()
-        self.loader = DataLoader(SeededDataset(dataset), batch_size=per_rank, sampler=self.sampler, drop_last=True,
+        self.loader = DataLoader(SeededDataset(dataset), batch_size=batch if take is None else len(take),
+                                 sampler=self.sampler, drop_last=True,
                                  persistent_workers=loader_kwargs.get("num_workers", 0) > 0, **loader_kwargs)
         self.started = False
 
     def __call__(self, epoch: int, first_batch: int) -> Iterator[Any]:
-        self.sampler.current = EpochSampler(self.dataset, self.seed, epoch, self.rank, self.world,
-                                            first_batch * self.per_rank)
+        self.sampler.current = EpochSampler(self.dataset, self.seed, epoch, self.batch, self.take, first_batch)
         if self.started and self.loader.persistent_workers and self.loader.generator is None:
             torch.empty((), dtype=torch.int64).random_()
         self.started = True

@@ -29,6 +29,7 @@ from resrepro.train.checkpoint import (
     unwrap,
 )
 from resrepro.train.families import family_of, make_recipe
+from resrepro.train.groups import RunningStats
 from resrepro.train.progress import IntervalClock, progress_bar
 from resrepro.train.provenance import provenance
 from resrepro.train.recipe import Recipe
@@ -62,12 +63,28 @@ class Diverged(ResreproError):
     """The loss or the weights became NaN/inf; the last good checkpoint, if any, is kept."""
 
 
-def init_distributed(local_rank: int, device: str = "auto") -> str:
-    """Join torchrun's process group (its env:// rendezvous); return this process's device."""
+# How long the ranks wait for each other: to meet at the start (all must arrive), and in any collective after (rank 0
+# alone writes a checkpoint or evaluates its share while the others wait). Past it a rank fails instead of hanging.
+RANKS_TIMEOUT_S = 600
+
+
+def init_distributed(local_rank: int, device: str = "auto", timeout_s: float = RANKS_TIMEOUT_S) -> str:
+    """Join the process group of the env:// rendezvous (torchrun's, Slurm's or ``resrepro train --ranks``'s:
+    MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE): nccl on CUDA, gloo on a CPU. Return this process's device.
+    A rendezvous that does not complete within ``timeout_s`` is one line, not a hang."""
+    import os
+    from datetime import timedelta
+
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    try:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+    except (RuntimeError, ValueError) as e:  # a missing variable, a rendezvous that timed out, a refused port
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ResreproError(f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')} could not "
+                            f"join the others at {where} within {timeout_s:g} s: {why}") from None
     return f"cuda:{local_rank}" if dev.type == "cuda" else str(dev)
 
 
@@ -139,20 +156,30 @@ class _Loop:
         if world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None)
+            # BN running statistics are combined over the ranks after each step (groups.RunningStats), not taken
+            # from rank 0 at each forward.
+            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None,
+                                               forward_sync_buffers=False)
         compiled = use_compile(spec.compile, device)
         self.forward = torch.compile(self.ddp) if compiled else self.ddp
         # Evaluation reads rank 0's BN statistics on every rank (broadcast first), through the unwrapped net.
         self.eval_model = self.forward if world == 1 else self.model
         self.clock = IntervalClock(UNTIMED_COMPILED_STEPS if compiled else 0)
         self.train_step = TrainStep(self.forward, self.optimizer, recipe.loss, spec.precision, device,
-                                    getattr(spec, "accumulate", 1), self.ddp if world > 1 else None)
+                                    recipe.micro_batches, self.ddp if world > 1 else None,
+                                    RunningStats(self.model, rank, world, recipe.micro_batches) if world > 1 else None)
         self.sums = self.train_step.sums
 
     def _restore(self) -> dict[str, Any] | None:
         state = load_checkpoint(self.rundir.checkpoint)
         check_config(saved_spec(state, self.rundir.checkpoint), self.rundir.checkpoint, self.spec,
                      self.rundir.path / CONFIG)
+        # Checkpoints written before the world size was recorded come from one process: no sweep launched more.
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != self.world and not self.recipe.same_across_worlds:
+            raise ResreproError(f"{self.rundir.checkpoint} was written by {saved_world} process(es); resumed on "
+                                f"{self.world} this {self.spec.family} run would compute another net: resume it on "
+                                f"{saved_world}")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -244,7 +271,8 @@ class _Loop:
                 f"per GPU (--batch-size {self.spec.batch_size} over {self.world} process(es)): "
                 f"{self.recipe.out_of_memory}") from None
         if self.schedule.warming_up:  # the only per-step host sync, for the first few hundred steps
-            self.schedule.observe(self.step, wrong.item() / len(y))
+            # The whole batch's error, over every rank: each must release the warm-up at the same step.
+            self.schedule.observe(self.step, all_reduce(wrong, self.world).item() / (len(y) * self.world))
         self.step += 1
         self.clock.tick(len(y) * self.world)
         return lr
@@ -284,10 +312,13 @@ class _Loop:
         """Stop on a non-finite loss or state, so one is never logged or checkpointed. Checked once per interval,
         not per step: a per-step check is a host sync that stalls the GPU's queue. Checking the weights as well
         catches an update that broke them on the interval's last step, whose loss was still finite."""
-        if math.isfinite(self.accum["loss"]) and all_finite(self.model, self.optimizer):
+        finite = math.isfinite(self.accum["loss"]) and all_finite(self.model, self.optimizer)
+        # Agreed over the ranks: one that raised alone would leave the others waiting in their next collective.
+        if all_reduce(torch.tensor(float(not finite), device=self.device), self.world).item() == 0:
             return
         what = (f"the loss became {self.accum['loss'] / max(self.accum['images'], 1)}"
-                if not math.isfinite(self.accum["loss"]) else "the weights became NaN/inf")
+                if not math.isfinite(self.accum["loss"]) else "the weights became NaN/inf"
+                if not finite else "the weights of another rank became NaN/inf")
         raise Diverged(f"{what} before iteration {self.step}; {self._kept()} — try a lower --lr")
 
     def _log(self, lr: float, writer, on_step) -> None:
@@ -325,7 +356,7 @@ class _Loop:
             "wall_s": self.wall, **self.recipe.model_info, "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "stream": self.batches.state_dict(), "accum": dict(self.accum), "totals": dict(self.totals),
-            "last_row": self.last, "rng": rng_state(self.device),
+            "last_row": self.last, "rng": rng_state(self.device), "world_size": self.world,
         }
 
     def _summary(self) -> dict[str, Any]:

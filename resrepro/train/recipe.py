@@ -52,6 +52,11 @@ class Recipe:
     # it (DDP-wrapped, compiled). Run under autocast; the loop scales the loss and calls backward().
     loss: Callable[[nn.Module, Any, Any], tuple[torch.Tensor, torch.Tensor]] = classification_loss
     counts_errors: bool = True  # False: misses mean nothing (detection); train_error is logged as empty
+    # BN groups (micro-batches) each process computes per step (resrepro.train.groups.micro_batches).
+    micro_batches: int = 1
+    # Whether a run resumed on another number of processes computes what it would have on the same number (the
+    # same BN groups and data order); if not, such a resume is refused.
+    same_across_worlds: bool = True
     # What to change when a training step runs out of GPU memory: the end of the loop's one-line error.
     out_of_memory: str = "train on more GPUs (torchrun --nproc-per-node N), each taking a share of the batch"
 

@@ -33,6 +33,12 @@ ImageNetDataset = Literal["imagenet", "digits"]
 DetectionDataset = Literal["voc07+12", "voc07++12", "coco", "digits-voc", "digits-coco"]
 
 IMAGENET_DIR = "~/.cache/resrepro/data/imagenet"
+# Images per batch-normalisation group: BN statistics are taken over this many images, wherever they are computed
+# (one GPU of several, or one micro-batch of several on one GPU; see resrepro.train.groups). The paper's: CIFAR-10
+# "a mini-batch size of 128 on two GPUs" (§4.2), so 64; ImageNet batch 256 on the reference implementations' 8
+# GPUs (the paper names no count), so 32. A smaller batch is one group.
+CIFAR_BN_GROUP = 64
+IMAGENET_BN_GROUP = 32
 SEEDS = 2**32  # seeds 0..2**32-1: the ImageNet loader derives seed * 4096 + rank, which must fit torch's 64 bits
 # Every family's spec type by its name, as config.json records it; a spec class that sets ``family`` enters
 # itself when it is defined, so reading a config.json needs no list of families.
@@ -109,12 +115,28 @@ class RunSpec:
                                 f"known: {', '.join(sorted(names))}")
         return cls(**d)
 
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> RunSpec:
+        """The spec a run's own record (``config.json``, a checkpoint's spec) describes: a record written before
+        a field existed is read as what it computed then (``upgrade``), not with today's default."""
+        return cls.from_dict(cls.upgrade(dict(d)))
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        """An older record in today's fields (see :meth:`from_record`); nothing to do unless a family says."""
+        return d
+
     def identity(self) -> dict[str, Any]:
         """What the run computes: the spec without its runtime fields. ``family`` enters for families other
         than CIFAR only, and an ``ADDED`` field only off its old value: CIFAR runs were hashed before either was
         recorded, and their hashes must not move."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME
-                and not (k == "family" and v == "cifar") and not is_added_default(self.ADDED, k, v)}
+        return self.hashed_as_before({k: v for k, v in self.to_dict().items() if k not in self.RUNTIME
+                                      and not (k == "family" and v == "cifar")
+                                      and not is_added_default(self.ADDED, k, v)})
+
+    def hashed_as_before(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The identity with a field added since in the form earlier runs were hashed in (see ``bn_group``)."""
+        return identity
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
@@ -137,6 +159,10 @@ class RunSpec:
         if any(a >= b for a, b in itertools.pairwise(m)) or any(i < 1 for i in m):
             twice = " (one given twice divides lr by 100 at once)" if len(set(m)) < len(m) else ""
             raise ResreproError(f"milestones must be increasing iterations >= 1, got {m}{twice}")
+        bn_group = getattr(self, "bn_group", None)
+        if bn_group is not None and not (1 <= bn_group <= self.batch_size and self.batch_size % bn_group == 0):
+            raise ResreproError(f"--bn-group {bn_group} must divide --batch-size {self.batch_size} into BN groups of "
+                                "equal size")
         positive("lr", self.lr)
         positive("lr_decay", self.lr_decay)
         if not 0 <= self.momentum < 1:  # NaN fails too; momentum 1 never forgets a gradient and diverges
@@ -169,9 +195,25 @@ class CifarSpec(RunSpec):
     eval_every: int = 1_000
     grad_checkpoint: bool = False
     zero_pad: ZeroPad = "append"  # where option A's zero channels go (see ZeroPad)
+    # Images per BN group (None: CIFAR_BN_GROUP, or the whole batch if smaller); ``--bn-group 128``: one group of
+    # the paper's whole batch, what one GPU computes without splitting it (a deviation).
+    bn_group: int | None = None
     eval_batch_size: int = 1_000
     checkpoint_every: int = 1_000
     verify: bool = True  # check the CIFAR-10 files' MD5 sums
+
+    def __post_init__(self) -> None:
+        _resolve_bn_group(self, CIFAR_BN_GROUP)
+        super().__post_init__()
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        # Before bn_group, a CIFAR run normalised over its whole batch, in one process.
+        return d if "bn_group" in d else {**d, "bn_group": d.get("batch_size", cls.batch_size)}
+
+    def hashed_as_before(self, identity: dict[str, Any]) -> dict[str, Any]:
+        # One group of the whole batch is what every run computed before bn_group: it hashes as they did.
+        return {k: v for k, v in identity.items() if not (k == "bn_group" and v == self.batch_size)}
 
     @property
     def n(self) -> int:
@@ -222,12 +264,33 @@ class ImageNetSpec(RunSpec):
     test_scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # Table 4's multi-scale shorter sides
     num_classes: int | None = None  # None: one output per class folder (1000 on ImageNet)
     width: int = 64  # conv1/conv2_x filters (64 in Table 1)
-    # Micro-batches per process and step, gradients accumulated: BN statistics per micro-batch, so one GPU
-    # computes what `accumulate` GPUs would (the paper's 8 GPUs: batch 256, BN over 32 images each).
-    accumulate: int = 1
+    # Images per BN group (None: IMAGENET_BN_GROUP, or the whole batch if smaller): the paper's 8 GPUs' 32 each,
+    # however many GPUs train the run. Runs written before it recorded ``accumulate`` (micro-batches per step on
+    # one GPU): batch_size / accumulate images per group, which is how they are read and hashed still.
+    bn_group: int | None = None
     eval_every: int = 5_000
     workers: int = 8  # DataLoader processes per GPU (JPEG decoding is the bottleneck)
     checkpoint_every: int = 5_000
+
+    def __post_init__(self) -> None:
+        _resolve_bn_group(self, IMAGENET_BN_GROUP)
+        super().__post_init__()
+
+    @classmethod
+    def upgrade(cls, d: dict[str, Any]) -> dict[str, Any]:
+        if "bn_group" in d:
+            return d
+        d = dict(d)
+        accumulate, batch = d.pop("accumulate", 1), d.get("batch_size", cls.batch_size)
+        if not (isinstance(accumulate, int) and isinstance(batch, int) and accumulate >= 1 and batch % accumulate == 0):
+            raise ResreproError(f"accumulate {accumulate!r} does not divide batch_size {batch!r} into BN groups")
+        return {**d, "bn_group": batch // accumulate}
+
+    def hashed_as_before(self, identity: dict[str, Any]) -> dict[str, Any]:
+        # Hashed as ``accumulate`` (groups per batch), as runs were before bn_group: an old run with accumulate 8
+        # and a new one with bn_group 32 at batch 256 compute the same groups and share one hash.
+        d = {k: v for k, v in identity.items() if k != "bn_group"}
+        return {**d, "accumulate": self.batch_size // self.bn_group}
 
     def check(self) -> None:
         check_imagenet_model(self.model)
@@ -241,8 +304,8 @@ class ImageNetSpec(RunSpec):
                                 f"{list(self.scale)} and crop {self.crop}")
         if not self.test_scales or min(self.test_scales) < 1:
             raise ResreproError(f"test_scales must be positive shorter sides, got {list(self.test_scales)}")
-        if self.accumulate < 1 or self.workers < 0 or (self.num_classes is not None and self.num_classes < 1):
-            raise ResreproError("accumulate must be at least 1, workers non-negative and num-classes at least 1")
+        if self.workers < 0 or (self.num_classes is not None and self.num_classes < 1):
+            raise ResreproError("workers must be non-negative and num-classes at least 1")
 
     def data_root(self) -> Path:
         """The ImageFolder root the run reads: ``data_dir``, or the dataset's default (digits: written if
@@ -347,25 +410,22 @@ def spec_type(config: dict[str, Any]) -> type[RunSpec]:
     return SPEC_TYPES[family]
 
 
+def _resolve_bn_group(spec: RunSpec, default: int) -> None:
+    """``bn_group`` None: the family's default, or one group of a smaller batch (kept as a number in config.json)."""
+    if spec.bn_group is None and isinstance(spec.batch_size, int):
+        object.__setattr__(spec, "bn_group", min(default, spec.batch_size))
+
+
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
-    """The spec a ``config.json`` (or a checkpoint's ``spec``) describes, of its own family."""
+    """The spec a ``config.json`` (or a checkpoint's ``spec``) describes, of its own family, read as what it
+    computed when it was written (:meth:`RunSpec.from_record`)."""
     if not isinstance(config, dict):
         raise ResreproError(f"a run configuration is a JSON object, not {type(config).__name__}")
     try:
-        return spec_type(config).from_dict(config)
+        return spec_type(config).from_record(config)
     except TypeError as e:  # a required field missing, or a value of the wrong type
         raise ResreproError(f"the run configuration is not usable: {e}") from None
 
 
-def added_defaults(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a run's family added after runs were hashed, with the value earlier runs had (``ADDED``)."""
-    return spec_type(config).ADDED
-
-
 def is_added_default(added: dict[str, Any], key: str, value: Any) -> bool:
     return key in added and added[key] == value
-
-
-def runtime_fields(config: dict[str, Any]) -> frozenset[str]:
-    """The keys of a run's ``config.json`` that say where or how fast it ran, for the run's own family."""
-    return frozenset(spec_type(config).RUNTIME)

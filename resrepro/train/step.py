@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resrepro.train.groups import RunningStats
 from resrepro.train.runtime import autocast
 
 
@@ -26,13 +27,15 @@ class TrainStep:
 
     ``forward`` is the model as called (DDP-wrapped, compiled); ``ddp`` the DDP module whose gradient all-reduce
     waits for the last micro-batch (None in one process); ``loss(forward, x, y)`` the family's loss and misses.
-    Micro-batch j holds what rank j would get on ``accumulate`` times as many GPUs."""
+    Micro-batch j (``x[j::accumulate]``) is one BN group (:mod:`resrepro.train.groups`); ``running`` combines
+    the ranks' BN running statistics after each step (None in one process)."""
 
     def __init__(self, forward: Callable[..., Any], optimizer: torch.optim.Optimizer,
                  loss: Callable[[Any, Any, Any], tuple[torch.Tensor, torch.Tensor]], precision: str,
-                 device: torch.device, accumulate: int = 1, ddp: nn.Module | None = None) -> None:
+                 device: torch.device, accumulate: int = 1, ddp: nn.Module | None = None,
+                 running: RunningStats | None = None) -> None:
         self.forward, self.optimizer, self.loss, self.precision = forward, optimizer, loss, precision
-        self.device, self.accumulate, self.ddp = device, accumulate, ddp
+        self.device, self.accumulate, self.ddp, self.running = device, accumulate, ddp, running
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # this interval's loss, misses, images
 
     def __call__(self, x: Any, y: Any, lr: float) -> torch.Tensor:
@@ -40,6 +43,12 @@ class TrainStep:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         wrong = torch.zeros((), device=self.device, dtype=torch.float64)
+        with self.running.step() if self.running is not None else nullcontext():
+            self._micro_batches(x, y, wrong)
+        self.optimizer.step()
+        return wrong
+
+    def _micro_batches(self, x: Any, y: Any, wrong: torch.Tensor) -> None:
         accumulate = self.accumulate
         for j in range(accumulate):
             xj, yj = (x, y) if accumulate == 1 else (x[j::accumulate], y[j::accumulate])
@@ -53,5 +62,3 @@ class TrainStep:
             # may wait for the GPU) on every micro-batch.
             self.sums[:2] += torch.stack([loss.detach().double() * len(y), misses.double()])
             self.sums[2] += len(yj)
-        self.optimizer.step()
-        return wrong

@@ -13,6 +13,7 @@ from resrepro.data.datasets import load_dataset
 from resrepro.data.pipeline import BatchStream, ImageSet, eval_batches, normalizer
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
+from resrepro.train.groups import micro_batches, rank_positions
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe
 from resrepro.train.runtime import autocast, use_channels_last
@@ -44,8 +45,7 @@ def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torc
 
 
 def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, rank: int = 0, world: int = 1) -> Recipe:
-    if world > 1:
-        raise ResreproError("CIFAR runs train in one process (a 6n+2 net at batch 128 does not need several GPUs)")
+    per_rank = micro_batches(spec.batch_size, spec.bn_group, world)
     splits = load_dataset(spec.dataset, spec.data_dir, val_split=spec.val_split, verify=spec.verify)
     mean, std = normalizer(splits.train, spec.normalize)
     channels = splits.train.images.shape[1]
@@ -54,7 +54,8 @@ def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, ran
 
     def batches(step: int, state: dict[str, Any] | None) -> BatchStream:
         stream = BatchStream(splits.train, spec.batch_size, device=device, seed=spec.seed, augment=spec.augment,
-                             pad=spec.pad, mean=mean, std=std, channels_last=channels_last)
+                             pad=spec.pad, mean=mean, std=std, channels_last=channels_last,
+                             take=rank_positions(spec.batch_size, spec.batch_size // spec.bn_group, rank, world))
         if state is not None:
             stream.load_state_dict(state)
         return stream
@@ -71,10 +72,10 @@ def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, ran
         batches=batches, schedule=schedule, train_images=len(splits.train), eval_split=splits.eval_split,
         evaluate=evaluate, finish=finish,
         model_info={"num_classes": splits.train.num_classes, "in_channels": channels},
-        summary=lambda skipped: {"warmup_released_at": schedule.released_at},
-        out_of_memory=("use a GPU with more memory or a smaller --batch-size (CIFAR trains in one process)"
-                       if spec.grad_checkpoint else "use --grad-checkpoint: it recomputes each stage's activations "
-                       "in the backward pass instead of keeping them (less memory, more time)"),
+        summary=lambda skipped: {"warmup_released_at": schedule.released_at}, micro_batches=per_rank,
+        out_of_memory=("train on more GPUs, each taking fewer of the batch's BN groups" if spec.grad_checkpoint
+                       else "use --grad-checkpoint: it recomputes each stage's activations in the backward pass "
+                       "instead of keeping them (less memory, more time)"),
     )
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
+from resrepro.train.groups import rank_positions
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.runtime import autocast
 from resrepro.train.schedule import Schedule
@@ -146,13 +147,15 @@ class _Batches:
     failed to decode (one image per batch on VOC) is replaced by the next one: ``extra`` counts those drawn, so
     that a resume starts where this stream stands."""
 
-    def __init__(self, spec: DetectionSpec, train_set, step: int, steps_per_epoch: int, per_rank: int, rank: int,
-                 world: int, device: torch.device, state: dict[str, Any] | None = None) -> None:
+    def __init__(self, spec: DetectionSpec, train_set, step: int, steps_per_epoch: int, rank: int, world: int,
+                 device: torch.device, state: dict[str, Any] | None = None) -> None:
         self.train_set, self.device, self.steps_per_epoch = train_set, device, steps_per_epoch
         self.extra = int((state or {}).get("extra", 0))
         step += self.extra
 
-        epoch = EpochLoader(_Flipped(train_set), spec.seed, rank, world, per_rank, num_workers=spec.workers,
+        # Each rank its every world-th image of the batch (BN is frozen: no BN groups to keep).
+        epoch = EpochLoader(_Flipped(train_set), spec.seed, spec.batch_size,
+                            rank_positions(spec.batch_size, world, rank, world), num_workers=spec.workers,
                             collate_fn=_collate)
         self.stream = endless(epoch, step, steps_per_epoch)
 
@@ -229,17 +232,16 @@ def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: b
 
     if spec.batch_size % world:
         raise ResreproError(f"--batch-size {spec.batch_size} must divide into {world} processes")
-    per_rank = spec.batch_size // world
     data_dir = Path(spec.data_dir).expanduser() if spec.data_dir else None
     train_set = load_detection(spec.dataset, "train", data_dir)
     test_set = load_detection(spec.dataset, "test", data_dir)
-    steps_per_epoch = len(train_set) // world // per_rank
+    steps_per_epoch = len(train_set) // spec.batch_size
     if steps_per_epoch < 1:
         raise ResreproError(f"{len(train_set)} training images do not fill one mini-batch of {spec.batch_size}")
     protocol = PROTOCOLS[spec.dataset]
 
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
-        return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device, state)
+        return _Batches(spec, train_set, step, steps_per_epoch, rank, world, device, state)
 
     def evaluate(model: nn.Module) -> dict[str, Any]:
         result = score(detect(model, test_set, device, spec.precision, rank, world), test_set, protocol)
@@ -253,6 +255,9 @@ def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: b
         model_info={"num_classes": len(train_set.classes), "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "test": test_set.skipped}},
         loss=detection_loss, counts_errors=False,
+        # Each rank samples its RoIs from its own random stream and averages the loss over its own images: on
+        # another number of processes, another computation.
+        same_across_worlds=False,
     )
 
 

@@ -16,6 +16,7 @@ from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train import imagenet_eval
+from resrepro.train.groups import micro_batches, rank_positions
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
 from resrepro.train.runtime import autocast
@@ -24,14 +25,15 @@ from resrepro.train.spec import ImageNetSpec
 
 
 class _Batches:
-    """This rank's batches from iteration ``step`` on. The sampler is a function of (seed, epoch, rank), so
-    the position is all a resume needs: the state is empty."""
+    """This rank's BN groups of each batch from iteration ``step`` on. The sampler is a function of (seed, epoch,
+    rank's share), so the position is all a resume needs: the state is empty."""
 
-    def __init__(self, spec: ImageNetSpec, train_set, step: int, steps_per_epoch: int, per_rank: int, rank: int,
-                 world: int, device: torch.device, channels_last: bool) -> None:
+    def __init__(self, spec: ImageNetSpec, train_set, step: int, steps_per_epoch: int, rank: int, world: int,
+                 device: torch.device, channels_last: bool) -> None:
         self.train_set, self.device, self.channels_last = train_set, device, channels_last
 
-        epoch = EpochLoader(train_set, spec.seed, rank, world, per_rank, num_workers=spec.workers,
+        take = rank_positions(spec.batch_size, spec.batch_size // spec.bn_group, rank, world)
+        epoch = EpochLoader(train_set, spec.seed, spec.batch_size, take, num_workers=spec.workers,
                             collate_fn=skip_none_collate, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(spec.seed))
         self.stream = endless(epoch, step, steps_per_epoch)
@@ -80,9 +82,7 @@ def _val_loader(val_set, spec: ImageNetSpec, device: torch.device, rank: int, wo
 
 def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: bool, rank: int = 0,
                     world: int = 1) -> Recipe:
-    if spec.batch_size % (world * spec.accumulate):
-        raise ResreproError(f"--batch-size {spec.batch_size} must divide into {world} processes × "
-                            f"{spec.accumulate} micro-batches")
+    micro = micro_batches(spec.batch_size, spec.bn_group, world)
     per_rank = spec.batch_size // world
     train_loader, val_loader = imagenet_loaders(spec.data_root(), per_rank, workers=spec.workers,
                                                 normalize=spec.normalize, seed=spec.seed, scale=spec.scale,
@@ -90,12 +90,12 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
     train_set, val_set = train_loader.dataset, val_loader.dataset
     num_classes = spec.num_classes or len(train_set.classes)
     check_num_classes(num_classes, train_set.classes)
-    steps_per_epoch = len(train_set) // world // per_rank
+    steps_per_epoch = len(train_set) // spec.batch_size
     if steps_per_epoch < 1:
         raise ResreproError(f"{len(train_set)} training images do not fill one batch of {spec.batch_size}")
 
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
-        return _Batches(spec, train_set, step, steps_per_epoch, per_rank, rank, world, device, channels_last)
+        return _Batches(spec, train_set, step, steps_per_epoch, rank, world, device, channels_last)
 
     val_loader = _val_loader(val_set, spec, device, rank, world, per_rank)  # its workers start at the first use
 
@@ -107,18 +107,17 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
         finish=lambda model: {"eval_protocol": "center"},
         model_info={"num_classes": num_classes, "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "val": val_set.skipped}},
-        out_of_memory=_out_of_memory(spec, per_rank),
+        out_of_memory=_out_of_memory(spec, micro), micro_batches=micro,
     )
 
 
-def _out_of_memory(spec: ImageNetSpec, per_rank: int) -> str:
-    """More micro-batches (the next count that divides a GPU's share), else more GPUs."""
-    gpus = "more GPUs (torchrun --nproc-per-node N)"
-    more = next((a for a in range(spec.accumulate + 1, per_rank + 1) if per_rank % a == 0), None)
-    if more is None:
-        return f"train on {gpus}"
-    return (f"use --accumulate {more} (micro-batches of {per_rank // more}: the same batch, BN over fewer images) "
-            f"or train on {gpus}")
+def _out_of_memory(spec: ImageNetSpec, micro: int) -> str:
+    """More GPUs, each taking fewer of the batch's BN groups; one group per GPU already: a smaller BN group."""
+    gpus = "train on more GPUs (torchrun --nproc-per-node N), each taking fewer of the batch's BN groups"
+    if micro > 1:
+        return gpus
+    return (f"{gpus}, or a smaller --bn-group than {spec.bn_group} (BN over fewer images: another net than the "
+            "paper's)")
 
 
 def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[str, Any]:
