@@ -31,6 +31,9 @@ def sweep(
     out: Path | None = typer.Option(None, help="Output folder [default: results/EXPERIMENT/SCALE]."),
     gpus: str | None = typer.Option(
         None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
+    gpus_per_run: int = typer.Option(1, min=1, help="Local: train each run on this many of --gpus, one DDP rank "
+                                     "per GPU (--gpus 0,1,2,3 --gpus-per-run 2: two runs at a time). The run's BN "
+                                     "groups stay as its recipe sets them: the same net on any number of GPUs."),
     executor: Executor = typer.Option(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
     partition: str | None = typer.Option(None, help="Slurm: the partition [default: the cluster's]."),
@@ -71,8 +74,9 @@ def sweep(
     check_output(out, folder=True)
     slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
-    result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
-                       progress=True, report=lambda m: err.print(escape(m), highlight=False), force=force)
+    result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, gpus_per_run=gpus_per_run, slurm=slurm,
+                       out_dir=out, progress=True, report=lambda m: err.print(escape(m), highlight=False),
+                       force=force)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:

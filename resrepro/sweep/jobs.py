@@ -43,11 +43,12 @@ class SlurmOptions:
 
 
 
-def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False) -> Any:
-    """The one trainer, for a spec of any family (module-level, so worker processes and Slurm can unpickle it)."""
-    from resrepro.train.loop import train
+def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False, ranks: int = 1) -> Any:
+    """The one trainer, for a spec of any family (module-level, so worker processes and Slurm can unpickle it);
+    ``ranks`` > 1: as that many processes here, one per GPU the process sees (DDP, the run's BN groups kept)."""
+    from resrepro.train.launch import train_ranks
 
-    return train(spec, run_dir, progress=progress)
+    return train_ranks(spec, run_dir, ranks, progress=progress)
 
 
 # An outcome that starts so is no failure: another process (a second sweep planned at the same moment, a
@@ -152,15 +153,15 @@ def check_gpus(gpus: list[int]) -> None:
                             f"has {have})")
 
 
-_WORKER: dict[str, Any] = {}  # in a worker process: its GPU, the queue it goes back to, the sweep's stop event
+_WORKER: dict[str, Any] = {}  # in a worker process: its GPUs, the queue they go back to, the sweep's stop event
 
 
 def _start_worker(free_gpus: Any, stop: Any, pids: Any, parent: int) -> None:
     # Spawned, not forked: CUDA is not initialised yet when CUDA_VISIBLE_DEVICES is set.
-    gpu = free_gpus.get()
-    _WORKER.update(gpu=gpu, free_gpus=free_gpus, stop=stop)
+    gpus = free_gpus.get()
+    _WORKER.update(gpus=gpus, free_gpus=free_gpus, stop=stop)
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # --gpus counts the GPUs the sweep sees, as torch does
-    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[gpu] if visible else str(gpu)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible.split(",")[g] if visible else str(g) for g in gpus)
     pids.put(os.getpid())
     if sys.platform.startswith("linux"):
         # The kernel sends SIGTERM when the sweep's process dies, even by SIGKILL, which no handler sees: the
@@ -179,7 +180,7 @@ def _attempt_on_gpu(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tupl
             return f"{run_dir}: not started, the sweep was stopped"
         return _attempt(train_fn, spec, run_dir, evals)
     finally:
-        _WORKER["free_gpus"].put(_WORKER["gpu"])
+        _WORKER["free_gpus"].put(_WORKER["gpus"])
 
 
 @contextmanager
@@ -201,17 +202,28 @@ def _sigterm_stops_sweep() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def gpu_groups(gpus: list[int], per_run: int) -> list[tuple[int, ...]]:
+    """``--gpus`` taken ``per_run`` at a time, one group per run in training; refused unless they share out."""
+    if per_run < 1 or len(gpus) % per_run:
+        raise ResreproError(f"--gpus-per-run {per_run} must divide the {len(gpus)} GPU(s) of --gpus "
+                            f"{','.join(map(str, gpus))}")
+    return [tuple(gpus[i:i + per_run]) for i in range(0, len(gpus), per_run)]
+
+
 def per_gpu(todo: list[PlanItem], gpus: list[int], train_fn: TrainFn,
-             report: Report) -> dict[Path, str | None]:
+             report: Report, per_run: int = 1) -> dict[Path, str | None]:
+    """Each run on ``per_run`` of ``gpus`` (its worker sees those alone; ``train_fn`` starts a rank on each)."""
     ctx = multiprocessing.get_context("spawn")
     free_gpus, stop, pids = ctx.Queue(), ctx.Event(), ctx.Queue()
-    for g in gpus:
-        free_gpus.put(g)
-    report(f"{len(todo)} runs on GPUs {','.join(map(str, gpus))}, one worker process per GPU")
+    groups = gpu_groups(gpus, per_run)
+    for group in groups:
+        free_gpus.put(group)
+    each = "one worker process per GPU" if per_run == 1 else f"{per_run} GPUs (one rank each) per run"
+    report(f"{len(todo)} runs on GPUs {','.join(map(str, gpus))}, {each}")
     outcomes: dict[Path, str | None] = {}
     # One run per worker process: the pool hands out runs ahead, and a worker that outlived its run's stop
     # would start the next one.
-    pool = ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_start_worker, max_tasks_per_child=1,
+    pool = ProcessPoolExecutor(len(groups), mp_context=ctx, initializer=_start_worker, max_tasks_per_child=1,
                                initargs=(free_gpus, stop, pids, os.getpid()))
     futures = {pool.submit(_attempt_on_gpu, train_fn, i.run.spec, i.run_dir, i.evals): i.run_dir for i in todo}
     try:

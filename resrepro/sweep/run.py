@@ -18,6 +18,7 @@ from resrepro.sweep.jobs import (
     SlurmOptions,
     TrainFn,
     check_gpus,
+    gpu_groups,
     in_process,
     per_gpu,
     slurm_array,
@@ -52,6 +53,7 @@ def run_sweep(
     *,
     executor: str = "local",
     gpus: list[int] | None = None,
+    gpus_per_run: int = 1,
     slurm: SlurmOptions | None = None,
     out_dir: str | Path | None = None,
     train_fn: TrainFn | None = None,
@@ -63,6 +65,8 @@ def run_sweep(
     """Train and evaluate what the experiment lacks, then render it into ``out_dir`` (default
     results/<name>/<scale>).
 
+    ``gpus_per_run``: locally, each run trains on that many of ``gpus`` as one rank per GPU (DDP; the run's BN
+    groups, and so its result, are those of one GPU).
     ``train_fn(spec, run_dir)`` defaults to the trainer of the spec's family; it must be a module-level
     function (it is pickled for worker processes and Slurm). Evaluations run in the same job, after it. A
     failing run is recorded in ``failed`` and the others go on. A run another process is training (a second
@@ -75,6 +79,9 @@ def run_sweep(
         raise ResreproError(f"unknown executor {executor!r}: choose {', '.join(EXECUTORS)}")
     if executor == "local" and gpus:
         check_gpus(gpus)
+        gpu_groups(gpus, gpus_per_run)
+    elif gpus_per_run != 1:
+        raise ResreproError("--gpus-per-run is for the local executor with --gpus (Slurm: --gpus-per-job)")
     report = report or (lambda _: None)
     runs_root = Path(runs_root)
     result = SweepResult(plan(experiment, runs_root))
@@ -87,13 +94,14 @@ def run_sweep(
     if todo:
         # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
         # not as bars from several workers drawing over each other on one terminal.
-        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()))
+        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()),
+                                              gpus_per_run)
         outcomes: dict[Path, str | None] = {}
         for wave in _waves(todo):
             if executor == "local" and not gpus:
                 outcomes |= in_process(wave, train_fn, report)
             elif executor == "local":
-                outcomes |= per_gpu(wave, gpus, train_fn, report)
+                outcomes |= per_gpu(wave, gpus, train_fn, report, gpus_per_run)
             else:
                 slurm = slurm or SlurmOptions()
                 folder = slurm.folder or runs_root / ".submitit" / f"{experiment.group}-{experiment.scale}"
@@ -134,5 +142,5 @@ def results_dir(experiment: Experiment) -> Path:
     return Path("results") / experiment.name / experiment.scale
 
 
-def _default_train(progress: bool) -> TrainFn:
-    return functools.partial(train_any, progress=progress)
+def _default_train(progress: bool, ranks: int = 1) -> TrainFn:
+    return functools.partial(train_any, progress=progress, ranks=ranks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,6 +168,25 @@ def test_one_worker_process_per_gpu(tmp_path, fig1, eight_gpus):
     assert len(result.trained) == 2 and not result.failed
     gpus = {RunDir(p).read_summary()["gpu"] for p in result.trained}
     assert gpus <= {"3", "5"} and os.environ.get("CUDA_VISIBLE_DEVICES") != "3"
+
+
+def test_gpus_per_run_gives_each_run_its_own_gpus(tmp_path, fig1, eight_gpus):
+    """--gpus 3,4,5,6 --gpus-per-run 2: each run's worker sees two of them (its ranks' cuda:0 and cuda:1)."""
+    result = run_sweep(fig1, tmp_path, gpus=[3, 4, 5, 6], gpus_per_run=2, train_fn=fake_train, render=False)
+    assert len(result.trained) == 2 and not result.failed
+    assert {RunDir(p).read_summary()["gpu"] for p in result.trained} <= {"3,4", "5,6"}
+
+
+@pytest.mark.parametrize(("gpus", "per_run", "message"), [
+    ([0, 1, 2], 2, "--gpus-per-run 2 must divide the 3 GPU(s) of --gpus 0,1,2"),
+    (None, 2, "--gpus-per-run is for the local executor with --gpus"),
+])
+def test_gpus_that_do_not_share_out_are_refused_before_any_run(tmp_path, fig1, eight_gpus, gpus, per_run, message):
+    from resrepro.errors import ResreproError
+
+    with pytest.raises(ResreproError, match=re.escape(message)):
+        run_sweep(fig1, tmp_path, gpus=gpus, gpus_per_run=per_run, train_fn=fake_train, render=False)
+    assert not any(tmp_path.iterdir())
 
 
 def test_detectors_start_after_the_backbones_the_sweep_trains_even_in_parallel(tmp_path, eight_gpus):
