@@ -73,7 +73,9 @@ def cifar_recipe(spec: CifarSpec, device: torch.device, channels_last: bool, ran
         evaluate=evaluate, finish=finish,
         model_info={"num_classes": splits.train.num_classes, "in_channels": channels},
         summary=lambda skipped: {"warmup_released_at": schedule.released_at}, micro_batches=per_rank,
-        out_of_memory=("train on more GPUs, each taking fewer of the batch's BN groups" if spec.grad_checkpoint
+        out_of_memory=("use a GPU with more memory or a smaller --batch-size" + (
+                           ", or train on more GPUs (--ranks N), each taking fewer of the batch's BN groups"
+                           if per_rank > 1 else "") if spec.grad_checkpoint
                        else "use --grad-checkpoint: it recomputes each stage's activations in the backward pass "
                        "instead of keeping them (less memory, more time)"),
     )
