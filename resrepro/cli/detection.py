@@ -60,11 +60,14 @@ def train_detection(
     device: str = typer.Option(DetectionSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's "
                                "own GPU)."),
     tensorboard: bool = typer.Option(False, help=TENSORBOARD_HELP),
+    ranks: int = typer.Option(1, "--ranks", min=1, help="Train as this many processes on this machine (DDP; rank r "
+                              "on cuda:r), each taking its share of every mini-batch. BN is frozen: no BN groups; a "
+                              "run resumes only on the number of processes it started on."),
 ) -> None:
     """Fine-tune Faster R-CNN on VOC or COCO with the paper's recipe (appendix A); rerun to resume.
 
     RPN and Fast R-CNN are trained jointly in one step (torchvision's approximate joint training). Several GPUs:
-    torchrun --nproc-per-node 8 -m resrepro train detection ... (DDP).
+    --ranks 8, or torchrun --nproc-per-node 8 -m resrepro train detection ... (DDP).
     """
     import json
 
@@ -83,7 +86,7 @@ def train_detection(
     out = out or Path("runs") / f"det-{spec.dataset}-{spec.model}-s{seed}"
     start = "from scratch" if spec.from_scratch else f"backbone {spec.backbone_hash}"
     summary = train_on_ranks(spec, out, device, f"[bold]Faster R-CNN {spec.model}[/] ({spec.dataset}, {start}, "
-                             f"{spec.iters:,} iterations, {spec.batch_size} images per mini-batch")
+                             f"{spec.iters:,} iterations, {spec.batch_size} images per mini-batch", ranks)
     if summary is not None:
         final = summary["final"]
         err.print(f"done: test mAP ({final['eval_protocol']}) {100 * (1 - final['eval_error']):.2f}% after "

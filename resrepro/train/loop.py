@@ -77,6 +77,9 @@ def init_distributed(local_rank: int, device: str = "auto", timeout_s: float = R
 
     dev = resolve_device(device)
     if dev.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ResreproError(f"local rank {local_rank} has no GPU of its own: this machine shows "
+                                f"{torch.cuda.device_count()} (start at most that many ranks per machine)")
         torch.cuda.set_device(local_rank)
     where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
     try:

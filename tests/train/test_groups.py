@@ -180,3 +180,19 @@ def test_non_finite_statistics_on_one_rank_stop_every_rank(tmp_path):
     assert said[1].startswith("the weights became NaN/inf before iteration 4"), said
     state = load_checkpoint(tmp_path / "run")  # the last good checkpoint is kept
     assert state["step"] == 2 and all(t.isfinite().all() for t in state["model"].values() if t.is_floating_point())
+
+
+def test_a_rank_that_cannot_meet_the_others_fails_in_one_line(monkeypatch):
+    import torch.distributed as dist
+
+    from resrepro.train.loop import init_distributed
+
+    port = free_port()
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # rank 1 never comes
+    with pytest.raises(ResreproError, match=f"rank 0 of 2 could not join the others at 127.0.0.1:{port} within 2 s"
+                       ) as e:
+        init_distributed(0, "cpu", timeout_s=2)
+    assert "\n" not in str(e.value) and not dist.is_initialized()
