@@ -187,7 +187,7 @@ def test_unknown_key_is_named(tmp_path, text, key, where, line):
     (GOOD + 'skip_at = ["huge"]\n', "unknown scale 'huge'"),
     (GOOD.replace('"digits"', '"mnist"'), "plain20-s0 at scale 'tiny': unknown dataset"),
     (GOOD.replace("plain20", "resnet18") + "scale = [32, 40]\ncrop = 36\n", "resnet18-s0 .*crop <= low"),
-    (GOOD + "accumulate = 2\n", "plain20-s0 at scale 'tiny': the cifar trainer has no setting accumulate"),
+    (GOOD + "crop = 28\n", "plain20-s0 at scale 'tiny': the cifar trainer has no setting crop"),
     (GOOD + "momentum = -1.0\n", r"plain20-s0 at scale 'tiny': momentum must be in \[0, 1\), got -1.0"),
     (GOOD + "lr = nan\n", "lr must be a finite number > 0, got nan"),
     (GOOD + "lr_decay = inf\n", "lr_decay must be a finite number > 0, got inf"),
