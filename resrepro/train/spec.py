@@ -159,10 +159,6 @@ class RunSpec:
         if any(a >= b for a, b in itertools.pairwise(m)) or any(i < 1 for i in m):
             twice = " (one given twice divides lr by 100 at once)" if len(set(m)) < len(m) else ""
             raise ResreproError(f"milestones must be increasing iterations >= 1, got {m}{twice}")
-        bn_group = getattr(self, "bn_group", None)
-        if bn_group is not None and not (1 <= bn_group <= self.batch_size and self.batch_size % bn_group == 0):
-            raise ResreproError(f"--bn-group {bn_group} must divide --batch-size {self.batch_size} into BN groups of "
-                                "equal size")
         positive("lr", self.lr)
         positive("lr_decay", self.lr_decay)
         if not 0 <= self.momentum < 1:  # NaN fails too; momentum 1 never forgets a gradient and diverges
@@ -231,6 +227,7 @@ class CifarSpec(RunSpec):
         if resolve(self.model).family != "cifar":
             raise ResreproError(f"{self.model} is an ImageNet net; use `resrepro train imagenet`")
         super().check()
+        _check_bn_group(self)
         if self.eval_batch_size < 1 or self.val_split < 0 or self.pad < 0:
             raise ResreproError("eval-batch-size must be at least 1, val-split and pad non-negative")
         positive("warmup_lr", self.warmup_lr)
@@ -298,6 +295,7 @@ class ImageNetSpec(RunSpec):
             raise ResreproError(f"the ImageNet trainer reads an ImageFolder: dataset 'imagenet' (ImageNet-1k) or "
                                 f"'digits' (the tiny scale's, written on first use), not {self.dataset!r}")
         super().check()
+        _check_bn_group(self)
         low, high = self.scale if len(self.scale) == 2 else (0, -1)
         if not 0 < self.crop <= low <= high:
             raise ResreproError(f"scale must be [low, high] shorter sides with crop <= low <= high, got scale "
@@ -414,6 +412,12 @@ def _resolve_bn_group(spec: RunSpec, default: int) -> None:
     """``bn_group`` None: the family's default, or one group of a smaller batch (kept as a number in config.json)."""
     if spec.bn_group is None and isinstance(spec.batch_size, int):
         object.__setattr__(spec, "bn_group", min(default, spec.batch_size))
+
+
+def _check_bn_group(spec: RunSpec) -> None:
+    if not (1 <= spec.bn_group <= spec.batch_size and spec.batch_size % spec.bn_group == 0):
+        raise ResreproError(f"--bn-group {spec.bn_group} must divide --batch-size {spec.batch_size} into BN groups of "
+                            "equal size")
 
 
 def spec_from_config(config: dict[str, Any]) -> RunSpec:
