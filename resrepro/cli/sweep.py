@@ -35,10 +35,14 @@ def sweep(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
     partition: str | None = typer.Option(None, help="Slurm: the partition [default: the cluster's]."),
     time_min: int = typer.Option(24 * 60, min=1, help="Slurm: time limit per run, minutes; a run that outlives it "
-                                 "is requeued and resumes."),
-    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run."),
-    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run."),
+                                 "checkpoints (warned by SIGUSR2), is requeued and resumes."),
+    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run, one DDP rank each."),
+    ranks_per_job: int | None = typer.Option(
+        None, min=1, help="Slurm: DDP ranks per run on CPUs (gloo), with --gpus-per-job 0 [default: one per GPU]."),
+    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run, shared by its ranks."),
     parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
+    # Seconds of warning (SIGUSR2) before a time limit; hidden: the default suits every run, and tests need less.
+    signal_delay_s: int = typer.Option(90, min=1, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     force: bool = typer.Option(False, "--force", help="Replace a table or figure even when the one in OUT was "
@@ -69,7 +73,10 @@ def sweep(
         check_gpus(gpu_ids)
     out = out or results_dir(exp)
     check_output(out, folder=True)
-    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
+    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel, ranks_per_job=ranks_per_job,
+                         signal_delay_s=signal_delay_s)
+    if executor is not Executor.local:
+        slurm.check()
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, slurm=slurm, out_dir=out,
                        progress=True, report=lambda m: err.print(escape(m), highlight=False), force=force)

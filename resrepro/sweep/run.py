@@ -15,15 +15,14 @@ from resrepro.sweep.jobs import (
     BY_ANOTHER,
     IN_USE,
     Report,
-    SlurmOptions,
     TrainFn,
     check_gpus,
     in_process,
     per_gpu,
-    slurm_array,
     train_any,
 )
 from resrepro.sweep.plan import PlanItem, plan
+from resrepro.sweep.slurm import SlurmOptions, slurm_array
 from resrepro.train.evaluate import eval_path
 from resrepro.train.families import family_of
 from resrepro.train.rundir import check_locks
