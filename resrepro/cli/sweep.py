@@ -41,8 +41,6 @@ def sweep(
         None, min=1, help="Slurm: DDP ranks per run on CPUs (gloo), with --gpus-per-job 0 [default: one per GPU]."),
     cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run, shared by its ranks."),
     parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
-    # Seconds of warning (SIGUSR2) before a time limit; hidden: the default suits every run, and tests need less.
-    signal_delay_s: int = typer.Option(90, min=1, hidden=True),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     force: bool = typer.Option(False, "--force", help="Replace a table or figure even when the one in OUT was "
@@ -50,7 +48,8 @@ def sweep(
 ) -> None:
     """Train every run a table or figure still lacks (local GPUs or Slurm), then render it.
 
-    Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
+    Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing. Under Slurm a run
+    that is preempted or reaches its time limit checkpoints, is requeued and resumes; the sweep waits for it.
     """
     from resrepro.experiments import list_experiments, load_experiment
 
@@ -73,8 +72,7 @@ def sweep(
         check_gpus(gpu_ids)
     out = out or results_dir(exp)
     check_output(out, folder=True)
-    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel, ranks_per_job=ranks_per_job,
-                         signal_delay_s=signal_delay_s)
+    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel, ranks_per_job=ranks_per_job)
     if executor is not Executor.local:
         slurm.check()
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")

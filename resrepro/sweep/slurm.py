@@ -51,9 +51,6 @@ class SlurmOptions:
     array_parallelism: int = 64  # at most this many runs of the array at once
     folder: Path | None = None  # submitit's logs and pickles; default <runs>/.submitit/<group>-<scale>
     ranks_per_job: int | None = None  # processes per run (DDP ranks); None: one per GPU, at least one
-    # Slurm sends SIGUSR2 this long before the time limit (submitit's --signal=USR2@90; Slurm may send it up to
-    # 30 s earlier still). The trainer then needs one step and one checkpoint.
-    signal_delay_s: int = 90
 
     @property
     def ranks(self) -> int:
@@ -113,14 +110,14 @@ def _leave(stop: Exception, device: str, world: int, rank: int) -> NoReturn:
         flag = torch.tensor(float(warned), device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         warned = bool(flag.item())
+    why = ("time limit ahead (SIGUSR2): the task is requeued" if warned else
+           "preempted, requeued or cancelled (SIGTERM)")
+    print(f"{stop} [{why}; a requeued task resumes from this checkpoint]", file=sys.stderr, flush=True)
     if warned and rank == 0:
         # Back to submitit's own handler (the trainer's is gone): it calls checkpoint(), which pickles this same
         # call again, runs `scontrol requeue` for this task and exits. Its count of requeues after a time limit
         # ends, past MAX_REQUEUES, in a result that says so.
         signal.raise_signal(signal.SIGUSR2)
-    why = "time limit ahead (SIGUSR2)" if warned else "preempted, requeued or cancelled (SIGTERM)"
-    print(f"{stop} [{why}: the task ends here; a requeued task resumes from this checkpoint]", file=sys.stderr,
-          flush=True)
     raise SystemExit(1)
 
 
@@ -138,7 +135,7 @@ def slurm_array(todo: list[PlanItem], cluster: str, opts: SlurmOptions, folder: 
         params: dict[str, Any] = {
             "name": "resrepro", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_job,
             "tasks_per_node": opts.ranks, "cpus_per_task": max(opts.cpus_per_job // opts.ranks, 1),
-            "slurm_array_parallelism": opts.array_parallelism, "slurm_signal_delay_s": opts.signal_delay_s,
+            "slurm_array_parallelism": opts.array_parallelism,
         }
         if opts.partition:
             params["slurm_partition"] = opts.partition
