@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import submitit.helpers
 
 from resrepro.errors import ResreproError
-from resrepro.sweep.jobs import Report, TrainFn, attempt, done_line
+from resrepro.sweep.jobs import BY_ANOTHER, Report, TrainFn, attempt, done_line
 from resrepro.train.rundir import RunDir
 from resrepro.train.spec import RunSpec
 
@@ -89,14 +89,19 @@ class TrainJob(submitit.helpers.Checkpointable):
                                                                           overwrite=True)
             spec = spec.replace(device=init_distributed(ranks.local_rank, spec.device))
         try:
-            return attempt(self.train_fn, spec, run_dir, evals if rank == 0 else ())
-        except Exception as e:  # only an interruption leaves _attempt: a signal, each rank's checkpoint saved
+            outcome = attempt(self.train_fn, spec, run_dir, evals if world == 1 else ())
+        except Exception as e:  # only an interruption leaves attempt: a signal, each rank's checkpoint saved
             _leave(e, spec.device, world, rank)
         finally:
             if world > 1:
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
+        if world > 1 and rank == 0 and evals and (outcome is None or outcome.startswith(BY_ANOTHER)):
+            # Evaluated by rank 0 alone, once the others have left: an evaluation sums over the process group if
+            # there is one, and would wait for them.
+            outcome = attempt(self.train_fn, spec, run_dir, evals) or outcome
+        return outcome
 
 
 def _leave(stop: Exception, device: str, world: int, rank: int) -> NoReturn:

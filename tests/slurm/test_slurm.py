@@ -43,10 +43,10 @@ LONG = {"models": ["resnet20"], "dataset": "digits", "width": 4, "batch_size": 3
         "milestones": [600, 900], "eval_every": 300, "checkpoint_every": 300, "augment": False}
 
 
-def experiment(where: Path, name: str, **settings) -> Path:
+def experiment(where: Path, name: str, renders: tuple[str, ...] = (), **settings) -> Path:
     """An experiment file of one scale, tiny, holding ``settings`` and its models."""
     models = settings.pop("models")
-    lines = [f'title = "{name}"', "renders = []", "[defaults]"]
+    lines = [f'title = "{name}"', f"renders = {list(renders)!r}", "[defaults]"]
     lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in settings.items()]
     lines += ["[scale.tiny]", "[[runs]]", f"models = {models!r}"]
     (where / f"{name}.toml").write_text("\n".join(lines).replace("'", '"') + "\n")
@@ -168,20 +168,24 @@ def test_a_cancelled_task_fails_the_sweep_in_one_line_naming_its_run(tmp_path):
 def test_a_task_of_two_ranks_trains_what_one_process_trains_with_the_same_bn_groups(tmp_path):
     """Two gloo ranks of one Slurm task, batch 16: each normalises its own 8 images; one process splitting each
     batch into the same two strided micro-batches of 8 (--accumulate 2) computes the same weights. Requeued after
-    its first checkpoint, the task checkpoints once (rank 0) at a step both ranks agreed on, and resumes.
+    its first checkpoint, the task checkpoints once (rank 0) at a step both ranks agreed on, and resumes; rank 0
+    then evaluates the run as Table 2 needs.
     (Only BN's running statistics differ: a rank keeps those of its own micro-batch, one process those of both.)"""
     settings = {"models": ["resnet18"], "dataset": "digits", "width": 4, "batch_size": 16, "iters": 120,
                 "milestones": [60, 90], "eval_every": 40, "checkpoint_every": 40, "scale": [32, 40], "crop": 28,
                 "workers": 0}
-    two = sweep(experiment(tmp_path, "ranks", **settings), tmp_path / "two" / "runs", "--executor", "slurm",
+    two = sweep(experiment(tmp_path, "ranks", ("table:table2",), **settings), tmp_path / "two" / "runs",
+                "--executor", "slurm",
                 "--gpus-per-job", "0", "--ranks-per-job", "2", "--cpus-per-job", "2")
     one = sweep(experiment(tmp_path, "one", **settings, accumulate=2), tmp_path / "one" / "runs")
     wait_for(tmp_path / "two" / "runs" / "ranks/tiny/resnet18-s0" / "checkpoint.pt")
     subprocess.run(["scontrol", "requeue", job_id(tmp_path / "two" / "runs")], check=True)
-    for proc in (two, one):
+    for proc, last in ((two, "0 finished before, 1 trained, 0 failed; 1 evaluations written under RUN/eval/"),
+                       (one, "0 finished before, 1 trained, 0 failed")):
         code, err = finish(proc)
-        assert code == 0 and err.splitlines()[-1] == "0 finished before, 1 trained, 0 failed", err
+        assert code == 0 and err.splitlines()[-1] == last, err
     a, b = tmp_path / "two/runs/ranks/tiny/resnet18-s0", tmp_path / "one/runs/one/tiny/resnet18-s0"
+    assert (a / "eval" / "ten-crop.json").exists()  # Table 2's protocol, by rank 0 once the ranks are done
     assert RunDir(a).read_summary()["world_size"] == 2 and RunDir(b).read_summary()["world_size"] == 1
     log = task_log(tmp_path / "two" / "runs")
     stops = re.findall(r"stopped at iteration (\d+); checkpoint saved", log)
