@@ -34,10 +34,11 @@ if TYPE_CHECKING:
 # takes; the bound only ends a run that cannot reach its next iteration within a time limit.
 MAX_REQUEUES = 100
 POLL_S = 5.0  # seconds between two looks at the queue: one squeue call for the whole array
-RESULT_GRACE_S = 15.0  # a task gone from the queue may still be writing its result to a shared file system
-# Slurm states in which a task may still write its result: waiting, running, requeued, ending.
-LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING", "SUSPENDED",
-        "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
+GRACE_S = 30.0  # how long a task out of the queue without a result is waited for (unless cancelled)
+# Slurm states in which a task may still write its result: waiting, running, requeued or preempted (and requeued
+# next, under PreemptMode=REQUEUE), ending.
+LIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "CONFIGURING", "COMPLETING",
+        "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD"}
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def slurm_array(todo: list[PlanItem], cluster: str, opts: SlurmOptions, folder: 
             raise ResreproError(f"cannot use --executor {cluster}: {e}") from None
         params: dict[str, Any] = {
             "name": "resrepro", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_job,
-            "tasks_per_node": opts.ranks, "cpus_per_task": max(opts.cpus_per_job // opts.ranks, 1),
+            "tasks_per_node": opts.ranks, "cpus_per_task": opts.cpus_per_job // opts.ranks,
             "slurm_array_parallelism": opts.array_parallelism,
         }
         if opts.partition:
@@ -193,13 +194,20 @@ def _wait(todo: list[PlanItem], jobs: list, array_id: str, report: Report) -> di
     (no sacct, submitit's way) has too."""
     outcomes: dict[Path, str | None] = {}
     waiting = dict(zip((job.job_id for job in jobs), zip(todo, jobs, strict=True), strict=True))
+    left: dict[str, float] = {}  # when a task was first seen out of the queue without a result
     while waiting:
         states = _states(array_id)
         for job_id, (item, job) in list(waiting.items()):
+            state = states.get(job_id) if states is not None else None
             if job.task(0).paths.result_pickle.exists():
                 outcome = _outcome(item, job)
-            elif states is not None and states.get(job_id) not in LIVE:
-                outcome = _vanished(item, job, states.get(job_id))
+            elif states is None or state in LIVE:  # squeue could not say, or still queued
+                left.pop(job_id, None)
+                continue
+            # Out of the queue: its result may still be on its way through a shared file system, or the task be
+            # on its way back (a requeue after a node failure passes through ended states); not once cancelled.
+            elif state == "CANCELLED" or time.monotonic() - left.setdefault(job_id, time.monotonic()) > GRACE_S:
+                outcome = _vanished(item, job, state)
             else:
                 continue
             del waiting[job_id]
@@ -234,14 +242,8 @@ def _outcome(item: PlanItem, job: Any) -> str | None:
     return outcome
 
 
-def _vanished(item: PlanItem, job: Any, state: str | None) -> str | None:
-    """A task that left the queue without a result (unless one arrives late): what Slurm said of it."""
-    if state != "CANCELLED":
-        deadline = time.monotonic() + RESULT_GRACE_S
-        while time.monotonic() < deadline:
-            if job.task(0).paths.result_pickle.exists():
-                return _outcome(item, job)
-            time.sleep(1)
+def _vanished(item: PlanItem, job: Any, state: str | None) -> str:
+    """A task that left the queue without a result: what Slurm said of it, and what is kept."""
     how = f"was {state.lower()}" if state else "left the queue"
     kept = "its checkpoint is kept, sweep again to resume" if RunDir(item.run_dir).checkpoint.exists() else \
         "it had no checkpoint yet"
