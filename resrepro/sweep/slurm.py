@@ -129,7 +129,7 @@ def _leave(stop: Exception, device: str, world: int, rank: int) -> NoReturn:
 
 def slurm_array(todo: list[PlanItem], cluster: str, opts: SlurmOptions, folder: Path, train_fn: TrainFn,
                 report: Report) -> dict[Path, str | None]:
-    """Submit one array task per run and wait for all of them; a run's outcome as ``_attempt`` gives it."""
+    """Submit one array task per run and wait for all of them; a run's outcome as ``attempt`` gives it."""
     import submitit
 
     opts.check()
