@@ -6,7 +6,10 @@ Each table below is one kind of damage, done to a small run in a scratch folder 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -138,6 +141,30 @@ def test_a_run_on_a_full_disk_is_one_line_and_leaves_no_lock(resume, tmp_path, m
     code, _, err = cli(monkeypatch, capsys, where, *RUN)
     one_error(code, err, "cannot write run/.lock: No space left on device")
     assert snapshot(where) == before  # no .lock, no empty run directory
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK], ids=errno.errorcode.get)
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_file_system_without_locks_is_one_line(code, command, tmp_path, monkeypatch, capsys):
+    """Lustre mounted without -o flock refuses flock() (ENOSYS); no such file system can be mounted here, so
+    flock is made to refuse as it does there. The sweep's plan probes its runs' locks before training any."""
+    (tmp_path / "home").mkdir()
+    if command == "sweep":  # a run the plan has to probe: started, not finished
+        RunDir(tmp_path / "runs/cifar10/tiny/plain20-s0").write_config({})
+
+    def no_locks(fd, how):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    args = RUN if command == "train" else ("sweep", "fig1", "--scale", "tiny", "--runs", "runs")
+    result, _, err = cli(monkeypatch, capsys, tmp_path, *args)
+    lock = "run/.lock" if command == "train" else "runs"
+    one_error(result, err, f"cannot lock {lock}: its file system does not support file locks ({os.strerror(code)}; "
+                           "Lustre, for one, needs to be mounted with -o flock)")
+    assert not (tmp_path / "run").exists()  # a run that cannot start leaves nothing behind
+    kept = ["runs", "runs/cifar10", "runs/cifar10/tiny", "runs/cifar10/tiny/plain20-s0",
+            "runs/cifar10/tiny/plain20-s0/config.json"] if command == "sweep" else []
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["home", *kept]
 
 
 # Settings that cannot work: refused before anything is allocated or written.

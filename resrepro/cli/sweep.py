@@ -38,9 +38,11 @@ def sweep(
         Executor.local, help="local; slurm: a job array through submitit; debug: the slurm path in-process."),
     partition: str | None = typer.Option(None, help="Slurm: the partition [default: the cluster's]."),
     time_min: int = typer.Option(24 * 60, min=1, help="Slurm: time limit per run, minutes; a run that outlives it "
-                                 "is requeued and resumes."),
-    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run."),
-    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run."),
+                                 "checkpoints (warned by SIGUSR2), is requeued and resumes."),
+    gpus_per_job: int = typer.Option(1, min=0, help="Slurm: GPUs per run, one DDP rank each."),
+    ranks_per_job: int | None = typer.Option(
+        None, min=1, help="Slurm: DDP ranks per run on CPUs (gloo), with --gpus-per-job 0 [default: one per GPU]."),
+    cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run, shared by its ranks."),
     parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
@@ -49,7 +51,8 @@ def sweep(
 ) -> None:
     """Train every run a table or figure still lacks (local GPUs or Slurm), then render it.
 
-    Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing.
+    Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing. Under Slurm a run
+    that is preempted or reaches its time limit checkpoints, is requeued and resumes; the sweep waits for it.
     """
     from resrepro.experiments import list_experiments, load_experiment
 
@@ -72,7 +75,9 @@ def sweep(
         check_gpus(gpu_ids)
     out = out or results_dir(exp)
     check_output(out, folder=True)
-    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel)
+    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel, ranks_per_job=ranks_per_job)
+    if executor is not Executor.local:
+        slurm.check()
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
     result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, gpus_per_run=gpus_per_run, slurm=slurm,
                        out_dir=out, progress=True, report=lambda m: err.print(escape(m), highlight=False),

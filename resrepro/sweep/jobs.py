@@ -1,5 +1,5 @@
-"""Where a sweep's runs go: one at a time in this process, one worker process per GPU, or a Slurm job array
-through submitit. Each job trains its run unless finished, then runs the evaluations its tables need."""
+"""Where a sweep's runs go: one at a time in this process, or one worker process per GPU (a Slurm job array:
+:mod:`resrepro.sweep.slurm`). Each job trains its run unless finished, then runs the evaluations its tables need."""
 
 from __future__ import annotations
 
@@ -13,11 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import submitit.helpers
 
 from resrepro.errors import ResreproError
 from resrepro.train.rundir import RunDir
@@ -28,19 +25,6 @@ if TYPE_CHECKING:
 
 TrainFn = Callable[[RunSpec, Path], Any]  # resrepro.train.loop.train's shape: (spec, run_dir) -> summary
 Report = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Slurm resources for each run of a job array (``resrepro sweep --executor slurm``)."""
-
-    partition: str | None = None  # None: the cluster's default partition
-    time_min: int = 24 * 60  # a run that outlives it is requeued and resumes from its checkpoint
-    gpus_per_job: int = 1
-    cpus_per_job: int = 8
-    array_parallelism: int = 64  # at most this many runs of the array at once
-    folder: Path | None = None  # submitit's logs and pickles; default <runs>/.submitit/<group>-<scale>
-
 
 
 def train_any(spec: RunSpec, run_dir: Path, *, progress: bool = False, ranks: int = 1) -> Any:
@@ -58,10 +42,10 @@ IN_USE = "in use, left to its holder: "
 BY_ANOTHER = "trained by another sweep: "
 
 
-def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
+def attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, ...] = ()) -> str | None:
     """Train one run unless it has finished, then evaluate it under each protocol of ``evals`` it lacks;
     return None, or a one-line error naming the run directory (IN_USE first if another process holds it).
-    Raises only on Ctrl-C."""
+    Raises only when a signal stopped the trainer, its checkpoint saved: Ctrl-C, or Slurm's SIGTERM or SIGUSR2."""
     from resrepro.train.rundir import RunInUse
 
     theirs = False
@@ -74,7 +58,7 @@ def _attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, 
     except RunInUse as e:
         return IN_USE + " ".join(str(e).split())
     except Exception as e:  # a failed run is reported and must not stop the others...
-        if _interrupted(e):  # ...but Ctrl-C (which the trainer turns into an exception) stops the sweep
+        if _interrupted(e):  # ...but a stop signal (the trainer turns it into an exception) is for the caller
             raise
         why = str(e) if isinstance(e, ResreproError) else f"{type(e).__name__}: {e}"
         return f"{run_dir}: {' '.join(why.split())}"  # one line, however many the exception's message has
@@ -97,7 +81,7 @@ def _interrupted(e: Exception) -> bool:
     return loop is not None and isinstance(e, loop.TrainingInterrupted)
 
 
-def _done(k: int, n: int, run_dir: Path, error: str | None) -> str:
+def done_line(k: int, n: int, run_dir: Path, error: str | None) -> str:
     if error and error.startswith((IN_USE, BY_ANOTHER)):
         return f"[{k}/{n}] skipped {run_dir}: {error}"
     return f"[{k}/{n}] " + (f"failed {error}" if error else f"done {run_dir}")
@@ -127,8 +111,8 @@ def in_process(todo: list[PlanItem], train_fn: TrainFn, report: Report) -> dict[
     for k, item in enumerate(todo, 1):
         left = _left(todo[:k - 1], todo[k - 1:], time.monotonic() - start)
         report(f"[{k}/{len(todo)}] {_verb(item)} {item.run_dir}{left}")
-        outcomes[item.run_dir] = _attempt(train_fn, item.run.spec, item.run_dir, item.evals)
-        report(_done(k, len(todo), item.run_dir, outcomes[item.run_dir]))
+        outcomes[item.run_dir] = attempt(train_fn, item.run.spec, item.run_dir, item.evals)
+        report(done_line(k, len(todo), item.run_dir, outcomes[item.run_dir]))
     return outcomes
 
 
@@ -178,7 +162,7 @@ def _attempt_on_gpu(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tupl
     try:
         if _WORKER["stop"].is_set():  # a run already handed to the pool when the sweep was stopped
             return f"{run_dir}: not started, the sweep was stopped"
-        return _attempt(train_fn, spec, run_dir, evals)
+        return attempt(train_fn, spec, run_dir, evals)
     finally:
         _WORKER["free_gpus"].put(_WORKER["gpus"])
 
@@ -234,7 +218,7 @@ def per_gpu(todo: list[PlanItem], gpus: list[int], train_fn: TrainFn,
                     outcomes[run_dir] = future.result()
                 except Exception as e:  # the worker process died (killed, out of memory): others go on
                     outcomes[run_dir] = f"{run_dir}: worker process failed: {type(e).__name__}: {e}"
-                report(_done(k, len(todo), run_dir, outcomes[run_dir]))
+                report(done_line(k, len(todo), run_dir, outcomes[run_dir]))
     except BaseException:  # Ctrl-C or SIGTERM: every worker checkpoints its run and stops, none starts another
         stop.set()
         _terminate_workers(pids)
@@ -254,53 +238,3 @@ def _terminate_workers(pids: Any) -> None:
     for worker in multiprocessing.active_children():  # live children only: a pid is never someone else's
         if worker.pid in started:
             worker.terminate()
-
-
-class TrainJob(submitit.helpers.Checkpointable):
-    """One Slurm array task. On timeout or preemption submitit requeues it with the same arguments, and
-    the trainer resumes from the run's last checkpoint."""
-
-    def __init__(self, train_fn: TrainFn) -> None:
-        self.train_fn = train_fn
-
-    def __call__(self, spec: RunSpec, run_dir: Path, evals: tuple[str, ...]) -> str | None:
-        # Errors come back as values: submitit's debug executor opens pdb on an exception.
-        return _attempt(self.train_fn, spec, run_dir, evals)
-
-
-def slurm_array(todo: list[PlanItem], cluster: str, opts: SlurmOptions, folder: Path, train_fn: TrainFn,
-              report: Report) -> dict[Path, str | None]:
-    import submitit
-
-    try:
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
-    except RuntimeError as e:  # no srun/sbatch here: a user error, not a crash
-        raise ResreproError(f"cannot use --executor {cluster}: {e}") from None
-    params: dict[str, Any] = {
-        "name": "resrepro", "timeout_min": opts.time_min, "gpus_per_node": opts.gpus_per_job,
-        "cpus_per_task": opts.cpus_per_job, "slurm_array_parallelism": opts.array_parallelism,
-    }
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
-    executor.update_parameters(**params)
-    try:
-        jobs = executor.map_array(TrainJob(train_fn), [i.run.spec for i in todo], [i.run_dir for i in todo],
-                                  [i.evals for i in todo])
-    except Exception as e:  # sbatch refused (unknown partition, limits): its message says why
-        raise ResreproError(f"could not submit the job array: {str(e).strip()}") from None
-    array_id = jobs[0].job_id.split("_")[0]
-    report(f"submitted {len(jobs)} runs as {cluster} job array {array_id}; logs in {folder}")
-    outcomes: dict[Path, str | None] = {}
-    for k, (item, job) in enumerate(zip(todo, jobs, strict=True), 1):
-        try:
-            outcomes[item.run_dir] = job.result()
-        except KeyboardInterrupt:
-            raise ResreproError(
-                f"stopped waiting; job array {array_id} keeps running (scancel {array_id} stops it). "
-                "Sweep again only after it ends: a sweep now would train its unfinished runs twice at once"
-            ) from None
-        except Exception as e:  # the job itself failed (node failure, out of memory, cancelled)
-            last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
-            outcomes[item.run_dir] = f"{item.run_dir}: job {job.job_id} failed: {last}"
-        report(_done(k, len(todo), item.run_dir, outcomes[item.run_dir]))
-    return outcomes

@@ -15,18 +15,18 @@ from resrepro.sweep.jobs import (
     BY_ANOTHER,
     IN_USE,
     Report,
-    SlurmOptions,
     TrainFn,
     check_gpus,
     gpu_groups,
     in_process,
     per_gpu,
-    slurm_array,
     train_any,
 )
 from resrepro.sweep.plan import PlanItem, plan
+from resrepro.sweep.slurm import SlurmOptions, slurm_array
 from resrepro.train.evaluate import eval_path
 from resrepro.train.families import family_of
+from resrepro.train.rundir import check_locks
 from resrepro.train.spec import RunSpec
 
 EXECUTORS = ("local", "slurm", "debug")  # debug: submitit's in-process executor (the Slurm path, no cluster)
@@ -92,6 +92,7 @@ def run_sweep(
             result.warnings.append(item.note)
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
+        check_locks(runs_root)  # one line for a file system without locks, not one failure per run
         # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
         # not as bars from several workers drawing over each other on one terminal.
         train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()),

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import fcntl
 import io
 import json
@@ -18,6 +19,7 @@ import os
 import shlex
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -151,13 +153,16 @@ class RunDir:
                 raise ResreproError(f"cannot write in {self.path}: {e.strerror} — a run directory must be a "
                                     "writable folder; choose another --out") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, self.path / LOCK)
             except BlockingIOError:
                 os.close(fd)
                 if time.monotonic() < deadline:
                     time.sleep(0.02)
                     continue
                 raise RunInUse(self._in_use()) from None
+            except ResreproError:  # no locks on this file system: nobody holds this file, ours goes
+                _release(fd, self.path / LOCK, None)
+                raise
             # The holder before us may have removed the file between our open and our lock: ours would then
             # lock a file nobody else can see. Only a lock on the file now at the path counts.
             try:
@@ -184,7 +189,7 @@ class RunDir:
         except OSError:  # no lock file (no run has ever held it), or none we may read
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, self.path / LOCK)
         except BlockingIOError:
             return _describe(os.pread(fd, 4096, 0))
         else:
@@ -246,6 +251,34 @@ def difference(a: RunSpec, b: RunSpec, a_name: str, b_name: str) -> str:
     x, y = a.identity(), b.identity()
     return ", ".join(f"{k}: {x.get(k)!r} {a_name}, {y.get(k)!r} {b_name}"
                      for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k))
+
+
+def check_locks(folder: Path) -> None:
+    """Refuse, in one line, a folder on a file system without file locks: a sweep asks before it starts any run,
+    rather than have each fail alike. Creates the folder."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".lock-probe-", dir=folder)
+    except OSError as e:
+        raise ResreproError(f"cannot write in {folder}: {e.strerror}") from None
+    try:
+        _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, folder)
+    finally:
+        os.close(fd)
+        Path(probe).unlink()
+
+
+def _flock(fd: int, how: int, what: Path) -> None:
+    """``fcntl.flock``; a file system without locks (Lustre mounted without ``-o flock``, some NFS setups) is one
+    line saying so, not a traceback. A lock that only seemed to work there would let two runs share a directory."""
+    try:
+        fcntl.flock(fd, how)
+    except OSError as e:
+        if e.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+            raise
+        raise ResreproError(f"cannot lock {what}: its file system does not support file locks "
+                            f"({e.strerror}; Lustre, for one, needs to be mounted with -o flock) — ask for a mount "
+                            "with locks, or put the runs (--runs, --out) on a file system that has them") from None
 
 
 def _whoami() -> dict[str, Any]:

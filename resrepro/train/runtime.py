@@ -116,23 +116,29 @@ def agreed_stop(requested: bool, step: int, world: int, device: torch.device, ev
 
 
 class TrainingInterrupted(ResreproError):
-    """Ctrl-C or SIGTERM: the checkpoint was saved; rerunning the same command resumes."""
+    """Ctrl-C, SIGTERM or SIGUSR2: the checkpoint was saved; rerunning the same command resumes."""
 
     # Which stop it was, set by :func:`stop_requests`: Ctrl-C is the user's own (exit 130, not an error); SIGTERM
-    # is Slurm's preemption or requeue, which a scheduler reads from exit code 2.
+    # is Slurm's preemption, requeue or cancellation, and SIGUSR2 its warning of a time limit ahead (sbatch
+    # --signal, as submitit asks for it), which a scheduler reads from exit code 2.
     signal: int | None = None
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 @contextmanager
 def stop_requests() -> Iterator[dict[str, int | None]]:
-    """Turn the first SIGINT/SIGTERM into a flag the loop checks after each step (then save and raise
-    :class:`TrainingInterrupted`, which leaves here naming the signal)."""
+    """Turn the first SIGINT/SIGTERM/SIGUSR2 into a flag the loop checks after each step (then save and raise
+    :class:`TrainingInterrupted`, which leaves here naming the signal). The handlers that were there before
+    (a Slurm task's, submitit's) are back once the block ends."""
     flag: dict[str, int | None] = {"signal": None}
 
     def handler(signum, frame):
-        flag["signal"] = signum
+        if flag["signal"] is None:  # the first says why: a requeue's SIGTERM after a time limit's USR2 is its echo
+            flag["signal"] = signum
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield flag
     except TrainingInterrupted as e:

@@ -1,5 +1,6 @@
 """Stopping `resrepro train`: Ctrl-C is a stop the user asked for (a plain line, exit 130, as the README says),
-SIGTERM a scheduler's (one red line, exit 2); either way the rerun says where it resumes."""
+SIGTERM a scheduler's, and SIGUSR2 its warning of a time limit (`sbatch --signal=USR2@90`): one red line, exit 2;
+either way the rerun says where it resumes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ ARGS = ["train", "cifar", "--n", "1", "--dataset", "synthetic", "--width", "4", 
         "60", "--milestones", "30,45", "--eval-every", "15", "--device", "cpu"]
 
 
-@pytest.mark.parametrize("signum, code, error", [(signal.SIGINT, 130, False), (signal.SIGTERM, 2, True)],
-                         ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("signum, code, error", [(signal.SIGINT, 130, False), (signal.SIGTERM, 2, True),
+                                                  (signal.SIGUSR2, 2, True)], ids=["ctrl-c", "sigterm", "sigusr2"])
 def test_a_stopped_run_says_where_its_checkpoint_is_and_the_rerun_resumes_from_it(tmp_path, signum, code, error):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "resrepro", *ARGS, "--out", str(run)],
