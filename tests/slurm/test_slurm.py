@@ -166,18 +166,18 @@ def test_a_cancelled_task_fails_the_sweep_in_one_line_naming_its_run(tmp_path):
 
 
 def test_a_task_of_two_ranks_trains_what_one_process_trains_with_the_same_bn_groups(tmp_path):
-    """Two gloo ranks of one Slurm task, batch 16: each normalises its own 8 images; one process splitting each
-    batch into the same two strided micro-batches of 8 (--accumulate 2) computes the same weights. Requeued after
+    """Two gloo ranks of one Slurm task, batch 16 in BN groups of 8: each rank normalises its own group; one process
+    computing the same two groups of each batch computes the same weights. Requeued after
     its first checkpoint, the task checkpoints once (rank 0) at a step both ranks agreed on, and resumes; rank 0
     then evaluates the run as Table 2 needs.
     (Only BN's running statistics differ: a rank keeps those of its own micro-batch, one process those of both.)"""
     settings = {"models": ["resnet18"], "dataset": "digits", "width": 4, "batch_size": 16, "iters": 120,
                 "milestones": [60, 90], "eval_every": 40, "checkpoint_every": 40, "scale": [32, 40], "crop": 28,
-                "workers": 0}
+                "workers": 0, "bn_group": 8}
     two = sweep(experiment(tmp_path, "ranks", ("table:table2",), **settings), tmp_path / "two" / "runs",
                 "--executor", "slurm",
                 "--gpus-per-job", "0", "--ranks-per-job", "2", "--cpus-per-job", "2")
-    one = sweep(experiment(tmp_path, "one", **settings, accumulate=2), tmp_path / "one" / "runs")
+    one = sweep(experiment(tmp_path, "one", **settings), tmp_path / "one" / "runs")
     wait_for(tmp_path / "two" / "runs" / "ranks/tiny/resnet18-s0" / "checkpoint.pt")
     subprocess.run(["scontrol", "requeue", job_id(tmp_path / "two" / "runs")], check=True)
     for proc, last in ((two, "0 finished before, 1 trained, 0 failed; 1 evaluations written under RUN/eval/"),
