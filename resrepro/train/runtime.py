@@ -4,7 +4,7 @@ peak memory. (What a run shows while it computes is :mod:`resrepro.train.progres
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -36,6 +36,33 @@ def autocast(precision: str, device: torch.device):
     """bf16 autocast where asked, or by default on CUDA; fp32 otherwise."""
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@contextmanager
+def evaluating(model: nn.Module, precision: str, device: torch.device,
+               channels_last: bool) -> Iterator[Callable[[Any], Any]]:
+    """The one way every evaluation runs a net — CIFAR's, ImageNet's in training and under its test protocols
+    (center, 10-crop, multi-scale), detection's: ``forward(x)`` in eval mode, without autograd, at the run's own
+    precision (:func:`autocast`: bf16 on CUDA unless ``--precision fp32``) and memory layout (channels_last on
+    CUDA unless turned off), the model's mode restored after. The run's own policy, not a stricter one, so the
+    in-training evaluation and `resrepro eval` of the same weights give the same numbers. A list input
+    (detection's images of different sizes) keeps its layout."""
+    was_training = model.training
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    def forward(x: Any) -> Any:
+        if channels_last and isinstance(x, torch.Tensor):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            return model(x)
+
+    try:
+        with torch.no_grad():
+            yield forward
+    finally:
+        model.train(was_training)
 
 
 def use_channels_last(choice: bool | None, device: torch.device) -> bool:

@@ -17,7 +17,7 @@ from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
-from resrepro.train.runtime import autocast
+from resrepro.train.runtime import evaluating
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
@@ -186,26 +186,23 @@ def detection_loss(model: nn.Module, images: list[torch.Tensor],
     return total, total.new_zeros(())
 
 
-@torch.no_grad()
 def detect(model: nn.Module, dataset, device: torch.device, precision: str = "fp32", rank: int = 0,
            world: int = 1) -> list[dict[str, torch.Tensor]]:
     """The detections of every image of ``dataset`` (in its order, in its pixels), each rank computing every
-    world-th image; an unreadable image has none."""
-    was_training = model.training
-    model.eval()
+    world-th image, as every evaluation runs (:func:`~resrepro.train.runtime.evaluating`: the run's precision;
+    boxes stay fp32 under bf16); an unreadable image has none."""
     found: dict[int, dict[str, torch.Tensor]] = {}
     mine = list(range(rank, len(dataset), world))
-    for first in range(0, len(mine), EVAL_IMAGES):
-        items = [(i, dataset[i][0]) for i in mine[first:first + EVAL_IMAGES]]
-        readable = [(i, image) for i, image in items if image is not None]
-        if not readable:
-            continue
-        with autocast(precision, device):
-            out = model([image.to(device).float() / 255 for _, image in readable])
-        for (i, _), d in zip(readable, out, strict=True):
-            found[i] = {k: d[k].detach().float().cpu() if k != "labels" else d[k].cpu()
-                        for k in ("boxes", "scores", "labels")}
-    model.train(was_training)
+    with evaluating(model, precision, device, channels_last=False) as forward:
+        for first in range(0, len(mine), EVAL_IMAGES):
+            items = [(i, dataset[i][0]) for i in mine[first:first + EVAL_IMAGES]]
+            readable = [(i, image) for i, image in items if image is not None]
+            if not readable:
+                continue
+            out = forward([image.to(device).float() / 255 for _, image in readable])
+            for (i, _), d in zip(readable, out, strict=True):
+                found[i] = {k: d[k].detach().float().cpu() if k != "labels" else d[k].cpu()
+                            for k in ("boxes", "scores", "labels")}
     if world > 1:
         shares: list[Any] = [None] * world
         dist.all_gather_object(shares, found)

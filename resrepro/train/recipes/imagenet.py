@@ -18,7 +18,7 @@ from resrepro.models.registry import resolve
 from resrepro.train import imagenet_eval
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
-from resrepro.train.runtime import autocast
+from resrepro.train.runtime import evaluating, use_channels_last
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import ImageNetSpec
 
@@ -51,20 +51,16 @@ class _Batches:
         return {}
 
 
-@torch.no_grad()
 def _validate(model: nn.Module, loader: DataLoader, spec: ImageNetSpec, device: torch.device, channels_last: bool,
               ) -> dict[str, Any]:
-    """Center-crop val loss, top-1 and top-5 error of ``loader`` (a :func:`_val_loader`)."""
-    was_training = model.training
-    model.eval()
+    """Center-crop val loss, top-1 and top-5 error of ``loader`` (a :func:`_val_loader`), as every evaluation runs
+    (:func:`~resrepro.train.runtime.evaluating`): what `resrepro eval RUN --center` gives for these weights."""
     tally = Tally(device)
-    for b in loader:
-        if b is None:
-            continue
-        x, y = b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True)
-        with autocast(spec.precision, device):
-            tally.add_logits(model(x.contiguous(memory_format=torch.channels_last) if channels_last else x), y)
-    model.train(was_training)
+    with evaluating(model, spec.precision, device, channels_last) as forward:
+        for b in loader:
+            if b is not None:
+                x, y = b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True)
+                tally.add_logits(forward(x), y)
     if tally.all_reduce().images == 0:
         raise ResreproError("no val image could be decoded; check DATA_DIR/val")
     return tally.result()
@@ -132,7 +128,9 @@ def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[st
     result = imagenet_eval.evaluate(model, root / "val", protocol, device=ask.device, normalize=spec.normalize,
                                     max_images=ask.max_images, scales=sizes,
                                     workers=spec.workers if ask.workers is None else ask.workers,
-                                    resize=spec.scale[0], crop=spec.crop, tally=ask.tally)
+                                    resize=spec.scale[0], crop=spec.crop, tally=ask.tally,
+                                    precision=spec.precision,
+                                    channels_last=use_channels_last(spec.channels_last, ask.device))
     return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
