@@ -78,7 +78,8 @@ def train_cifar(
     eval_every: int = typer.Option(CifarSpec.eval_every, help="Evaluate, log and checkpoint every this many "
                                    "iterations."),
     precision: PrecisionChoice = typer.Option(CifarSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA); "
+                                                "block by block for a net over 100 blocks or with --grad-checkpoint."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
     grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
@@ -158,7 +159,8 @@ def train_imagenet(
     workers: int = typer.Option(ImageNetSpec.workers, help="Data-loading processes per GPU."),
     precision: PrecisionChoice = typer.Option(ImageNetSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on "
                                               "CPU."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA); "
+                                                "block by block for a net over 100 blocks or with --grad-checkpoint."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),
