@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from resrepro.data.imagenet import (
     SkippingImageFolder,
+    ToInput,
     check_num_classes,
     check_val_dir,
     eval_transform,
@@ -92,10 +93,11 @@ def evaluate(
     if protocol not in PROTOCOLS:
         raise ResreproError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     transform = {
-        "center": eval_transform(normalize, resize, crop),
-        "ten-crop": ten_crop_transform(normalize, resize, crop),
-        "multi-scale": full_image_transform(normalize),
+        "center": eval_transform(resize, crop),
+        "ten-crop": ten_crop_transform(resize, crop),
+        "multi-scale": full_image_transform(),
     }[protocol]
+    to_input = ToInput(normalize, device, channels_last)
     dataset = SkippingImageFolder(check_val_dir(dataset_root_val), transform)
     subset = Subset(dataset, _spread_indices(len(dataset), max_images))
     loader = DataLoader(
@@ -110,13 +112,13 @@ def evaluate(
         for batch in loader:
             if batch is None:
                 continue
-            inputs, targets = (t.to(device, non_blocking=True) for t in batch)
+            images, targets = (t.to(device, non_blocking=True) for t in batch)
             if protocol == "center":
-                probs = forward(inputs).float().softmax(dim=1)
+                probs = forward(to_input(images)).float().softmax(dim=1)
             elif protocol == "ten-crop":
-                probs = ten_crop_scores(forward, inputs)
+                probs = ten_crop_scores(forward, to_input(images.flatten(0, 1)).unflatten(0, images.shape[:2]))
             else:
-                probs = multi_scale_scores(forward, inputs[0], scales)[None]
+                probs = multi_scale_scores(forward, to_input(images)[0], scales)[None]
             check_num_classes(probs.shape[1], dataset.classes)
             tally.add_probs(probs, targets)
     if tally.images == 0:

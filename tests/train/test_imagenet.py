@@ -240,15 +240,15 @@ def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
 
     made = []
 
-    def loaders(*args, **kwargs):
-        made.append(trainer_loaders(*args, **kwargs))
+    def sets(*args, **kwargs):
+        made.append(trainer_sets(*args, **kwargs))
         return made[-1]
 
-    trainer_loaders = trainer.imagenet_loaders
-    monkeypatch.setattr(trainer, "imagenet_loaders", loaders)
+    trainer_sets = trainer.imagenet_sets
+    monkeypatch.setattr(trainer, "imagenet_sets", sets)
     assert train(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
-    train_loader, val_loader = made[0]
-    assert train_loader.dataset[0][0].shape == val_loader.dataset[0][0].shape == (3, 28, 28)
+    train_set, val_set = made[0]
+    assert train_set[0][0][0].shape == val_set[0][0].shape == (3, 28, 28)
 
 
 @pytest.mark.parametrize("depth", ["19", "20"])
