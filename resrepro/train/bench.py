@@ -153,7 +153,7 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     # The data pipeline first: a folder too small to time is refused before minutes of model steps.
-    pipeline = [] if data_dir is None else _time_imagenet_pipeline(data_dir, batch_size, workers, iters, dev)
+    pipeline = [] if data_dir is None else time_imagenet_pipelines(data_dir, batch_size, workers, iters, dev)
     rows = []
     channels_last = use_channels_last(None, dev)
     fast_label = "model step: resrepro" + (" bf16, channels_last, compile" if cuda else
@@ -194,7 +194,7 @@ def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int,
+def time_imagenet_pipelines(data_dir: str, batch_size: int, workers: int, iters: int,
                             device: torch.device) -> list[dict[str, Any]]:
     """Images/s of the recipe's own training batches (the one ImageNet loader training uses: uint8 crops from the
     workers, the augmentation finished on ``device``), and of the peer pipeline on the same folder with as many

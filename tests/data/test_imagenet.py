@@ -19,6 +19,7 @@ from resrepro.data.imagenet import (
     PCA_EIGVEC,
     DrawFlipLighting,
     PCALighting,
+    ScaleCrop,
     ToInput,
     check_imagenet_dir,
     check_num_classes,
@@ -105,8 +106,21 @@ def test_skipped_count_is_shared_across_worker_processes(imagenet_dir: Path) -> 
 
 def reference_transform(normalize: str = "pixel-mean") -> v2.Compose:
     """§3.4 all on the CPU in float32, as the workers ran it before shipping uint8 crops."""
-    return v2.Compose([v2.RandomResize(256, 481), v2.RandomCrop(224), v2.RandomHorizontalFlip(), v2.ToImage(),
-                       v2.ToDtype(torch.float32, scale=True), PCALighting(0.1), normalization(normalize)])
+    return v2.Compose([ScaleCrop(), v2.RandomHorizontalFlip(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       PCALighting(0.1), normalization(normalize)])
+
+
+def test_scale_crop_is_torchvisions_rescale_then_crop_resizing_only_the_crop() -> None:
+    rescale_then_crop = v2.Compose([v2.RandomResize(256, 481), v2.RandomCrop(224)])
+    for seed, (w, h) in enumerate([*TRAIN_SIZES, (640, 480), (500, 333)]):
+        image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        torch.manual_seed(seed)
+        expected = np.asarray(rescale_then_crop(image), dtype=int)
+        after = torch.randint(1 << 30, ())  # the next draw: both made the same number of draws
+        torch.manual_seed(seed)
+        ours = np.asarray(ScaleCrop()(image), dtype=int)
+        assert ours.shape == expected.shape == (224, 224, 3) and torch.randint(1 << 30, ()) == after
+        assert np.abs(ours - expected).max() <= 2 and (ours == expected).mean() > 0.5  # PIL's rounding only
 
 
 @pytest.mark.parametrize("normalize", ["pixel-mean", "mean-std"])
@@ -133,10 +147,9 @@ def test_collate_drops_failed_samples_and_gives_none_for_an_all_failed_batch() -
 
 
 def test_scale_augmentation_draws_the_shorter_side_uniformly_from_256_to_480() -> None:
-    resize = next(t for t in train_transform().transforms if isinstance(t, v2.RandomResize))
-    image = Image.new("L", (3, 2))  # tiny, wide and one channel: cheap to resize 1000 times
+    scale_crop = next(t for t in train_transform().transforms if isinstance(t, ScaleCrop))
     torch.manual_seed(0)
-    sides = np.array([min(resize(image).size) for _ in range(1000)])
+    sides = np.array([min(scale_crop.params(3, 2)[:2]) for _ in range(1000)])
     assert sides.min() >= 256 and sides.max() <= 480
     assert sides.min() <= 262 and sides.max() >= 474
     assert abs(sides.mean() - 368) < 8
