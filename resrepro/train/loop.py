@@ -136,6 +136,7 @@ class _Loop:
         self.saved_at: int | None = None  # the iteration of the last good checkpoint
         stream_state = self._restore() if run.checkpoint.exists() else None
         self.batches = recipe.batches(self.step, stream_state)
+
         def wrap(net: torch.nn.Module) -> torch.nn.Module:
             if world == 1:
                 return net
