@@ -55,7 +55,7 @@ def train_detection(
     eval_every: int = typer.Option(DetectionSpec.eval_every, help="Test-split mAP every this many iterations."),
     workers: int = typer.Option(DetectionSpec.workers, help="Image-decoding processes per GPU."),
     precision: PrecisionChoice = typer.Option(DetectionSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on "
-                                              "CPU."),
+                                              "CPU; every evaluation of the run uses it too."),
     channels_last: bool | None = typer.Option(False, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(DetectionSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's "
                                "own GPU)."),

@@ -96,8 +96,10 @@ def train_cifar(
     width: int = typer.Option(CifarSpec.width, help="First-stage filters (paper: 16)."),
     eval_every: int = typer.Option(CifarSpec.eval_every, help="Evaluate, log and checkpoint every this many "
                                    "iterations."),
-    precision: PrecisionChoice = typer.Option(CifarSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+    precision: PrecisionChoice = typer.Option(CifarSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on CPU; "
+                                          "every evaluation of the run uses it too."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA); "
+                                                "block by block for a net over 100 blocks or with --grad-checkpoint."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(CifarSpec.device, help="auto, cpu, cuda, cuda:1, ..."),
     grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="Recompute activations per stage in "
@@ -175,8 +177,9 @@ def train_imagenet(
                                    "many iterations."),
     workers: int = typer.Option(ImageNetSpec.workers, help="Data-loading processes per GPU."),
     precision: PrecisionChoice = typer.Option(ImageNetSpec.precision, help="auto: bf16 autocast on CUDA, fp32 on "
-                                              "CPU."),
-    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA)."),
+                                              "CPU; every evaluation of the run uses it too."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile (default: on for CUDA); "
+                                                "block by block for a net over 100 blocks or with --grad-checkpoint."),
     channels_last: bool | None = typer.Option(None, "--channels-last/--no-channels-last", help=CHANNELS_LAST_HELP),
     device: str = typer.Option(ImageNetSpec.device, help="auto, cpu, cuda, ... (under torchrun: each process's own "
                                "GPU)."),

@@ -1,5 +1,10 @@
 """ImageNet from an ImageFolder on disk: layout checks, the paper's §3.4 training augmentation (scale, crop,
-flip, PCA lighting), the test crops (center, 10-crop, whole image), and loaders that skip undecodable images."""
+flip, PCA lighting), the test crops (center, 10-crop, whole image), and datasets that skip undecodable images.
+
+Loader workers decode, rescale and crop, and ship uint8 pixels (a quarter of float32's bytes to pinned memory and
+the device); conversion to float, the flip, PCA lighting and normalisation run batched on the device
+(:class:`ToInput`), as CIFAR's pipeline does. The flip and the lighting are still drawn in the worker, from the
+sample's own seed, so a batch is the same on every device and a resume replays the same draws."""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import default_collate
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from resrepro.data.decode import SkipCounter
 from resrepro.errors import ResreproError
@@ -96,9 +103,84 @@ class PCALighting(nn.Module):
     def sample_alpha(self) -> torch.Tensor:
         return torch.randn(3) * self.std
 
+    def offset(self) -> torch.Tensor:
+        """One draw of the per-channel offset (3,), float32."""
+        return PCA_EIGVEC @ (self.sample_alpha() * PCA_EIGVAL)
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        offset = PCA_EIGVEC @ (self.sample_alpha() * PCA_EIGVAL)
-        return image + offset.to(image.dtype).view(3, 1, 1)
+        return image + self.offset().to(image.dtype).view(3, 1, 1)
+
+
+class ScaleCrop(nn.Module):
+    """§3.4's scale augmentation: the image rescaled so that its shorter side is uniform in the integers ``scale``,
+    then a random ``crop`` square of it — computed as one resize of the square's source region, so the rest of the
+    rescaled image is never made (the resize step 2.8x faster than rescaling the whole image, on 500x375-640x480
+    JPEGs). The draws are those of ``v2.RandomResize(scale[0], scale[1] + 1)`` then ``v2.RandomCrop(crop)``, and
+    the output size and scale factor theirs; the pixels match theirs to within 2 of 255 (PIL rounds between its
+    two passes)."""
+
+    def __init__(self, scale: tuple[int, int] = (256, 480), crop: int = 224) -> None:
+        super().__init__()
+        self.scale, self.crop = scale, crop
+
+    def params(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The rescaled size (width, height) and the crop's top and left, drawn as torchvision draws them."""
+        # RandomResize, not RandomShortestSize: the latter truncates int(side * ratio), so a drawn 256 can come out
+        # as 255, outside the paper's range. The longer side is truncated as torchvision's resize does.
+        side = int(torch.randint(self.scale[0], self.scale[1] + 1, ()))
+        w, h = (side, int(side * height / width)) if width <= height else (int(side * width / height), side)
+        top = int(torch.randint(0, h - self.crop + 1, ())) if h > self.crop else 0
+        left = int(torch.randint(0, w - self.crop + 1, ())) if w > self.crop else 0
+        return w, h, top, left
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        w, h, top, left = self.params(width, height)
+        sx, sy = width / w, height / h
+        box = (left * sx, top * sy, min((left + self.crop) * sx, width), min((top + self.crop) * sy, height))
+        return image.resize((self.crop, self.crop), Image.BILINEAR, box=box)
+
+
+class DrawFlipLighting(nn.Module):
+    """The last two random steps of §3.4's augmentation, drawn here (in the worker, from the sample's seed) and
+    applied on the device by :class:`ToInput`: ``image -> (image, flip, offset)``. The draws are those of
+    ``v2.RandomHorizontalFlip`` (one ``torch.rand(1)``) and :class:`PCALighting`, in that order."""
+
+    def __init__(self, lighting: float = 0.1) -> None:
+        super().__init__()
+        self.lighting = PCALighting(lighting) if lighting > 0 else None
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flip = torch.rand(1)[0] < 0.5
+        offset = self.lighting.offset() if self.lighting is not None else torch.zeros(3)
+        return image.as_subclass(torch.Tensor), flip, offset
+
+
+class ToInput:
+    """Batches of uint8 crops N×C×H×W on ``device`` as the net's float32 input: scaled to [0, 1], flipped where
+    ``flips``, plus each image's PCA lighting ``offsets`` (N×3), normalised. The operations of the worker-side
+    torchvision pipeline (``ToDtype(scale=True)``, :class:`PCALighting`, ``Normalize``), elementwise and in the same
+    order, so a batch is the same to the bit on any device. The normalisation's constants are put on the device
+    once: torchvision's ``normalize`` copies them from the host and checks the std on the device at every call,
+    a host sync per batch."""
+
+    def __init__(self, normalize: str, device: torch.device | str, channels_last: bool = False) -> None:
+        norm = normalization(normalize)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32, device=device).view(3, 1, 1)
+                               for v in (norm.mean, norm.std))
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor, flips: torch.Tensor | None = None,
+                 offsets: torch.Tensor | None = None) -> torch.Tensor:
+        if self.channels_last:  # reordering the uint8 batch costs a quarter of reordering the float one
+            images = images.contiguous(memory_format=torch.channels_last)
+        if flips is not None:
+            images = torch.where(flips.view(-1, 1, 1, 1), images.flip(-1), images)
+        x = TF.to_dtype(images, torch.float32, scale=True)
+        if offsets is not None:
+            x = x + offsets.view(-1, 3, 1, 1)
+        x = x.sub(self.mean).div_(self.std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def normalization(normalize: str = "pixel-mean") -> v2.Normalize:
@@ -113,50 +195,38 @@ def normalization(normalize: str = "pixel-mean") -> v2.Normalize:
     raise ResreproError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
 
 
-def to_float_image() -> list[nn.Module]:
-    """PIL image -> float32 tensor with values in [0, 1]."""
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+def to_uint8_image() -> v2.ToImage:
+    """PIL image -> uint8 C×H×W tensor (what a worker ships)."""
+    return v2.ToImage()
 
 
-def train_transform(
-    normalize: str = "pixel-mean",
-    scale: tuple[int, int] = (256, 480),
-    crop: int = 224,
-    lighting: float = 0.1,
-) -> v2.Compose:
-    """§3.4: shorter side uniform in the integers ``scale``, random ``crop`` square, flip, PCA lighting."""
-    pca = [PCALighting(lighting)] if lighting > 0 else []
+def train_transform(scale: tuple[int, int] = (256, 480), crop: int = 224, lighting: float = 0.1) -> v2.Compose:
+    """§3.4 in the worker: shorter side uniform in the integers ``scale``, random ``crop`` square, then the flip and
+    PCA lighting drawn (:class:`DrawFlipLighting`) for :class:`ToInput` to apply on the device."""
     return v2.Compose(
         [
-            # RandomResize, not RandomShortestSize: the latter truncates int(side * ratio), so a drawn 256
-            # can come out as 255, outside the paper's range.
-            v2.RandomResize(scale[0], scale[1] + 1),  # upper bound exclusive
-            v2.RandomCrop(crop),
-            v2.RandomHorizontalFlip(),
-            *to_float_image(),
-            # Lighting before normalisation keeps its std in [0, 1] pixel units, as in fb.resnet.torch; with
-            # "pixel-mean" both are additive, so the order is immaterial.
-            *pca,
-            normalization(normalize),
+            ScaleCrop(scale, crop),
+            to_uint8_image(),
+            # Lighting in [0, 1] pixel units before normalisation, as in fb.resnet.torch; with "pixel-mean" both
+            # are additive, so the order is immaterial.
+            DrawFlipLighting(lighting),
         ]
     )
 
 
-def eval_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
-    """Center-crop testing (Fig. 4's validation curves): shorter side ``resize``, center ``crop`` square."""
-    return v2.Compose([v2.Resize(resize), v2.CenterCrop(crop), *to_float_image(), normalization(normalize)])
+def eval_transform(resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Center-crop testing (Fig. 4's validation curves): shorter side ``resize``, center ``crop`` square, uint8."""
+    return v2.Compose([v2.Resize(resize), v2.CenterCrop(crop), to_uint8_image()])
 
 
-def ten_crop_transform(normalize: str = "pixel-mean", resize: int = 256, crop: int = 224) -> v2.Compose:
-    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: 10×C×H×W."""
-    return v2.Compose(
-        [v2.Resize(resize), *to_float_image(), normalization(normalize), v2.TenCrop(crop), torch.stack]
-    )
+def ten_crop_transform(resize: int = 256, crop: int = 224) -> v2.Compose:
+    """Shorter side ``resize``, then the 4 corner and center ``crop`` squares and their flips: uint8 10×C×H×W."""
+    return v2.Compose([v2.Resize(resize), to_uint8_image(), v2.TenCrop(crop), torch.stack])
 
 
-def full_image_transform(normalize: str = "pixel-mean") -> v2.Compose:
-    """The whole image, uncropped at its own size, for multi-scale testing to rescale."""
-    return v2.Compose([*to_float_image(), normalization(normalize)])
+def full_image_transform() -> v2.Compose:
+    """The whole image, uncropped at its own size (uint8), for multi-scale testing to rescale."""
+    return v2.Compose([to_uint8_image()])
 
 
 class SkippingImageFolder(ImageFolder):
@@ -191,52 +261,12 @@ def skip_none_collate(batch: list[Any]) -> Any:
     return default_collate(kept) if kept else None
 
 
-def imagenet_loaders(
-    data_dir: str | Path,
-    batch_size: int,
-    *,
-    workers: int = 8,
-    normalize: str = "pixel-mean",
-    distributed: bool = False,
-    seed: int = 0,
-    scale: tuple[int, int] = (256, 480),
-    crop: int = 224,
-) -> tuple[DataLoader, DataLoader]:
-    """Train (§3.4 augmentation, shuffled, drop_last) and center-crop val loaders, ``batch_size`` per process.
-
-    Training crops ``crop`` squares of images whose shorter side is uniform in ``scale``; validation takes
-    the center ``crop`` of the image with shorter side ``scale[0]``.
-
-    Batches are ``(images, targets)``, a batch may be short by the images that failed to decode (counted in
-    ``loader.dataset.skipped``), and is None in the unlikely case that all did. With ``distributed`` the
-    caller must call ``train_loader.sampler.set_epoch(epoch)`` each epoch; the val sampler pads the set
-    with up to world_size - 1 repeated images so every process gets the same number.
-    """
+def imagenet_sets(data_dir: str | Path, *, scale: tuple[int, int] = (256, 480), crop: int = 224,
+                  ) -> tuple[SkippingImageFolder, SkippingImageFolder]:
+    """The training set (§3.4 augmentation: ``crop`` squares of images whose shorter side is uniform in ``scale``)
+    and the center-crop val set (the center ``crop`` of the image with shorter side ``scale[0]``), both shipping
+    uint8 crops for :class:`ToInput`. An image that fails to decode is None (``skip_none_collate`` drops it) and
+    counted in ``skipped``."""
     train_dir, val_dir, _ = check_imagenet_dir(data_dir)
-    train_set = SkippingImageFolder(train_dir, train_transform(normalize, scale, crop))
-    val_set = SkippingImageFolder(val_dir, eval_transform(normalize, scale[0], crop))
-    rank = 0
-    train_sampler = val_sampler = None
-    if distributed:
-        rank = torch.distributed.get_rank()
-        train_sampler = DistributedSampler(train_set, shuffle=True, seed=seed, drop_last=True)
-        val_sampler = DistributedSampler(val_set, shuffle=False)
-    common: dict[str, Any] = dict(
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        collate_fn=skip_none_collate,
-    )
-    # The generator seeds the shuffle and the workers' augmentation RNGs: distinct per (seed, rank).
-    generator = torch.Generator().manual_seed(seed * 4096 + rank)
-    train = DataLoader(
-        train_set,
-        shuffle=train_sampler is None,
-        sampler=train_sampler,
-        drop_last=True,
-        generator=generator,
-        **common,
-    )
-    val = DataLoader(val_set, shuffle=False, sampler=val_sampler, **common)
-    return train, val
+    return (SkippingImageFolder(train_dir, train_transform(scale, crop)),
+            SkippingImageFolder(val_dir, eval_transform(scale[0], crop)))

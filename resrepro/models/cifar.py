@@ -79,15 +79,15 @@ def frozen_bn_stats(module: nn.Module):
     """Keep BN running statistics unchanged while a checkpointed stage is recomputed.
 
     Without this, the recompute in the backward pass would update them a second time for the same batch,
-    and a checkpointed run would drift from a plain one.
+    and a checkpointed run would drift from a plain one. The statistics are put back afterwards rather than the
+    momentum set to 0: a compiled block would see another momentum and compile a second graph for the recompute.
     """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
-    for m in bns:
-        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch: unchanged
+    saved = [[b.clone() for b in m.buffers(recurse=False)] for m in bns]
     try:
         yield
     finally:
-        for m, (momentum, tracked) in zip(bns, saved, strict=True):
-            m.momentum = momentum
-            m.num_batches_tracked.copy_(tracked)
+        with torch.no_grad():
+            for m, kept in zip(bns, saved, strict=True):
+                for b, k in zip(m.buffers(recurse=False), kept, strict=True):
+                    b.copy_(k)

@@ -1,6 +1,7 @@
 """Table 5: the paper's ensemble (ILSVRC 2015) beside ours, the softmax of our Table 4 nets averaged image by
-image under multi-scale testing. Unlike the other tables it evaluates while it renders: an ensemble's error
-needs each image's probabilities, which no run keeps."""
+image under multi-scale testing. An ensemble's error needs each image's probabilities: a run's multi-scale
+evaluation (`resrepro eval RUN --multi-scale`, or the sweep) keeps them in RUN/eval/, and the table reads them —
+rendering never builds or runs a net."""
 
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ def rows() -> pd.DataFrame:
 
 
 def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, dataset: str | None) -> Table:
-    """Our ensemble of every finished run of Table 4's nets found under ``runs_dir``, evaluated now."""
-    from resrepro.train.ensemble import evaluate_ensemble
+    """Our ensemble of every finished run of Table 4's nets found under ``runs_dir`` whose multi-scale evaluation
+    kept its probabilities."""
+    from resrepro.train.ensemble import kept_ensemble
+    from resrepro.train.evaluate import probs_path
 
     table = spec.rows().reset_index(drop=True)
     keys = table["model"].map(canonical_model)
@@ -38,9 +41,14 @@ def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, datase
                          preferred_dataset=PAPER_DATASET[spec.family])
     warnings += chosen.warnings
     runs = [r for shown in chosen.runs.values() for r in shown if r.finished]
+    lacking = [r for r in runs if not probs_path(r.path, PROTOCOL).is_file()]
+    if lacking:
+        warnings.append(f"{', '.join(str(r.path) for r in lacking)}: no kept {PROTOCOL} probabilities, not counted; "
+                        f"`resrepro eval RUN --{PROTOCOL}` (or `resrepro sweep table5`) makes them")
+        runs = [r for r in runs if r not in lacking]
     results: dict[str, list[dict]] = {}  # row key -> results: the ensemble's, each member's
     if len(runs) > 1:
-        ensemble = evaluate_ensemble([r.path for r in runs], protocol=PROTOCOL)
+        ensemble = kept_ensemble([r.path for r in runs], PROTOCOL)
         results[ENSEMBLE] = [ensemble]
         for run, member in zip(runs, ensemble["members"], strict=True):
             results.setdefault(run.model, []).append(member)

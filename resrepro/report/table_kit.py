@@ -95,7 +95,7 @@ def csv_order(rows: pd.DataFrame, spec: TableSpec) -> list[str]:
 
 
 def check_format(fmt: str) -> None:
-    """Refuse an unknown output format before anything is built (Table 5 evaluates while it builds)."""
+    """Refuse an unknown output format before anything is built."""
     if fmt not in FORMATS:
         raise ResreproError(f"unknown format {fmt!r}: choose {', '.join(FORMATS)}")
 

@@ -14,9 +14,10 @@ from resrepro.train.families import family_of
 from resrepro.train.rundir import SUMMARY, RunDir
 from resrepro.train.spec import RunSpec
 
-# Used only when nothing was measured, and said so. 10 TFLOP/s is what our bf16 step sustains on a current
-# data-centre GPU for mid-sized ResNets; a CPU thread does 10-60 GFLOP/s in the CPU benches of results/bench
-# (the small tiny-scale nets at the low end). Training costs ~3x the forward pass (backward: 2x), 2 FLOPs a MAC.
+# Used only when nothing was measured, and said so. 10 TFLOP/s is an estimate of what a bf16 ResNet step sustains
+# on a current data-centre GPU, not a measurement (no GPU has run this code yet); a CPU thread does 10-60 GFLOP/s
+# in the CPU benches of results/bench (the small tiny-scale nets at the low end). Training costs ~3x the forward
+# pass (backward: 2x), 2 FLOPs a MAC.
 ASSUMED_FLOPS = {"cuda": 10e12, "cpu_thread": 20e9}  # a rough guess: off by 3-10x either way
 TRAIN_FLOPS_PER_MAC = 6
 

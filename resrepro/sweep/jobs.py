@@ -66,10 +66,11 @@ def attempt(train_fn: TrainFn, spec: RunSpec, run_dir: Path, evals: tuple[str, .
 
 
 def _evaluate(spec: RunSpec, run_dir: Path, protocol: str) -> None:
-    """RUN/eval/<protocol>.json, as `resrepro eval RUN --<protocol>` writes it, unless it is there already."""
-    from resrepro.train.evaluate import eval_path, evaluate_run
+    """RUN/eval/<protocol>.json (and a classifier's probabilities), as `resrepro eval RUN --<protocol>` writes it,
+    unless it is there already."""
+    from resrepro.train.evaluate import evaluate_run, evaluated
 
-    if not eval_path(run_dir, protocol).exists():
+    if not evaluated(run_dir, protocol):
         try:
             evaluate_run(run_dir, protocol=protocol, device=spec.device)
         except ResreproError as e:

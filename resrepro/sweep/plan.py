@@ -10,7 +10,7 @@ from pathlib import Path
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment, PlannedRun
 from resrepro.sweep.estimate import Estimator
-from resrepro.train.evaluate import eval_path
+from resrepro.train.evaluate import evaluated
 from resrepro.train.families import family_of
 from resrepro.train.rundir import RunDir
 
@@ -81,7 +81,7 @@ def _status(run: PlannedRun, run_dir: Path, estimate: Estimator, protocols: tupl
 
 
 def _where(run: PlannedRun, run_dir: Path, protocols: tuple[str, ...]) -> PlanItem:
-    evals = tuple(p for p in family_of(run.spec).evaluations(protocols) if not eval_path(run_dir, p).exists())
+    evals = tuple(p for p in family_of(run.spec).evaluations(protocols) if not evaluated(run_dir, p))
     rd = RunDir(run_dir)
     held = rd.holding(run.spec)
     if held == "held":

@@ -20,7 +20,7 @@ from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
 from resrepro.train.provenance import device_name
 from resrepro.train.recipe import classification_loss
-from resrepro.train.runtime import resolve_device, use_channels_last
+from resrepro.train.runtime import compile_model, resolve_device, use_channels_last
 from resrepro.train.step import TrainStep, make_optimizer
 
 WARMUP_ITERS = 10  # also absorbs torch.compile's first compilation
@@ -113,7 +113,7 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
         model = resolve(model_name).build().to(dev)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
-        forward = torch.compile(model) if fast else model
+        forward = compile_model(model, lambda net: net)[1] if fast else model  # as training compiles it
         model.train()
         if label.startswith("peer"):
             batches, step = _baseline_batches(data, batch_size, workers, dev), _peer_step(model, dev)
@@ -144,7 +144,8 @@ def _random_batches(batch_size: int, size: int, classes: int, device, channels_l
 def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64, device: str = "auto",
                        workers: int = 8, data_dir: str | None = None) -> dict[str, Any]:
     """The model step (fp32 eager vs our fast path) on resident tensors, and, with ``data_dir``, the images/s
-    the §3.4 data pipeline (JPEG decode, scale augmentation, crop, flip, PCA lighting) delivers with ``workers``.
+    the recipe's §3.4 batches (JPEG decode, scale augmentation and crop in ``workers`` workers; flip, PCA lighting
+    and normalisation on the device) deliver, beside the peer pipeline's (``pipeline_ratio``: ours / peer's).
     A GPU is fed when the pipeline's images/s exceed the fast step's."""
     if resolve(model_name).family != "imagenet":
         raise ResreproError(f"{model_name} is a CIFAR net; `resrepro bench --family imagenet` times ImageNet "
@@ -152,7 +153,7 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
     # The data pipeline first: a folder too small to time is refused before minutes of model steps.
-    pipeline = [] if data_dir is None else [_time_imagenet_pipeline(data_dir, batch_size, workers, iters)]
+    pipeline = [] if data_dir is None else time_imagenet_pipelines(data_dir, batch_size, workers, iters, dev)
     rows = []
     channels_last = use_channels_last(None, dev)
     fast_label = "model step: resrepro" + (" bf16, channels_last, compile" if cuda else
@@ -163,7 +164,7 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
         model = resolve(model_name).build().to(dev)
         if layout:
             model = model.to(memory_format=torch.channels_last)
-        forward = torch.compile(model) if fast else model
+        forward = compile_model(model, lambda net: net)[1] if fast else model  # as training compiles it
         model.train()
         batches = _random_batches(batch_size, 224, 1000, dev, layout)
         step = _peer_step(model, dev) if label.endswith("(peer style)") else _our_step(model, forward, precision, dev)
@@ -173,7 +174,9 @@ def run_imagenet_bench(model_name: str, *, iters: int = 20, batch_size: int = 64
                      "peak_memory_mib": timing["peak_memory_mib"]})
     return _with_figure({"model": model_name, "batch_size": batch_size, "iters": iters, "device": device_name(dev),
                          "torch": torch.__version__, "rows": rows + pipeline,
-                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"]})
+                         "speedup": rows[1]["images_per_s"] / rows[0]["images_per_s"],
+                         **({"pipeline_ratio": pipeline[0]["images_per_s"] / pipeline[1]["images_per_s"]}
+                            if pipeline else {})})
 
 
 def _with_figure(result: dict[str, Any]) -> dict[str, Any]:
@@ -191,22 +194,56 @@ def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def _time_imagenet_pipeline(data_dir: str, batch_size: int, workers: int, iters: int) -> dict[str, Any]:
-    from resrepro.data.imagenet import imagenet_loaders
+def time_imagenet_pipelines(data_dir: str, batch_size: int, workers: int, iters: int,
+                            device: torch.device) -> list[dict[str, Any]]:
+    """Images/s of the recipe's own training batches (the one ImageNet loader training uses: uint8 crops from the
+    workers, the augmentation finished on ``device``), and of the peer pipeline on the same folder with as many
+    workers: torchvision's ImageFolder with RandomResizedCrop, flip, ToTensor and Normalize, float32 from the
+    workers, copied to the device."""
+    from resrepro.train.families import make_recipe
+    from resrepro.train.spec import ImageNetSpec
 
-    loader, _ = imagenet_loaders(data_dir, batch_size, workers=workers)
-    batches = iter(loader)
-    next(batches, None)  # worker start-up is not throughput
-    start, images, served = time.perf_counter(), 0, 0
-    for batch in itertools.islice(batches, iters):  # a small folder may run out first
-        served += 1
-        images += 0 if batch is None else len(batch[1])
-    seconds = time.perf_counter() - start
-    if served == 0:
-        raise ResreproError(f"{data_dir} holds too few training images to time batches of {batch_size}: "
-                            "it needs at least two full batches")
-    return {"stage": f"data pipeline: {workers} workers", "images_per_s": _sig(images / seconds),
-            "ms_per_iter": _sig(1000 * seconds / served), "peak_memory_mib": None}
+    spec = ImageNetSpec(model="resnet18", data_dir=data_dir, batch_size=batch_size, workers=workers,
+                        device=str(device))
+    try:
+        ours = make_recipe(spec, device, use_channels_last(None, device)).batches(0, None)
+    except ResreproError as e:
+        raise ResreproError(f"{data_dir} holds too few training images to time batches of {batch_size}: {e}") from None
+    rows = []
+    for label, batches in ((f"data pipeline: resrepro, uint8 crops from {workers} workers, finished on the device",
+                            ours),
+                           (f"data pipeline: peer style, ImageFolder + transforms to float32 in {workers} workers",
+                            _peer_imagenet_batches(data_dir, batch_size, workers, device))):
+        next(batches)  # worker start-up is not throughput
+        start, images = time.perf_counter(), 0
+        for _ in range(iters):
+            images += len(next(batches)[1])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - start
+        rows.append({"stage": label, "images_per_s": _sig(images / seconds),
+                     "images_per_s_per_worker": _sig(images / seconds / max(workers, 1)),
+                     "ms_per_iter": _sig(1000 * seconds / iters), "peak_memory_mib": None})
+    return rows
+
+
+def _peer_imagenet_batches(data_dir: str, batch_size: int, workers: int, device: torch.device):
+    """The data pipeline of torchvision's ImageNet reference and most peers: endless float32 batches."""
+    from pathlib import Path
+
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    from resrepro.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
+    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    loader = torch.utils.data.DataLoader(ImageFolder(str(Path(data_dir).expanduser() / "train"), transform),
+                                         batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    while True:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
 
 def _calibrated_classifier(name: str, width: int) -> dict[str, torch.Tensor]:

@@ -1,8 +1,10 @@
 """Ensembles (Table 5): the softmax of several trained runs averaged image by image, as the paper combines its
-nets. Each member goes through the one evaluation (``evaluate_run``), which keeps its probabilities."""
+nets. Each member goes through the one evaluation (``evaluate_run``), which keeps its probabilities; a table
+reads the probabilities that evaluation wrote (``kept_ensemble``) instead of evaluating again."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import torch
 
 from resrepro.errors import ResreproError
 from resrepro.train.checkpoint import run_spec
-from resrepro.train.evaluate import evaluate_run
+from resrepro.train.evaluate import eval_path, evaluate_run, read_probabilities
 from resrepro.train.metrics import Tally
 from resrepro.train.runtime import resolve_device
 from resrepro.train.spec import RunSpec
@@ -38,19 +40,41 @@ def evaluate_ensemble(paths: Sequence[str | Path], *, device: str = "auto", **ev
     same way, on the same images in the same order, or the ensemble is refused."""
     specs = check_members(paths)
     dev = resolve_device(device)
-    members: list[dict[str, Any]] = []
-    total: torch.Tensor | None = None
-    targets: torch.Tensor | None = None
+    members, kept = [], []
     for path in paths:
         tally = Tally(dev, top5=True, keep=True)
         members.append(evaluate_run(path, device=str(dev), tally=tally, **evaluation))
-        probs, labels = tally.probabilities()
-        if targets is not None and (probs.shape != total.shape or not torch.equal(labels, targets)):
+        kept.append(tally.probabilities())
+    return _combine(paths, specs, members, kept)
+
+
+def kept_ensemble(paths: Sequence[str | Path], protocol: str) -> dict[str, Any]:
+    """What :func:`evaluate_ensemble` gives under ``protocol``, from the probabilities each member's own evaluation
+    kept in RUN/eval/ (``resrepro eval RUN --<protocol>``, or a sweep): no net is built or run."""
+    specs = check_members(paths)
+    members, kept = [], []
+    for path in paths:
+        probs = read_probabilities(path, protocol)
+        result = eval_path(path, protocol)
+        if probs is None or not result.is_file():
+            raise ResreproError(f"{path} has no kept {protocol} probabilities: `resrepro eval {path} --{protocol}` "
+                                "makes them")
+        members.append(json.loads(result.read_text()))
+        kept.append(probs)
+    return _combine(paths, specs, members, kept)
+
+
+def _combine(paths: Sequence[str | Path], specs: Sequence[RunSpec], members: list[dict[str, Any]],
+             kept: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    """The ensemble's result from each member's result and (probabilities, targets), members in ``paths`` order."""
+    total, targets = kept[0]
+    for path, member, (probs, labels) in zip(paths[1:], members[1:], kept[1:], strict=True):
+        if probs.shape != total.shape or not torch.equal(labels, targets):
             raise ResreproError(f"{path} was evaluated on other images or classes than {paths[0]} "
-                                f"({members[-1]['split']}, {probs.shape[0]} images of {probs.shape[1]} classes "
+                                f"({member['split']}, {probs.shape[0]} images of {probs.shape[1]} classes "
                                 f"vs {members[0]['split']}, {total.shape[0]} of {total.shape[1]}): give the runs "
                                 "one split (--split) and one dataset")
-        total, targets = (probs, labels) if total is None else (total + probs, targets)
+        total = total + probs
     ensemble = Tally("cpu")
     ensemble.add_probs(total / len(paths), targets)
     first = members[0]

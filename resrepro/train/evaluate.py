@@ -4,11 +4,15 @@ detection runs report ``map`` and per-class ``ap`` instead — and another proje
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from resrepro.errors import ResreproError
+from resrepro.io import atomic_write, write_json
 from resrepro.train.families import family_of, load_trained
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions
@@ -23,6 +27,44 @@ def eval_path(run: str | Path, protocol: str) -> Path:
     return (run if run.is_dir() else run.parent) / "eval" / f"{protocol}.json"
 
 
+def probs_path(run: str | Path, protocol: str) -> Path:
+    """Where a kept protocol's per-image class probabilities and targets lie beside its result (an ensemble, Table
+    5, averages them without running a net)."""
+    return eval_path(run, protocol).with_suffix(".probs.pt")
+
+
+def evaluated(run: str | Path, protocol: str) -> bool:
+    """Whether the run holds its ``protocol`` result, and a classifier's result (top-1 error) its per-image
+    probabilities too: an evaluation written before they were kept is made again."""
+    result = eval_path(run, protocol)
+    if not result.is_file():
+        return False
+    try:
+        classifier = "top1_error" in json.loads(result.read_text())
+    except (OSError, ValueError):
+        return False
+    return not classifier or probs_path(run, protocol).is_file()
+
+
+def save_probabilities(path: Path, tally: Tally) -> None:
+    """The tally's kept probabilities (N×K float32) and targets (N), atomically, loadable with weights_only."""
+    probs, targets = tally.probabilities()
+    atomic_write(path, lambda f: torch.save({"probs": probs.contiguous(), "targets": targets.contiguous()}, f))
+
+
+def read_probabilities(run: str | Path, protocol: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The probabilities and targets :func:`evaluate_run` kept for ``protocol`` (None: not evaluated so yet)."""
+    path = probs_path(run, protocol)
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return saved["probs"], saved["targets"]
+    except (OSError, RuntimeError, KeyError, TypeError, EOFError) as e:
+        raise ResreproError(f"{path} is unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__}): "
+                            f"remove it and rerun `resrepro eval {Path(run)} --{protocol}`") from None
+
+
 def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | None = None,
                  data_dir: str | Path | None = None, device: str = "auto", max_images: int | None = None,
                  scales: Sequence[int] | None = None, workers: int | None = None,
@@ -32,20 +74,24 @@ def evaluate_run(path: str | Path, *, split: str | None = None, protocol: str | 
     run's own sizes, on its val/ (``data_dir``: where that ImageFolder is now). Detection: the test split's mAP
     under ``protocol`` (default: the dataset's benchmark). ``tally``: the caller's, to keep each image's
     probabilities (an ensemble) or count top-5 on CIFAR. A family that keeps its results writes them to
-    :func:`eval_path`, for the tables."""
+    :func:`eval_path`, for the tables, and each image's class probabilities (where its evaluation has them) to
+    :func:`probs_path`, for the ensemble of Table 5: written once here, read by every render."""
     dev = resolve_device(device)
     spec, model = load_trained(path, dev)
     family = family_of(spec)
     if protocol is not None and protocol not in family.protocols:
         raise ResreproError(f"{path} is a {family.name} run, evaluated with --protocol {'|'.join(family.protocols)}"
                             f", not {protocol}")
+    if family.keeps_eval and tally is None:
+        tally = Tally(dev, top5=True, keep=True)
     ask = EvalOptions(path=str(path), device=dev, split=split, protocol=protocol, data_dir=data_dir,
                       max_images=max_images, scales=scales, workers=workers, tally=tally)
     result = {"run": str(path), "model": spec.model, "family": spec.family, "dataset": spec.dataset,
               **family.evaluate(spec, model, ask)}
     if family.keeps_eval:
-        from resrepro.io import write_json
-
+        # A classifier's probabilities first: a result on disk never lacks its own.
+        if tally is not None and tally.kept:
+            save_probabilities(probs_path(path, result["protocol"]), tally)
         write_json(eval_path(path, result["protocol"]), result)
     return result
 

@@ -3,7 +3,7 @@ multi-scale (Table 4), each giving top-1/top-5 error on a validation ImageFolder
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from resrepro.data.imagenet import (
     SkippingImageFolder,
+    ToInput,
     check_num_classes,
     check_val_dir,
     eval_transform,
@@ -23,12 +24,13 @@ from resrepro.data.imagenet import (
 )
 from resrepro.errors import ResreproError
 from resrepro.train.metrics import Tally
+from resrepro.train.runtime import evaluating
 
 PROTOCOLS = ("center", "ten-crop", "multi-scale")  # the ImageNet test protocols of §3.4
 MULTI_SCALES = (224, 256, 384, 480, 640)  # Table 4: shorter side of the whole image
 
 
-def ten_crop_scores(model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
+def ten_crop_scores(model: Callable[[torch.Tensor], torch.Tensor], crops: torch.Tensor) -> torch.Tensor:
     """Class probabilities B×K for crops B×10×C×H×W: the softmax of each crop, averaged over the 10.
 
     We average probabilities, not logits: the paper says only that scores are averaged, and fb.resnet.torch
@@ -39,7 +41,7 @@ def ten_crop_scores(model: nn.Module, crops: torch.Tensor) -> torch.Tensor:
 
 
 def multi_scale_scores(
-    model: nn.Module, image: torch.Tensor, scales: Sequence[int] = MULTI_SCALES
+    model: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, scales: Sequence[int] = MULTI_SCALES
 ) -> torch.Tensor:
     """Class probabilities (K,) for one C×H×W image: softmax at each shorter-side scale, averaged over scales.
 
@@ -73,6 +75,8 @@ def evaluate(
     resize: int = 256,
     crop: int = 224,
     tally: Tally | None = None,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Top-1/top-5 error (fractions) and loss of ``model`` on the val ImageFolder under ``protocol``.
 
@@ -83,14 +87,17 @@ def evaluate(
     "top5_error" is the top-min(5, classes) error. Images that fail to decode are skipped and counted in
     "skipped"; "images" counts those evaluated. The model is moved to ``device`` and left in its mode.
     ``tally``: the caller's (one keeping each image's probabilities, for an ensemble), else a new one.
+    ``precision`` and ``channels_last``: the run's own, as every evaluation runs
+    (:func:`~resrepro.train.runtime.evaluating`); an imported net's fp32 NCHW by default.
     """
     if protocol not in PROTOCOLS:
         raise ResreproError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     transform = {
-        "center": eval_transform(normalize, resize, crop),
-        "ten-crop": ten_crop_transform(normalize, resize, crop),
-        "multi-scale": full_image_transform(normalize),
+        "center": eval_transform(resize, crop),
+        "ten-crop": ten_crop_transform(resize, crop),
+        "multi-scale": full_image_transform(),
     }[protocol]
+    to_input = ToInput(normalize, device, channels_last)
     dataset = SkippingImageFolder(check_val_dir(dataset_root_val), transform)
     subset = Subset(dataset, _spread_indices(len(dataset), max_images))
     loader = DataLoader(
@@ -100,25 +107,20 @@ def evaluate(
         collate_fn=skip_none_collate,
         pin_memory=torch.device(device).type == "cuda",
     )
-    was_training = model.training
-    model.to(device).eval()
     tally = tally or Tally(device)
-    try:
-        with torch.inference_mode():
-            for batch in loader:
-                if batch is None:
-                    continue
-                inputs, targets = (t.to(device, non_blocking=True) for t in batch)
-                if protocol == "center":
-                    probs = model(inputs).float().softmax(dim=1)
-                elif protocol == "ten-crop":
-                    probs = ten_crop_scores(model, inputs)
-                else:
-                    probs = multi_scale_scores(model, inputs[0], scales)[None]
-                check_num_classes(probs.shape[1], dataset.classes)
-                tally.add_probs(probs, targets)
-    finally:
-        model.train(was_training)
+    with evaluating(model.to(device), precision, torch.device(device), channels_last) as forward:
+        for batch in loader:
+            if batch is None:
+                continue
+            images, targets = (t.to(device, non_blocking=True) for t in batch)
+            if protocol == "center":
+                probs = forward(to_input(images)).float().softmax(dim=1)
+            elif protocol == "ten-crop":
+                probs = ten_crop_scores(forward, to_input(images.flatten(0, 1)).unflatten(0, images.shape[:2]))
+            else:
+                probs = multi_scale_scores(forward, to_input(images)[0], scales)[None]
+            check_num_classes(probs.shape[1], dataset.classes)
+            tally.add_probs(probs, targets)
     if tally.images == 0:
         raise ResreproError(f"no readable images in {dataset_root_val}; check the files decode with PIL")
     return {**tally.result(), "skipped": dataset.skipped, "protocol": protocol}

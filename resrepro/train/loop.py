@@ -39,6 +39,7 @@ from resrepro.train.runtime import (
     agreed_stop,
     all_finite,
     all_reduce,
+    compile_model,
     cudnn_benchmark,
     peak_memory,
     resolve_device,
@@ -155,22 +156,26 @@ class _Loop:
         self.saved_at: int | None = None  # the iteration of the last good checkpoint
         stream_state = self._restore() if run.checkpoint.exists() else None
         self.batches = recipe.batches(self.step, stream_state)
-        self.ddp = self.model
-        if world > 1:
+
+        def wrap(net: torch.nn.Module) -> torch.nn.Module:
+            if world == 1:
+                return net
             from torch.nn.parallel import DistributedDataParallel
 
             # BN running statistics are combined over the ranks after each step (groups.RunningStats), not taken
             # from rank 0 at each forward.
-            self.ddp = DistributedDataParallel(self.model, device_ids=[device.index] if cuda else None,
-                                               forward_sync_buffers=False)
-        compiled = use_compile(spec.compile, device)
-        self.forward = torch.compile(self.ddp) if compiled else self.ddp
-        # Evaluation reads rank 0's BN statistics on every rank (broadcast first), through the unwrapped net.
-        self.eval_model = self.forward if world == 1 else self.model
+            return DistributedDataParallel(net, device_ids=[device.index] if cuda else None, forward_sync_buffers=False)
+
+        compiled = use_compile(spec.compile, device, family_of(spec).fixed_shapes)
+        self.ddp, self.forward = compile_model(self.model, wrap) if compiled else (wrap(self.model),) * 2
+        # Evaluation goes through the unwrapped, uncompiled net: eval mode and a last short batch would each
+        # compile another graph. It reads rank 0's BN statistics on every rank (broadcast first).
+        self.eval_model = self.model
         self.clock = IntervalClock(UNTIMED_COMPILED_STEPS if compiled else 0)
         self.train_step = TrainStep(self.forward, self.optimizer, recipe.loss, spec.precision, device,
                                     recipe.micro_batches, self.ddp if world > 1 else None,
-                                    RunningStats(self.model, rank, world, recipe.micro_batches) if world > 1 else None)
+                                    RunningStats(self.model, rank, world, recipe.micro_batches) if world > 1 else None,
+                                    compiled_batch=spec.batch_size // world if compiled else None)
         self.sums = self.train_step.sums
 
     def _restore(self) -> dict[str, Any] | None:

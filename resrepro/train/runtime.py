@@ -4,7 +4,7 @@ peak memory. (What a run shows while it computes is :mod:`resrepro.train.progres
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -38,6 +38,33 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
+@contextmanager
+def evaluating(model: nn.Module, precision: str, device: torch.device,
+               channels_last: bool) -> Iterator[Callable[[Any], Any]]:
+    """The one way every evaluation runs a net — CIFAR's, ImageNet's in training and under its test protocols
+    (center, 10-crop, multi-scale), detection's: ``forward(x)`` in eval mode, without autograd, at the run's own
+    precision (:func:`autocast`: bf16 on CUDA unless ``--precision fp32``) and memory layout (channels_last on
+    CUDA unless turned off), the model's mode restored after. The run's own policy, not a stricter one, so the
+    in-training evaluation and `resrepro eval` of the same weights give the same numbers. A list input
+    (detection's images of different sizes) keeps its layout."""
+    was_training = model.training
+    model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    def forward(x: Any) -> Any:
+        if channels_last and isinstance(x, torch.Tensor):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            return model(x)
+
+    try:
+        with torch.no_grad():
+            yield forward
+    finally:
+        model.train(was_training)
+
+
 def use_channels_last(choice: bool | None, device: torch.device) -> bool:
     """NHWC activations: by default on CUDA, where tensor-core convolutions want them. Not by default on a CPU:
     `resrepro bench` times both layouts there (NHWC ran the ResNet-20 step at batch 128 1.19-1.25× faster), but
@@ -46,8 +73,43 @@ def use_channels_last(choice: bool | None, device: torch.device) -> bool:
     return choice if choice is not None else device.type == "cuda"
 
 
-def use_compile(choice: bool | None, device: torch.device) -> bool:
-    return choice if choice is not None else device.type == "cuda"
+def use_compile(choice: bool | None, device: torch.device, fixed_shapes: bool = True) -> bool:
+    """torch.compile: by default on CUDA for a family whose training batches have one shape; never by default for
+    variable shapes (detection's images), where every new shape would compile anew."""
+    return choice if choice is not None else device.type == "cuda" and fixed_shapes
+
+
+# Above this many residual blocks (ResNet-1202 has 600) the net is compiled block by block: one graph per kind of
+# block (a few), not one graph of the whole depth (minutes and GBs of host memory for ResNet-1202).
+REGIONAL_ABOVE_BLOCKS = 100
+
+
+def compile_model(model: nn.Module, wrap: Callable[[nn.Module], nn.Module]) -> tuple[nn.Module, nn.Module]:
+    """(the DDP-wrapped module, the module training calls), compiled; ``wrap``: DDP's wrapper, or the identity in
+    one process (whole-graph compilation wraps DDP, whose graph dynamo splits at the gradient buckets; the regional
+    view is wrapped by it). The whole net in one graph, or, for a deep net or one that
+    checkpoints its stages (the checkpoint's recompute stays eager, around compiled blocks), a view of the net
+    whose residual blocks are compiled one by one (regional compilation). Either shares the net's parameters and
+    buffers; the net itself stays uncompiled, for evaluation, so eval mode and other batch sizes never recompile
+    the training graph. ``dynamic=False``: every block kind keeps a static-shape graph (dynamo would otherwise
+    turn to dynamic shapes at the second block shape it meets)."""
+    from resrepro.models.blocks import BasicBlock, Bottleneck
+
+    blocks = sum(isinstance(m, (BasicBlock, Bottleneck)) for m in model.modules())
+    if not (getattr(model, "grad_checkpoint", False) or blocks > REGIONAL_ABOVE_BLOCKS):
+        ddp = wrap(model)
+        return ddp, torch.compile(ddp, dynamic=False)
+
+    def view(module: nn.Module) -> nn.Module:
+        if isinstance(module, (BasicBlock, Bottleneck)):
+            return torch.compile(module, dynamic=False)
+        copy = module.__class__.__new__(module.__class__)
+        copy.__dict__ = dict(module.__dict__)  # the same parameter and buffer dicts: the same tensors
+        copy._modules = {name: None if child is None else view(child) for name, child in module._modules.items()}
+        return copy
+
+    ddp = wrap(view(model))
+    return ddp, ddp
 
 
 def use_cudnn_benchmark(fixed_shapes: bool, device: torch.device) -> bool:

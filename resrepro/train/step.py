@@ -28,17 +28,25 @@ class TrainStep:
     ``forward`` is the model as called (DDP-wrapped, compiled); ``ddp`` the DDP module whose gradient all-reduce
     waits for the last micro-batch (None in one process); ``loss(forward, x, y)`` the family's loss and misses.
     Micro-batch j (``x[j::accumulate]``) is one BN group (:mod:`resrepro.train.groups`); ``running`` combines
-    the ranks' BN running statistics after each step (None in one process)."""
+    the ranks' BN running statistics after each step (None in one process). ``compiled_batch``: the images per
+    step that ``forward``'s compiled graph was made for; a batch of any other size (short by an image that failed
+    to decode) runs eagerly rather than compiling a second graph."""
 
     def __init__(self, forward: Callable[..., Any], optimizer: torch.optim.Optimizer,
                  loss: Callable[[Any, Any, Any], tuple[torch.Tensor, torch.Tensor]], precision: str,
                  device: torch.device, accumulate: int = 1, ddp: nn.Module | None = None,
-                 running: RunningStats | None = None) -> None:
+                 running: RunningStats | None = None, compiled_batch: int | None = None) -> None:
         self.forward, self.optimizer, self.loss, self.precision = forward, optimizer, loss, precision
         self.device, self.accumulate, self.ddp, self.running = device, accumulate, ddp, running
+        self.compiled_batch = compiled_batch
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)  # this interval's loss, misses, images
 
     def __call__(self, x: Any, y: Any, lr: float) -> torch.Tensor:
+        eager = self.compiled_batch not in (None, len(y))
+        with torch.compiler.set_stance("force_eager") if eager else nullcontext():
+            return self._step(x, y, lr)
+
+    def _step(self, x: Any, y: Any, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,5 @@
-"""The ImageNet ImageFolder pipeline: layout checks, §3.4 augmentation, PCA lighting, skipping bad files."""
+"""The ImageNet ImageFolder pipeline: layout checks, §3.4 augmentation (uint8 crops from the workers, finished
+on the device to the bit of the float pipeline), PCA lighting, skipping bad files."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 from PIL import Image
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from resrepro.data.imagenet import (
@@ -17,11 +17,15 @@ from resrepro.data.imagenet import (
     IMAGENET_STD,
     PCA_EIGVAL,
     PCA_EIGVEC,
+    DrawFlipLighting,
     PCALighting,
+    ScaleCrop,
+    ToInput,
     check_imagenet_dir,
     check_num_classes,
     eval_transform,
-    imagenet_loaders,
+    imagenet_sets,
+    normalization,
     skip_none_collate,
     train_transform,
 )
@@ -77,40 +81,63 @@ def test_bad_layouts_raise_with_the_expected_layout(imagenet_dir: Path, breakage
         assert f"no class folders in {imagenet_dir / 'val'};" in str(info.value)
 
 
-def test_loaders_skip_and_count_the_corrupt_image(imagenet_dir: Path) -> None:
-    # One batch of all 13 train files, so drop_last cannot hide the corrupt one.
-    train, val = imagenet_loaders(imagenet_dir, batch_size=13, workers=0)
-    batches = list(train)
-    assert len(batches) == 1
-    images, targets = batches[0]
-    assert images.shape == (12, 3, 224, 224) and images.dtype == torch.float32
+def test_the_sets_ship_uint8_crops_and_skip_and_count_the_corrupt_image(imagenet_dir: Path) -> None:
+    train, val = imagenet_sets(imagenet_dir)
+    # One batch of all 13 train files, so nothing hides the corrupt one.
+    (images, flips, offsets), targets = next(iter(DataLoader(train, batch_size=13, collate_fn=skip_none_collate)))
+    assert images.shape == (12, 3, 224, 224) and images.dtype == torch.uint8
+    assert flips.dtype == torch.bool and offsets.shape == (12, 3) and offsets.dtype == torch.float32
     assert sorted(targets.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-    assert train.dataset.skipped == 1
-    assert train.drop_last and not val.drop_last
-    val_images, val_targets = next(iter(val))
-    assert val_images.shape == (6, 3, 224, 224) and sorted(val_targets.tolist()) == [0, 0, 1, 1, 2, 2]
-    assert val.dataset.skipped == 0
+    assert train.skipped == 1
+    val_images, val_targets = next(iter(DataLoader(val, batch_size=6, collate_fn=skip_none_collate)))
+    assert val_images.shape == (6, 3, 224, 224) and val_images.dtype == torch.uint8
+    assert sorted(val_targets.tolist()) == [0, 0, 1, 1, 2, 2] and val.skipped == 0
 
 
 def test_skipped_count_is_shared_across_worker_processes(imagenet_dir: Path) -> None:
     (imagenet_dir / "val" / CLASSES[0] / "truncated.JPEG").write_bytes(
         (imagenet_dir / "val" / CLASSES[0] / "ILSVRC2012_val_00.JPEG").read_bytes()[:300]
     )
-    _, val = imagenet_loaders(imagenet_dir, batch_size=2, workers=2)
-    assert val.persistent_workers
-    seen = sum(len(targets) for _, targets in val)  # 4 batches of 2 spread over 2 worker processes
-    assert (seen, val.dataset.skipped) == (6, 1)
+    _, val = imagenet_sets(imagenet_dir)
+    loader = DataLoader(val, batch_size=2, num_workers=2, collate_fn=skip_none_collate)
+    seen = sum(len(targets) for _, targets in loader)  # 4 batches of 2 spread over 2 worker processes
+    assert (seen, val.skipped) == (6, 1)
 
 
-def test_distributed_loaders_use_a_distributed_sampler(imagenet_dir: Path, tmp_path: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        train, val = imagenet_loaders(imagenet_dir, batch_size=4, workers=0, distributed=True, seed=3)
-    finally:
-        dist.destroy_process_group()
-    assert isinstance(train.sampler, DistributedSampler) and isinstance(val.sampler, DistributedSampler)
-    assert train.sampler.shuffle and train.sampler.seed == 3 and not val.sampler.shuffle
-    assert train.batch_size == 4 and train.drop_last
+def reference_transform(normalize: str = "pixel-mean") -> v2.Compose:
+    """§3.4 all on the CPU in float32, as the workers ran it before shipping uint8 crops."""
+    return v2.Compose([ScaleCrop(), v2.RandomHorizontalFlip(), v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                       PCALighting(0.1), normalization(normalize)])
+
+
+def test_scale_crop_is_torchvisions_rescale_then_crop_resizing_only_the_crop() -> None:
+    rescale_then_crop = v2.Compose([v2.RandomResize(256, 481), v2.RandomCrop(224)])
+    for seed, (w, h) in enumerate([*TRAIN_SIZES, (640, 480), (500, 333)]):
+        image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+        torch.manual_seed(seed)
+        expected = np.asarray(rescale_then_crop(image), dtype=int)
+        after = torch.randint(1 << 30, ())  # the next draw: both made the same number of draws
+        torch.manual_seed(seed)
+        ours = np.asarray(ScaleCrop()(image), dtype=int)
+        assert ours.shape == expected.shape == (224, 224, 3) and torch.randint(1 << 30, ()) == after
+        assert np.abs(ours - expected).max() <= 2 and (ours == expected).mean() > 0.5  # PIL's rounding only
+
+
+@pytest.mark.parametrize("normalize", ["pixel-mean", "mean-std"])
+def test_the_device_finished_batch_is_the_float_pipelines_to_the_bit(normalize: str) -> None:
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for i, (w, h) in enumerate(TRAIN_SIZES)]
+    expected, shipped = [], []
+    for seed, image in enumerate(images * 2):  # 8 samples, each seeded as SeededDataset seeds it
+        torch.manual_seed(seed)
+        expected.append(reference_transform(normalize)(image))
+        torch.manual_seed(seed)
+        shipped.append(train_transform()(image))
+    (crops, flips, offsets) = (torch.stack(t) for t in zip(*shipped, strict=True))
+    assert crops.dtype == torch.uint8 and 0 < flips.sum() < 8  # both sides of the coin
+    assert torch.equal(ToInput(normalize, "cpu")(crops, flips, offsets), torch.stack(expected))
+    nhwc = ToInput(normalize, "cpu", channels_last=True)(crops, flips, offsets)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, torch.stack(expected))
 
 
 def test_collate_drops_failed_samples_and_gives_none_for_an_all_failed_batch() -> None:
@@ -120,10 +147,9 @@ def test_collate_drops_failed_samples_and_gives_none_for_an_all_failed_batch() -
 
 
 def test_scale_augmentation_draws_the_shorter_side_uniformly_from_256_to_480() -> None:
-    resize = next(t for t in train_transform().transforms if isinstance(t, v2.RandomResize))
-    image = Image.new("L", (3, 2))  # tiny, wide and one channel: cheap to resize 1000 times
+    scale_crop = next(t for t in train_transform().transforms if isinstance(t, ScaleCrop))
     torch.manual_seed(0)
-    sides = np.array([min(resize(image).size) for _ in range(1000)])
+    sides = np.array([min(scale_crop.params(3, 2)[:2]) for _ in range(1000)])
     assert sides.min() >= 256 and sides.max() <= 480
     assert sides.min() <= 262 and sides.max() >= 474
     assert abs(sides.mean() - 368) < 8
@@ -134,7 +160,7 @@ def test_scale_augmentation_draws_the_shorter_side_uniformly_from_256_to_480() -
 @pytest.mark.parametrize("size", TRAIN_SIZES)
 def test_train_and_eval_transforms_give_224_crops(size: tuple[int, int]) -> None:
     image = Image.new("RGB", size, (10, 200, 30))
-    assert train_transform()(image).shape == (3, 224, 224)
+    assert train_transform()(image)[0].shape == (3, 224, 224)
     assert eval_transform()(image).shape == (3, 224, 224)
 
 
@@ -142,15 +168,17 @@ def test_train_and_eval_transforms_give_224_crops(size: tuple[int, int]) -> None
 def test_normalisation_subtracts_the_mean_and_divides_only_for_mean_std(normalize: str, std: tuple) -> None:
     image = Image.new("RGB", (300, 260), (128, 64, 255))
     expected = [(v / 255 - m) / s for v, m, s in zip((128, 64, 255), IMAGENET_MEAN, std, strict=True)]
-    for transform in (train_transform(normalize, lighting=0), eval_transform(normalize)):
-        out = transform(image)
+    crop, flip, offset = train_transform(lighting=0)(image)
+    assert not offset.any()
+    for out in (ToInput(normalize, "cpu")(crop[None], flip[None], offset[None])[0],
+                ToInput(normalize, "cpu")(eval_transform()(image)[None])[0]):
         for c in range(3):
             torch.testing.assert_close(out[c], torch.full((224, 224), expected[c]), atol=1e-5, rtol=0)
 
 
 def test_unknown_normalisation_raises() -> None:
     with pytest.raises(ResreproError, match="pixel-mean"):
-        train_transform("imagenet")
+        ToInput("imagenet", "cpu")
 
 
 def test_pca_constants_are_the_published_ones() -> None:
@@ -173,12 +201,12 @@ def test_pca_lighting_adds_eigvec_times_alpha_times_eigval(monkeypatch: pytest.M
     torch.testing.assert_close(out - image, torch.tensor(offset).view(3, 1, 1).expand(3, 5, 7))
 
 
-def test_pca_lighting_is_in_the_train_transform_with_std_0_1_and_random() -> None:
-    lights = [t for t in train_transform().transforms if isinstance(t, PCALighting)]
-    assert [t.std for t in lights] == [0.1]
-    assert not any(isinstance(t, PCALighting) for t in train_transform(lighting=0).transforms)
+def test_pca_lighting_is_drawn_in_the_train_transform_with_std_0_1_and_random() -> None:
+    [draw] = [t for t in train_transform().transforms if isinstance(t, DrawFlipLighting)]
+    assert draw.lighting.std == 0.1
+    assert next(t for t in train_transform(lighting=0).transforms if isinstance(t, DrawFlipLighting)).lighting is None
     torch.manual_seed(0)
-    offsets = torch.stack([lights[0](torch.zeros(3, 1, 1)).flatten() for _ in range(2000)])
+    offsets = torch.stack([draw(torch.zeros(3, 1, 1, dtype=torch.uint8))[2] for _ in range(2000)])
     # The offsets' covariance is eigvec diag((0.1 eigval)²) eigvec^T; its largest direction is eigvec[:, 0].
     assert offsets.mean(0).abs().max() < 2e-3
     assert offsets[:, 0].std() == pytest.approx(0.1 * 0.2175 * 0.5675, rel=0.1)

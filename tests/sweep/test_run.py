@@ -371,6 +371,7 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
     written = json.loads((runs / "plain18-s0" / "eval" / "multi-scale.json").read_text())
     assert (written["protocol"], written["scales"], written["images"]) == ("multi-scale", [28, 36], 300)
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("ten-crop.json")} == before
+    assert (runs / "plain18-s0" / "eval" / "multi-scale.probs.pt").is_file()  # what Table 5 reads
     assert not run_sweep(table4, tmp_path / "runs", train_fn=never_train, render=False).evaluated
 
 

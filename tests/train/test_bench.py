@@ -55,15 +55,23 @@ def test_baseline_is_the_peer_pipeline_pad4_crop_flip_normalize() -> None:
     assert set(y.tolist()) <= set(data.labels.tolist())
 
 
-def test_imagenet_bench_times_the_model_step_and_the_data_pipeline(tmp_path) -> None:
+def test_imagenet_bench_times_the_model_step_and_the_data_pipeline(tmp_path, monkeypatch) -> None:
+    import resrepro.train.recipes.imagenet as recipe
+
+    served = []
+    serve = recipe._Batches.__next__
+    monkeypatch.setattr(recipe._Batches, "__next__", lambda self: served.append(1) or serve(self))
     root = write_imagefolder(tmp_path / "imagenet", train=6, val=1)
     result = run_imagenet_bench("resnet18", iters=2, batch_size=4, device="cpu", workers=0, data_dir=str(root))
-    eager, ours, pipeline = result["rows"]
+    eager, ours, pipeline, peer = result["rows"]
     assert eager["stage"].startswith("model step: fp32") and ours["stage"].startswith("model step: resrepro")
-    assert pipeline["stage"] == "data pipeline: 0 workers"
-    for row in (eager, ours, pipeline):
+    assert pipeline["stage"].startswith("data pipeline: resrepro, uint8 crops from 0 workers")
+    assert peer["stage"].startswith("data pipeline: peer style")
+    for row in (eager, ours, pipeline, peer):
         _consistent(row, 4)
     assert result["speedup"] == pytest.approx(ours["images_per_s"] / eager["images_per_s"])
+    assert result["pipeline_ratio"] == pytest.approx(pipeline["images_per_s"] / peer["images_per_s"])
+    assert len(served) == 3  # the recipe's own training batches: one to start the workers, two timed
 
 
 def test_imagenet_bench_refuses_a_cifar_net_and_a_folder_too_small_to_time(tmp_path) -> None:

@@ -214,3 +214,60 @@ def test_a_torchvision_weights_file_lands_in_the_backbone(tmp_path):
     assert torch.equal(state["conv1.weight"], net.conv1.weight.detach())
     with pytest.raises(ResreproError, match="torchvision:vgg16"):  # the name and the backbone disagree
         _classifier_state(spec.replace(backbone_import="torchvision:vgg16"))
+
+
+def _tiny_detector():
+    from resrepro.train.recipes.detection import build_detection_model
+
+    torch.manual_seed(0)
+    return build_detection_model(DetectionSpec(**TINY), 11)
+
+
+def test_test_images_decoded_by_workers_give_the_detections_of_the_main_process(digits_dir):
+    from resrepro.data.detection import load_detection
+    from resrepro.train.recipes.detection import detect, eval_loader
+
+    test_set = load_detection("digits-voc", "test", digits_dir)
+    model = _tiny_detector()
+    cpu = torch.device("cpu")
+    alone = detect(model, eval_loader(test_set, 0, world=10), cpu)  # every tenth image, in this process
+    loader = eval_loader(test_set, 2, world=10)
+    for _ in range(2):  # the workers are kept for the next evaluation
+        found = detect(model, loader, cpu)
+        assert sorted(found) == list(range(0, len(test_set), 10))
+        assert all(torch.equal(found[i][k], alone[i][k]) for i in alone for k in ("boxes", "scores", "labels"))
+    assert loader._iterator is not None and loader._iterator._workers  # persistent: started once
+
+
+def _score_two_ranks(rank: int, store: str, digits_dir, out) -> None:
+    import torch.distributed as dist
+
+    from resrepro.data.detection import load_detection
+    from resrepro.train.recipes import detection
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        test_set = load_detection("digits-voc", "test", digits_dir)
+        scored = []
+        real = detection.score
+        detection.score = lambda *a: scored.append(rank) or real(*a)
+        found = detection.detect(_tiny_detector(), detection.eval_loader(test_set, 0, rank, 2), torch.device("cpu"))
+        result = detection.score_on_rank_0(found, test_set, "voc07", 2)
+        torch.save({"result": result, "scored": scored}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes detecting the 200 test images: ~20 s on an idle 2-core CPU
+def test_two_ranks_score_once_on_rank_0_and_agree_with_one_process(tmp_path, digits_dir):
+    import torch.multiprocessing as mp
+
+    from resrepro.data.detection import load_detection
+    from resrepro.train.recipes.detection import detect, eval_loader, score
+
+    mp.spawn(_score_two_ranks, args=(str(tmp_path / "store"), digits_dir, tmp_path), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["scored"] for r in ranks] == [[0], []]  # rank 1 sent its detections and scored nothing
+    test_set = load_detection("digits-voc", "test", digits_dir)
+    one = score(detect(_tiny_detector(), eval_loader(test_set, 0), torch.device("cpu")), test_set, "voc07")
+    assert ranks[0]["result"] == ranks[1]["result"] and ranks[0]["result"]["map"] == pytest.approx(one["map"])

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from resrepro.errors import ResreproError
+from resrepro.train import imagenet_eval
 from resrepro.train.checkpoint import load_checkpoint
+from resrepro.train.evaluate import evaluate_run
+from resrepro.train.families import load_trained
 from resrepro.train.loop import train
 from resrepro.train.rundir import METRIC_COLUMNS, RunDir
 from resrepro.train.spec import ImageNetSpec
@@ -79,6 +82,17 @@ def test_a_run_dir_holding_only_a_config_is_taken_by_the_next_run(tmp_path, data
     RunDir(tmp_path / "run").write_config(tiny(data, iters=2).to_dict())  # never reached a checkpoint
     assert train(tiny(data), tmp_path / "run")["status"] == "finished"
     assert RunDir(tmp_path / "run").read_config()["config_hash"] == tiny(data).config_hash()
+
+
+def test_the_in_training_evaluation_is_what_eval_gives_for_the_same_weights(tmp_path, data):
+    # bf16 autocast exists on a CPU: both evaluations run at the run's precision, none at a stricter one.
+    summary = train(tiny(data, iters=2, precision="bf16"), tmp_path / "run")
+    final, result = summary["final"], evaluate_run(tmp_path / "run", protocol="center", device="cpu", workers=0)
+    assert (final["eval_error"], final["eval_top5_error"]) == (result["top1_error"], result["top5_error"])
+    assert final["eval_loss"] == pytest.approx(result["loss"], rel=1e-6)
+    _, model = load_trained(tmp_path / "run")
+    fp32 = imagenet_eval.evaluate(model, data / "val", "center", workers=0, resize=256, crop=224)
+    assert fp32["loss"] != pytest.approx(result["loss"], rel=1e-4)  # what `eval` gave before: fp32 throughout
 
 
 def test_cli_eval_protocols_write_eval_json(tmp_path, data):
@@ -229,15 +243,15 @@ def test_the_spec_sizes_reach_the_pipeline(tmp_path, data, monkeypatch):
 
     made = []
 
-    def loaders(*args, **kwargs):
-        made.append(trainer_loaders(*args, **kwargs))
+    def sets(*args, **kwargs):
+        made.append(trainer_sets(*args, **kwargs))
         return made[-1]
 
-    trainer_loaders = trainer.imagenet_loaders
-    monkeypatch.setattr(trainer, "imagenet_loaders", loaders)
+    trainer_sets = trainer.imagenet_sets
+    monkeypatch.setattr(trainer, "imagenet_sets", sets)
     assert train(tiny(data, scale=(32, 40), crop=28, iters=2), tmp_path / "run")["status"] == "finished"
-    train_loader, val_loader = made[0]
-    assert train_loader.dataset[0][0].shape == val_loader.dataset[0][0].shape == (3, 28, 28)
+    train_set, val_set = made[0]
+    assert train_set[0][0][0].shape == val_set[0][0].shape == (3, 28, 28)
 
 
 @pytest.mark.parametrize("depth", ["19", "20"])

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from resrepro.data.imagenet import full_image_transform, normalization, ten_crop_transform
+from resrepro.data.imagenet import ToInput, full_image_transform, normalization, ten_crop_transform
 from resrepro.errors import ResreproError
 from resrepro.models import ImageNetResNet
 from resrepro.train.imagenet_eval import MULTI_SCALES, evaluate, multi_scale_scores, ten_crop_scores
@@ -63,6 +63,11 @@ def tiny_net() -> nn.Module:
     ).eval()
 
 
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 crops as the device finishes them for the net (the paper's normalisation)."""
+    return ToInput("pixel-mean", "cpu")(images)
+
+
 def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     return Image.fromarray(pixels)
@@ -71,7 +76,7 @@ def random_image(width: int, height: int, seed: int = 0) -> Image.Image:
 @torch.no_grad()
 def test_ten_crop_of_a_constant_image_equals_one_crop() -> None:
     model = tiny_net()
-    crops = ten_crop_transform()(Image.new("RGB", (300, 260), (90, 120, 30)))
+    crops = to_input(ten_crop_transform()(Image.new("RGB", (300, 260), (90, 120, 30))))
     assert crops.shape == (10, 3, 224, 224)
     expected = model(crops[:1]).softmax(dim=1)
     torch.testing.assert_close(ten_crop_scores(model, crops[None]), expected)
@@ -81,7 +86,7 @@ def test_ten_crop_of_a_constant_image_equals_one_crop() -> None:
 def test_ten_crop_scores_are_the_mean_softmax_over_torchvisions_ten_crops() -> None:
     model = tiny_net()
     images = [random_image(300, 260, seed=1), random_image(256, 400, seed=2)]
-    batch = torch.stack([ten_crop_transform()(image) for image in images])
+    batch = torch.stack([to_input(ten_crop_transform()(image)) for image in images])
     expected = []
     for image in images:
         resized = TF.resize(image, [256])
@@ -95,7 +100,7 @@ def test_ten_crop_scores_are_the_mean_softmax_over_torchvisions_ten_crops() -> N
 @torch.no_grad()
 def test_multi_scale_uses_the_five_shorter_sides_and_averages_softmax() -> None:
     spy = SizeSpy()
-    image = full_image_transform()(random_image(60, 40))
+    image = to_input(full_image_transform()(random_image(60, 40))[None])[0]
     scores = multi_scale_scores(spy, image)
     assert MULTI_SCALES == (224, 256, 384, 480, 640)
     assert spy.sizes == [(s, int(s * 60 / 40)) for s in MULTI_SCALES]
@@ -109,7 +114,7 @@ def test_multi_scale_uses_the_five_shorter_sides_and_averages_softmax() -> None:
 @torch.no_grad()
 def test_multi_scale_of_a_constant_image_equals_one_scale() -> None:
     model = tiny_net()
-    image = full_image_transform()(Image.new("RGB", (50, 70), (10, 220, 130)))
+    image = to_input(full_image_transform()(Image.new("RGB", (50, 70), (10, 220, 130)))[None])[0]
     single = model(TF.resize(image, [224])[None]).softmax(dim=1)[0]
     torch.testing.assert_close(multi_scale_scores(model, image, (224, 256, 300)), single)
 

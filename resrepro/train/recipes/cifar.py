@@ -16,7 +16,7 @@ from resrepro.models.registry import resolve
 from resrepro.train.groups import micro_batches, rank_positions
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe
-from resrepro.train.runtime import autocast, use_channels_last
+from resrepro.train.runtime import evaluating, use_channels_last
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import CifarSpec
 
@@ -28,19 +28,16 @@ def build_cifar_model(spec: CifarSpec, num_classes: int = 10, in_channels: int =
     return model
 
 
-@torch.no_grad()
 def evaluate_set(model: nn.Module, data: ImageSet, spec: CifarSpec, device: torch.device, mean: torch.Tensor,
                  std: torch.Tensor, channels_last: bool = False, tally: Tally | None = None) -> dict[str, Any]:
-    """Loss and top-1 error over a whole split, in eval mode, unaugmented (the paper tests the original image).
-    ``tally``: one of the caller's (top-5, kept probabilities), else top-1 only."""
-    was_training = model.training
-    model.eval()
+    """Loss and top-1 error over a whole split, unaugmented (the paper tests the original image), as every
+    evaluation runs (:func:`~resrepro.train.runtime.evaluating`). ``tally``: one of the caller's (top-5, kept
+    probabilities), else top-1 only."""
     tally = tally or Tally(device, top5=False)
-    for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std,
-                             channels_last=channels_last):
-        with autocast(spec.precision, device):
-            tally.add_logits(model(x), y)
-    model.train(was_training)
+    with evaluating(model, spec.precision, device, channels_last) as forward:
+        for x, y in eval_batches(data, spec.eval_batch_size, device=device, mean=mean, std=std,
+                                 channels_last=channels_last):
+            tally.add_logits(forward(x), y)
     return tally.result()
 
 
@@ -91,11 +88,8 @@ def _evaluate(spec: CifarSpec, model: nn.Module, ask: EvalOptions) -> dict[str, 
     val_split = spec.val_split if ask.split in (None, "val") else 0
     splits = load_dataset(spec.dataset, ask.data_dir or spec.data_dir, val_split=val_split, verify=spec.verify)
     mean, std = normalizer(splits.train, spec.normalize)
-    channels_last = use_channels_last(spec.channels_last, ask.device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     result = evaluate_set(model, splits.eval, spec.replace(device=str(ask.device)), ask.device, mean, std,
-                          channels_last, ask.tally)
+                          use_channels_last(spec.channels_last, ask.device), ask.tally)
     return {"split": splits.eval_split, **result}
 
 

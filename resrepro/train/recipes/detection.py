@@ -11,14 +11,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.train.groups import rank_positions
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
-from resrepro.train.runtime import autocast
+from resrepro.train.runtime import evaluating
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import DetectionSpec, ImageNetSpec
 
@@ -189,41 +189,68 @@ def detection_loss(model: nn.Module, images: list[torch.Tensor],
     return total, total.new_zeros(())
 
 
-@torch.no_grad()
-def detect(model: nn.Module, dataset, device: torch.device, precision: str = "fp32", rank: int = 0,
-           world: int = 1) -> list[dict[str, torch.Tensor]]:
-    """The detections of every image of ``dataset`` (in its order, in its pixels), each rank computing every
-    world-th image; an unreadable image has none."""
-    was_training = model.training
-    model.eval()
+class _Indexed(Dataset):
+    """``(index, uint8 image or None)`` of a test set, for a loader's workers to decode."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None]:
+        return index, self.base[index][0]
+
+
+def eval_loader(dataset, workers: int, rank: int = 0, world: int = 1) -> DataLoader:
+    """This rank's share of the test images (every world-th), decoded by ``workers`` processes, kept from one
+    evaluation to the next; batches are lists of ``(index, image)``."""
+    return DataLoader(Subset(_Indexed(dataset), range(rank, len(dataset), world)), batch_size=EVAL_IMAGES,
+                      num_workers=workers, persistent_workers=workers > 0, collate_fn=list)
+
+
+def detect(model: nn.Module, loader: DataLoader, device: torch.device, precision: str = "fp32",
+           ) -> dict[int, dict[str, torch.Tensor]]:
+    """The detections of the images ``loader`` (an :func:`eval_loader`) serves, by index (in the image's pixels,
+    on the CPU), as every evaluation runs (:func:`~resrepro.train.runtime.evaluating`: the run's precision; boxes
+    stay fp32 under bf16); an unreadable image has none."""
     found: dict[int, dict[str, torch.Tensor]] = {}
-    mine = list(range(rank, len(dataset), world))
-    for first in range(0, len(mine), EVAL_IMAGES):
-        items = [(i, dataset[i][0]) for i in mine[first:first + EVAL_IMAGES]]
-        readable = [(i, image) for i, image in items if image is not None]
-        if not readable:
-            continue
-        with autocast(precision, device):
-            out = model([image.to(device).float() / 255 for _, image in readable])
-        for (i, _), d in zip(readable, out, strict=True):
-            found[i] = {k: d[k].detach().float().cpu() if k != "labels" else d[k].cpu()
-                        for k in ("boxes", "scores", "labels")}
-    model.train(was_training)
-    if world > 1:
-        shares: list[Any] = [None] * world
-        dist.all_gather_object(shares, found)
-        found = {i: d for share in shares for i, d in share.items()}
-    none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
-    return [found.get(i, none) for i in range(len(dataset))]
+    with evaluating(model, precision, device, channels_last=False) as forward:
+        for items in loader:
+            readable = [(i, image) for i, image in items if image is not None]
+            if not readable:
+                continue
+            out = forward([image.to(device).float() / 255 for _, image in readable])
+            for (i, _), d in zip(readable, out, strict=True):
+                found[i] = {k: d[k].detach().float().cpu() if k != "labels" else d[k].cpu()
+                            for k in ("boxes", "scores", "labels")}
+    return found
 
 
-def score(detections: list[dict[str, torch.Tensor]], dataset, protocol: str) -> dict[str, Any]:
-    """``{"map", "ap": {class: AP}}`` (COCO: also ``map50``) by the protocol's reference definition."""
+def score(found: dict[int, dict[str, torch.Tensor]], dataset, protocol: str) -> dict[str, Any]:
+    """``{"map", "ap": {class: AP}}`` (COCO: also ``map50``) by the protocol's reference definition, of the
+    detections by image index (an image without any has none)."""
     from resrepro.train.detection_metrics import coco_evaluate, voc_evaluate
 
+    none = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0, dtype=torch.int64)}
+    detections = [found.get(i, none) for i in range(len(dataset))]
     if protocol == "coco":
         return coco_evaluate(detections, dataset)
     return voc_evaluate(detections, dataset, use_07_metric=protocol == "voc07")
+
+
+def score_on_rank_0(found: dict[int, dict[str, torch.Tensor]], dataset, protocol: str, world: int,
+                    ) -> dict[str, Any]:
+    """:func:`score` of every rank's detections, computed once, on rank 0 (the others send theirs and wait), and
+    the result handed to every rank."""
+    if world == 1:
+        return score(found, dataset, protocol)
+    rank = dist.get_rank()
+    shares: list[Any] | None = [None] * world if rank == 0 else None
+    dist.gather_object(found, shares, dst=0)
+    result = [score({i: d for share in shares for i, d in share.items()}, dataset, protocol) if rank == 0 else None]
+    dist.broadcast_object_list(result, src=0)
+    return result[0]
 
 
 def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: bool = False, rank: int = 0,
@@ -243,8 +270,10 @@ def detection_recipe(spec: DetectionSpec, device: torch.device, channels_last: b
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
         return _Batches(spec, train_set, step, steps_per_epoch, rank, world, device, state)
 
+    loader = eval_loader(test_set, spec.workers, rank, world)  # its workers start at the first evaluation
+
     def evaluate(model: nn.Module) -> dict[str, Any]:
-        result = score(detect(model, test_set, device, spec.precision, rank, world), test_set, protocol)
+        result = score_on_rank_0(detect(model, loader, device, spec.precision), test_set, protocol, world)
         return {"loss": None, "error": 1 - result["map"], "map": result["map"]}
 
     return Recipe(
@@ -273,7 +302,8 @@ def _evaluate(spec: DetectionSpec, model: nn.Module, ask: EvalOptions) -> dict[s
     protocol = ask.protocol or PROTOCOLS[spec.dataset]
     root = ask.data_dir or spec.data_dir
     test_set = load_detection(spec.dataset, "test", Path(root).expanduser() if root else None)
-    result = score(detect(model, test_set, ask.device, spec.precision), test_set, protocol)
+    loader = eval_loader(test_set, spec.workers if ask.workers is None else ask.workers)
+    result = score(detect(model, loader, ask.device, spec.precision), test_set, protocol)
     # A class without ground truth has AP NaN, which JSON cannot hold: null.
     result |= {k: {c: None if math.isnan(v) else v for c, v in result[k].items()}
                for k in ("ap", "ap50") if k in result}

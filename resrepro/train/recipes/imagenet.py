@@ -1,6 +1,7 @@
-"""The ImageNet recipe (§3.4): an ImageFolder decoded by loader workers with the paper's scale augmentation,
-18-152-layer nets, center-crop validation sharded over the ranks of a torchrun job (DDP, BN per GPU as in the
-paper: no SyncBN); its family entry (the test protocols of §3.4, each result kept in RUN/eval/)."""
+"""The ImageNet recipe (§3.4): an ImageFolder decoded and cropped by loader workers (uint8), the paper's
+augmentation finished on the device, 18-152-layer nets, center-crop validation sharded over the ranks of a
+torchrun job (DDP, BN per GPU as in the paper: no SyncBN); its family entry (the test protocols of §3.4, each
+result kept in RUN/eval/)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from resrepro.data.imagenet import check_num_classes, imagenet_loaders, skip_none_collate
+from resrepro.data.imagenet import ToInput, check_num_classes, imagenet_sets, skip_none_collate
 from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
 from resrepro.models.registry import resolve
@@ -19,7 +20,7 @@ from resrepro.train import imagenet_eval
 from resrepro.train.groups import micro_batches, rank_positions
 from resrepro.train.metrics import Tally
 from resrepro.train.recipe import EvalOptions, Family, Recipe, endless
-from resrepro.train.runtime import autocast
+from resrepro.train.runtime import evaluating, use_channels_last
 from resrepro.train.schedule import Schedule
 from resrepro.train.spec import ImageNetSpec
 
@@ -29,8 +30,8 @@ class _Batches:
     rank's share), so the position is all a resume needs: the state is empty."""
 
     def __init__(self, spec: ImageNetSpec, train_set, step: int, steps_per_epoch: int, rank: int, world: int,
-                 device: torch.device, channels_last: bool) -> None:
-        self.train_set, self.device, self.channels_last = train_set, device, channels_last
+                 device: torch.device, to_input: ToInput) -> None:
+        self.train_set, self.device, self.to_input = train_set, device, to_input
 
         take = rank_positions(spec.batch_size, spec.batch_size // spec.bn_group, rank, world)
         epoch = EpochLoader(train_set, spec.seed, spec.batch_size, take, num_workers=spec.workers,
@@ -46,27 +47,30 @@ class _Batches:
         batch = next(self.stream)
         if batch is None:
             raise ResreproError("every image of a training batch failed to decode; check DATA_DIR/train")
-        x, y = batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
-        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y
+        (images, flips, offsets), labels = (_to(t, self.device) for t in batch)
+        return self.to_input(images, flips, offsets), labels
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
 
-@torch.no_grad()
+def _to(batch: Any, device: torch.device) -> Any:
+    """A collated batch (a tensor, or a tuple of them) copied to ``device`` without waiting (pinned on CUDA)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
 def _validate(model: nn.Module, loader: DataLoader, spec: ImageNetSpec, device: torch.device, channels_last: bool,
-              ) -> dict[str, Any]:
-    """Center-crop val loss, top-1 and top-5 error of ``loader`` (a :func:`_val_loader`)."""
-    was_training = model.training
-    model.eval()
+              to_input: ToInput) -> dict[str, Any]:
+    """Center-crop val loss, top-1 and top-5 error of ``loader`` (a :func:`_val_loader`), as every evaluation runs
+    (:func:`~resrepro.train.runtime.evaluating`): what `resrepro eval RUN --center` gives for these weights."""
     tally = Tally(device)
-    for b in loader:
-        if b is None:
-            continue
-        x, y = b[0].to(device, non_blocking=True), b[1].to(device, non_blocking=True)
-        with autocast(spec.precision, device):
-            tally.add_logits(model(x.contiguous(memory_format=torch.channels_last) if channels_last else x), y)
-    model.train(was_training)
+    with evaluating(model, spec.precision, device, channels_last) as forward:
+        for b in loader:
+            if b is not None:
+                x, y = _to(b, device)
+                tally.add_logits(forward(to_input(x)), y)
     if tally.all_reduce().images == 0:
         raise ResreproError("no val image could be decoded; check DATA_DIR/val")
     return tally.result()
@@ -84,10 +88,8 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
                     world: int = 1) -> Recipe:
     micro = micro_batches(spec.batch_size, spec.bn_group, world)
     per_rank = spec.batch_size // world
-    train_loader, val_loader = imagenet_loaders(spec.data_root(), per_rank, workers=spec.workers,
-                                                normalize=spec.normalize, seed=spec.seed, scale=spec.scale,
-                                                crop=spec.crop)
-    train_set, val_set = train_loader.dataset, val_loader.dataset
+    train_set, val_set = imagenet_sets(spec.data_root(), scale=spec.scale, crop=spec.crop)
+    to_input = ToInput(spec.normalize, device, channels_last)
     num_classes = spec.num_classes or len(train_set.classes)
     check_num_classes(num_classes, train_set.classes)
     steps_per_epoch = len(train_set) // spec.batch_size
@@ -95,7 +97,7 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
         raise ResreproError(f"{len(train_set)} training images do not fill one batch of {spec.batch_size}")
 
     def batches(step: int, state: dict[str, Any] | None) -> _Batches:
-        return _Batches(spec, train_set, step, steps_per_epoch, rank, world, device, channels_last)
+        return _Batches(spec, train_set, step, steps_per_epoch, rank, world, device, to_input)
 
     val_loader = _val_loader(val_set, spec, device, rank, world, per_rank)  # its workers start at the first use
 
@@ -103,7 +105,7 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
         build_model=lambda: resolve(spec.model).build(num_classes=num_classes, width=spec.width),
         batches=batches, schedule=Schedule(spec.lr, spec.milestones, spec.lr_decay),
         train_images=len(train_set), eval_split="val",
-        evaluate=lambda model: _validate(model, val_loader, spec, device, channels_last),
+        evaluate=lambda model: _validate(model, val_loader, spec, device, channels_last, to_input),
         finish=lambda model: {"eval_protocol": "center"},
         model_info={"num_classes": num_classes, "in_channels": 3},
         summary=lambda skipped: {"skipped_images": {"train": skipped, "val": val_set.skipped}},
@@ -131,7 +133,9 @@ def _evaluate(spec: ImageNetSpec, model: nn.Module, ask: EvalOptions) -> dict[st
     result = imagenet_eval.evaluate(model, root / "val", protocol, device=ask.device, normalize=spec.normalize,
                                     max_images=ask.max_images, scales=sizes,
                                     workers=spec.workers if ask.workers is None else ask.workers,
-                                    resize=spec.scale[0], crop=spec.crop, tally=ask.tally)
+                                    resize=spec.scale[0], crop=spec.crop, tally=ask.tally,
+                                    precision=spec.precision,
+                                    channels_last=use_channels_last(spec.channels_last, ask.device))
     return {"split": "val", **result, **({"scales": list(sizes)} if protocol == "multi-scale" else {})}
 
 
