@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from resrepro.analysis.aggregate import find_runs
+from resrepro.analysis.claims import Verdict
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model, resolve
@@ -16,6 +17,7 @@ from resrepro.report.figure_kit import (
     caption_tail,
     check_missing,
     colour,
+    judge_figure,
     label,
     new_figure,
 )
@@ -60,7 +62,16 @@ def draw_fig7(spec: FigureSpec, runs_dir: str | Path | None, *, dataset: str | N
         ax.set_ylim(bottom=0)
         ax.legend(fontsize="small")
     figure.suptitle(spec.title + ("" if dataset in (None, spec.dataset) else f" (our runs on {dataset})"))
-    return FigureResult(figure, _caption(spec, table, present, missing, warnings), warnings, tables)
+    claims, verdicts = judge_figure("fig7", _per_run(table[table["model"].isin(present)]), dataset)
+    return FigureResult(figure, _caption(spec, table, present, missing, warnings, claims), warnings,
+                        tables | verdicts, claims)
+
+
+def _per_run(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run (per model, for a CSV without run names): the mean over its layers of the response std,
+    the number Fig. 7's claims compare."""
+    by = ["model", "run"] if "run" in table else ["model"]
+    return table.groupby(by)["std"].mean().rename("response_std").reset_index()
 
 
 def read_responses(path: str | Path, warnings: list[str]) -> pd.DataFrame:
@@ -109,7 +120,7 @@ def _responses_of_runs(spec: FigureSpec, runs_dir: str | Path, dataset: str | No
 
 
 def _caption(spec: FigureSpec, table: pd.DataFrame, present: list[str], missing: list[str],
-             warnings: list[str]) -> str:
+             warnings: list[str], claims: list[Verdict]) -> str:
     def setting(col: str) -> str:
         return ", ".join(map(str, table[col].dropna().unique())) if col in table else "not recorded"
 
@@ -121,4 +132,4 @@ def _caption(spec: FigureSpec, table: pd.DataFrame, present: list[str], missing:
         rows = table[table["model"] == model]
         runs = ", ".join(f"`{r}`" for r in rows["run"].unique()) if "run" in rows else "—"
         lines.append(f"| {label(model)} | {rows['layer'].nunique()} | {runs} |")
-    return "\n".join(lines + caption_tail("fig7", missing, warnings)) + "\n"
+    return "\n".join(lines + caption_tail("fig7", missing, warnings, claims)) + "\n"

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import find_runs
+from resrepro.analysis.aggregate import find_runs, frame_of
+from resrepro.analysis.claims import Verdict
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import write_text
+from resrepro.models.registry import canonical_model
 from resrepro.report.curves import Curve, longest, mean_curve, unfinished, x_axis
 from resrepro.report.fig7 import draw_fig7
 from resrepro.report.figure_kit import (
@@ -21,6 +23,7 @@ from resrepro.report.figure_kit import (
     caption_tail,
     check_missing,
     colour,
+    judge_figure,
     label,
     new_figure,
     save,
@@ -119,6 +122,7 @@ def draw_figure(
     selection = select_runs(runs, spec.models + stand_ins, dataset=dataset, preferred_dataset=spec.dataset)
     dataset, warnings = selection.dataset, warnings + selection.left_out
     curves: dict[str, Curve] = {}
+    counted = []  # the finished runs of each curve, under the figure's name for the net: the claims' values
     for model in spec.models:
         chosen, why = selection.of(model)
         if not chosen and model in STAND_INS:
@@ -126,13 +130,16 @@ def draw_figure(
             why += [f"no {model} runs: {STAND_INS[model]} (option B) stands in for it"] if chosen else []
         curve, unreadable = mean_curve(model, chosen) if chosen else (None, [])
         warnings += why + unreadable
+        counted.append(frame_of([r for r in chosen if r.finished]).assign(model=canonical_model(model)))
         if curve is not None:
             curves[model] = curve
     missing, why = check_missing(name, spec, [m for m in spec.models if m not in curves], runs_dir, dataset)
     warnings += why
     figure = _draw_fig1(curves) if name == "fig1" else _draw_panels(spec, curves, epochs=name == "fig4")
     figure.suptitle(spec.title + ("" if dataset == spec.dataset else f" (our runs on {dataset})"))
-    return FigureResult(figure, caption(name, spec, curves, missing, warnings, dataset), warnings)
+    claims, tables = judge_figure(name, pd.concat(counted, ignore_index=True), dataset)
+    return FigureResult(figure, caption(name, spec, curves, missing, warnings, dataset, claims), warnings, tables,
+                        claims)
 
 
 def _style(curve: Curve, model: str) -> tuple[dict[str, Any], str]:
@@ -200,7 +207,7 @@ def _ylim(ax: Any, lo: float, hi: float) -> None:
 
 
 def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list[str], warnings: list[str],
-            dataset: str | None) -> str:
+            dataset: str | None, claims: list[Verdict]) -> str:
     split = {"val": "validation", "test": "test"}[_split(curves)]
     lines = [f"# {spec.title}", "", spec.what.format(split=split), "",
              f"Dataset: {dataset}. Each curve is the mean over a model's seeds at every iteration all of "
@@ -221,7 +228,7 @@ def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list
             iters = f"{min(ends):,}"
             errors = " | ".join(_pct(_mean([f.get(k) for f in finals])) for k in ("train_error", "eval_error"))
         lines.append(f"| {label(model)} | {c.runs[0].model} | {seeds} | {iters} | {errors} | {paths} |")
-    return "\n".join(lines + caption_tail(name, missing, warnings)) + "\n"
+    return "\n".join(lines + caption_tail(name, missing, warnings, claims)) + "\n"
 
 
 def _mean(values: list[Any]) -> float | None:

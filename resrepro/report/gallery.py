@@ -39,6 +39,7 @@ class Artefact:
     figures: list[tuple[Path, Path]] = field(default_factory=list)  # (PNG, its Markdown caption)
     command: str = ""
     provenance: dict[str, Any] | None = None  # PROVENANCE's content; None: not recorded
+    verdicts: list[str] = field(default_factory=list)  # "holds", "fails", ...: one per claim, from <what>_claims.csv
 
     @property
     def anchor(self) -> str:
@@ -125,11 +126,34 @@ def _collect(exp: Any, folder: Path, runs_root: str | Path | None) -> Artefact:
             artefact.tables.append(md)
         elif kind == "figure" and md.is_file() and (folder / f"{what}.png").is_file():
             artefact.figures.append((folder / f"{what}.png", md))
+        if md.is_file():
+            artefact.verdicts += _verdicts(folder / f"{what}_claims.csv")
     try:
         artefact.provenance = json.loads((folder / PROVENANCE).read_text())
     except (OSError, ValueError):
         artefact.provenance = None
     return artefact
+
+
+def _verdicts(path: Path) -> list[str]:
+    """The verdict column of a ``<name>_claims.csv`` (none if it is absent or unreadable)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [row["verdict"] for row in csv.DictReader(f) if row.get("verdict")]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError):
+        return []
+
+
+def _verdict_line(a: Artefact) -> str:
+    """"The paper's claims: 2 hold, 1 fails (each below, with its numbers).", or where none were judged."""
+    if not a.verdicts:
+        return "The paper's claims: not judged in these files (re-render them from runs to judge them)."
+    counts = Counter(a.verdicts)
+    words = {"holds": ("holds", "hold"), "fails": ("fails", "fail")}
+    said = ", ".join(f"{n} {words.get(v, (v, v))[n != 1]}" for v, n in counts.items())
+    return f"The paper's claims: **{said}** (each below, with the numbers it was decided on)."
 
 
 def _demote(text: str) -> str:
@@ -167,7 +191,7 @@ def to_markdown(artefacts: list[Artefact], out: Path) -> str:
              "`resrepro report` from the files beside this page.", ""]
     lines += [f"- [{a.title} ({a.scale})](#{a.anchor})" for a in artefacts]
     for a in artefacts:
-        lines += ["", f'<a id="{a.anchor}"></a>', "", f"## {a.title} ({a.scale})", ""]
+        lines += ["", f'<a id="{a.anchor}"></a>', "", f"## {a.title} ({a.scale})", "", _verdict_line(a), ""]
         for t in a.tables:
             lines += [t.read_text().strip(), ""]
         for png, caption in a.figures:
@@ -195,6 +219,7 @@ def to_html(artefacts: list[Artefact], out: Path) -> str:
     body = []
     for a in artefacts:
         body.append(f'<section id="{a.anchor}"><h2>{html.escape(a.title)} ({a.scale})</h2>')
+        body.append(f'<div class="verdict">{_markdown(_verdict_line(a))}</div>')
         body += [f'<div class="table">{_markdown(t.read_text())}</div>' for t in a.tables]
         for png, caption in a.figures:
             data = base64.b64encode(png.read_bytes()).decode("ascii")

@@ -23,13 +23,13 @@ def render_experiment(experiment: Experiment, runs_root: str | Path,
         kind, name = entry.split(":", 1)
         try:
             if kind == "table":
-                from resrepro.report.tables import render_table
+                from resrepro.report.tables import render_table_files
 
-                text, notes = render_table(name, runs_dir=runs_dir, fmt="markdown",
-                                           dataset=experiment.dataset)
-                folder, kept = destination(out_dir, name, text, force=force)
-                write_text(folder / f"{name}.md", text)
-                paths.append(folder / f"{name}.md")
+                files, notes = render_table_files(name, runs_dir=runs_dir, dataset=experiment.dataset)
+                folder, kept = destination(out_dir, name, files[f"{name}.md"], force=force)
+                for file, text in files.items():  # the table, then its claims' verdicts
+                    write_text(folder / file, text)
+                    paths.append(folder / file)
                 notes += kept
             else:
                 from resrepro.report.figures import render_figure

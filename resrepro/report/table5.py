@@ -63,4 +63,9 @@ def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, datase
                  "nets of different depth) is scored on the ImageNet test set, where it reports top-5 only."]
     notes = [COLUMN_NOTE.replace("over seeds", "over runs"), *spec.notes, *(described if results else []),
              *run_notes(frame, spec, chosen.dataset)]
-    return Table(name, spec, table[csv_order(table, spec)], notes, list(dict.fromkeys(warnings)))
+    # The claims' values: one row per result, the ensemble's and each member's, as the table counts them.
+    columns = [m.column for m in spec.metrics]
+    values = pd.DataFrame([{"model": k, **{c: 100 * r[c] for c in columns}} for k, rs in results.items() for r in rs],
+                          columns=["model", *columns])
+    return Table(name, spec, table[csv_order(table, spec)], notes, list(dict.fromkeys(warnings)), values,
+                 chosen.dataset)

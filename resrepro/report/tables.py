@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from resrepro.analysis.aggregate import find_runs, finished_only, frame_of, summarise
+from resrepro.analysis.claims import verdict_frame
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
@@ -25,6 +26,7 @@ from resrepro.report.table_kit import (
     TableSpec,
     check_format,
     csv_order,
+    judged,
     render,
     run_notes,
 )
@@ -164,7 +166,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
         raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     spec = TABLES[name]()
     if spec.build is not None:
-        return spec.build(name, spec, runs_dir, dataset)
+        return judged(spec.build(name, spec, runs_dir, dataset))
     rows = spec.rows().reset_index(drop=True)
     keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
     found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
@@ -200,8 +202,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     rows = rows.drop(columns=n_cols)
     # A score's best run is its highest (mAP), an error's its lowest.
     column_note = COLUMN_NOTE.replace("lowest", "highest") if spec.metrics[0].higher_is_better else COLUMN_NOTE
-    return Table(name, spec, rows[csv_order(rows, spec)], [column_note, *spec.notes, *notes],
-                 list(dict.fromkeys(warnings)))
+    return judged(Table(name, spec, rows[csv_order(rows, spec)], [column_note, *spec.notes, *notes],
+                        list(dict.fromkeys(warnings)), runs, chosen.dataset))
 
 
 @functools.cache
@@ -231,3 +233,14 @@ def render_table(name: str, runs_dir: str | Path | None = None, fmt: str = "mark
     check_format(fmt)
     t = build_table(name, runs_dir, dataset)
     return render(t, fmt), t.warnings
+
+
+def render_table_files(name: str, runs_dir: str | Path | None = None, dataset: str | None = None
+                       ) -> tuple[dict[str, str], list[str]]:
+    """One table's files as `resrepro sweep` and `resrepro report` write them (file name -> text): ``<name>.md``
+    and, where its experiment states claims, their verdicts as ``<name>_claims.csv``; and the warnings."""
+    t = build_table(name, runs_dir, dataset)
+    files = {f"{name}.md": render(t, "markdown")}
+    if t.claims:
+        files[f"{name}_claims.csv"] = verdict_frame(t.claims).round(4).to_csv(index=False)
+    return files, t.warnings

@@ -67,8 +67,15 @@ def test_render_writes_png_pdf_and_caption(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     make_run(runs, "plain20")
     written, warnings = render_figure("fig1", runs, out)
-    assert written == [out / "fig1.png", out / "fig1.pdf", out / "fig1.md"]
+    assert written == [out / "fig1.png", out / "fig1.pdf", out / "fig1.md", out / "fig1_claims.csv"]
     assert (out / "fig1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # fig1.toml's claims, undecided without plain-56: the caption and the CSV beside it say so, with the counts
+    claims = pd.read_csv(out / "fig1_claims.csv").set_index("id")
+    assert claims.loc["degradation", "verdict"] == "not enough runs"
+    # (the hand-written plain-20 run records no train_eval_error, the number this claim is about)
+    assert claims.loc["degradation", "numbers"] == ("plain56 has 0 finished runs with train_eval_error, 1 needed; "
+                                                    "plain20 has 0 finished runs with train_eval_error, 1 needed")
+    assert "- **not enough runs** — the 56-layer plain net" in (out / "fig1.md").read_text()
     assert (out / "fig1.pdf").read_bytes()[:5] == b"%PDF-"
     assert "plain56" in (out / "fig1.md").read_text() and any("plain56" in w for w in warnings)
 
@@ -175,7 +182,7 @@ def test_fig7_from_a_responses_csv(tmp_path):
     csv = tmp_path / "responses.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     written, warnings = render_figure("fig7", None, tmp_path / "out", responses=csv)
-    assert [p.name for p in written] == ["fig7.png", "fig7.pdf", "fig7.md"]
+    assert [p.name for p in written] == ["fig7.png", "fig7.pdf", "fig7.md", "fig7_claims.csv"]
     result = draw_figure("fig7", None, responses=csv)
     k = np.arange(1, 20)
     original = line(result.figure, "plain20/original")

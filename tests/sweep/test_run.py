@@ -332,7 +332,8 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
                                                                                            "resnet18-A-s0")}
     assert {(e["protocol"], e["images"], e["model"]) for e in ten_crop.values()} == {
         ("ten-crop", 300, "plain18"), ("ten-crop", 300, "resnet18-A")}
-    assert result.rendered == [tmp_path / "out" / "table2.md"] and not result.warnings
+    assert result.rendered == [tmp_path / "out" / n for n in ("table2.md", "table2_claims.csv")]
+    assert not result.warnings
     text = (tmp_path / "out" / "table2.md").read_text()
     assert "trained and evaluated on digits, not imagenet" in text
     row = next(line for line in text.splitlines() if line.startswith("| plain-18 "))
@@ -370,12 +371,12 @@ def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
 def test_tables_are_written_as_markdown(tmp_path, monkeypatch):
     seen = {}
 
-    def render_table(name, runs_dir=None, fmt="markdown", dataset=None):
+    def render_table_files(name, runs_dir=None, dataset=None):
         seen.update(name=name, runs_dir=runs_dir, dataset=dataset)
-        return f"| {name} |\n", ["resnet1202 missing"]
+        return {f"{name}.md": f"| {name} |\n"}, ["resnet1202 missing"]
 
     monkeypatch.setitem(sys.modules, "resrepro.report.tables", type(sys)("tables"))
-    monkeypatch.setattr(sys.modules["resrepro.report.tables"], "render_table", render_table, raising=False)
+    monkeypatch.setattr(sys.modules["resrepro.report.tables"], "render_table_files", render_table_files, raising=False)
     exp = load_experiment("table6", "tiny", seeds=1)
     result = run_sweep(exp, tmp_path / "runs", train_fn=fake_train, out_dir=tmp_path / "out")
     assert result.rendered == [tmp_path / "out" / "table6.md"]
