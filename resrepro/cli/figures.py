@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, check_output, err
+from resrepro.cli.common import app, check_output, err, say_claims
 
 
 class FigureName(str, Enum):
@@ -46,7 +46,6 @@ def figure(
         "one to OUT/partial/, keep the old].")] = False,
 ) -> None:
     """Render one of the paper's figures (PNG, PDF, caption) from run directories; says what is missing."""
-    from resrepro.report.claims import read_verdicts
     from resrepro.report.figures import default_out, render_figure
 
     out = out or default_out(name.value, runs)
@@ -56,9 +55,7 @@ def figure(
     warn(warnings)
     for path in written:
         typer.echo(path)
-    for claims in (p for p in written if p.name.endswith("_claims.csv")):
-        for verdict in read_verdicts(claims):
-            err.print(f"claim {escape(verdict)}", highlight=False, soft_wrap=True)
+    say_claims(written)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import Format, app, check_output, err, fail, print_records
+from resrepro.cli.common import Format, app, check_output, err, fail, print_records, say_claims
 
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
@@ -77,6 +77,7 @@ def sweep(
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:
         err.print(f"wrote {escape(str(path))}", highlight=False)
+    say_claims(result.rendered)
     err.print(f"{len(result.skipped)} finished before, {len(result.trained)} trained, "
               f"{len(result.failed)} failed" + (f"; {len(result.evaluated)} evaluations written under RUN/eval/"
                                                 if result.evaluated else ""))
