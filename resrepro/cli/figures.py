@@ -68,4 +68,6 @@ def plot(
     from resrepro.report.plot import plot_runs
 
     check_output(out, folder=False)
-    typer.echo(plot_runs(run_dirs, metric.value, out))
+    path, warnings = plot_runs(run_dirs, metric.value, out)
+    warn(warnings)
+    typer.echo(path)

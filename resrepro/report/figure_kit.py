@@ -15,6 +15,7 @@ from resrepro.errors import ResreproError
 from resrepro.io import atomic_write
 from resrepro.models.registry import resolve
 from resrepro.report.claims import claim_lines, verdicts_for
+from resrepro.report.provenance import made_by, made_by_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -84,9 +85,11 @@ def new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure,
     return figure, figure.subplots(rows, cols, squeeze=False)
 
 
-def caption_tail(name: str, missing: list[str], warnings: list[str], claims: list[Verdict]) -> list[str]:
-    """The caption's end: the claims' verdicts, what is missing, the warnings."""
+def caption_tail(name: str, missing: list[str], warnings: list[str], claims: list[Verdict],
+                 runs: list[Any]) -> list[str]:
+    """The caption's end: the claims' verdicts, where the runs were made, what is missing, the warnings."""
     lines = ["", *claim_lines(claims)] if claims else []
+    lines += [x for line in made_by_lines(made_by(runs)) for x in ("", line)]
     lines += ["", f"Missing: {', '.join(missing)} (train with `resrepro sweep {name}`)." if missing
              else "Missing: none."]
     return lines + (["", "Warnings:", *[f"- {w}" for w in warnings]] if warnings else [])

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from resrepro.errors import ResreproError
 from resrepro.experiments import Experiment
-from resrepro.io import write_text
+from resrepro.io import write_json, write_text
 from resrepro.report.keep import destination
+from resrepro.report.provenance import PROVENANCE, artefact_provenance
 
 
 def render_experiment(experiment: Experiment, runs_root: str | Path,
                       out_dir: str | Path, *, force: bool = False) -> tuple[list[Path], list[str]]:
     """Render the experiment's tables (Markdown) and figures from its run directories into ``out_dir``; one
-    built from fewer runs than the one it would replace goes to ``out_dir/partial`` instead, unless ``force``."""
+    built from fewer runs than the one it would replace goes to ``out_dir/partial`` instead, unless ``force``.
+    Beside what it wrote, ``provenance.json`` records what made it."""
     runs_dir, out_dir = Path(runs_root) / experiment.runs_dir_rel, Path(out_dir)
     paths: list[Path] = []
     warnings: list[str] = []
@@ -43,4 +45,18 @@ def render_experiment(experiment: Experiment, runs_root: str | Path,
             if not (e.name or "").startswith("resrepro.report"):
                 raise
             warnings.append(f"{entry}: its renderer ({e.name}) is not built yet")
+    runs = _runs_of(experiment, runs_dir) if paths else []
+    if runs:
+        record = artefact_provenance(runs, experiment.name, experiment.scale, runs_root)
+        for where in dict.fromkeys(p.parent for p in paths):  # partial/ too, where the renderer put them there
+            write_json(where / PROVENANCE, record)
+            paths.append(where / PROVENANCE)
     return paths, warnings
+
+
+def _runs_of(experiment: Experiment, runs_dir: Path) -> list:
+    """The runs under ``runs_dir`` of the experiment's nets (its artefacts' runs, and maybe other settings')."""
+    from resrepro.analysis.aggregate import find_runs
+
+    models = {r.model for r in experiment.runs}
+    return [r for r in find_runs(runs_dir)[0] if r.model in models] if runs_dir.is_dir() else []

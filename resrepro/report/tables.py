@@ -18,6 +18,7 @@ from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.paper import paper_table
 from resrepro.report import table5
+from resrepro.report.provenance import made_by, made_by_lines
 from resrepro.report.table_kit import (
     COLUMN_NOTE,
     PAPER_DATASET,
@@ -174,7 +175,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
                          preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
     runs, unfinished = finished_only(frame_of([r for shown in chosen.runs.values() for r in shown]))
     warnings += chosen.warnings + unfinished
-    notes = run_notes(runs, spec, chosen.dataset)
+    notes = run_notes(runs, spec, chosen.dataset) + made_by_lines(made_by(r for rs in chosen.runs.values() for r in rs))
     for m in spec.metrics:
         s = summarise(runs, by=("model",), value=m.column, best="max" if m.higher_is_better else "min")
         s = s.set_index("model")

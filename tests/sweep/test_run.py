@@ -332,8 +332,10 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
                                                                                            "resnet18-A-s0")}
     assert {(e["protocol"], e["images"], e["model"]) for e in ten_crop.values()} == {
         ("ten-crop", 300, "plain18"), ("ten-crop", 300, "resnet18-A")}
-    assert result.rendered == [tmp_path / "out" / n for n in ("table2.md", "table2_claims.csv")]
+    assert result.rendered == [tmp_path / "out" / n for n in ("table2.md", "table2_claims.csv", "provenance.json")]
     assert not result.warnings
+    made = json.loads((tmp_path / "out" / "provenance.json").read_text())["made_by"]
+    assert made[0]["runs"] == 2 and made[0]["cpu"] == summary["provenance"]["cpu"]  # the CPU's model, recorded
     text = (tmp_path / "out" / "table2.md").read_text()
     assert "trained and evaluated on digits, not imagenet" in text
     row = next(line for line in text.splitlines() if line.startswith("| plain-18 "))
