@@ -450,6 +450,15 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
     # nothing measured: every estimate is from FLOPs and says so, and none is zero
     assert "9 estimated from FLOPs:" in err and "assumed" in err and "bench" not in out
     assert "about 0" not in err and " 0 s" not in out
+    # which device the hours are for; on GPUs (Slurm, --gpus) a CPU's hours say so and how to get a GPU's
+    assert "on one CPU (" in err and "not GPU-hours" in err and "GPU node" not in err
+    for gpu_flags in (("--executor", "slurm"), ("--gpus", "0")):
+        code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", *gpu_flags)
+        err = " ".join(err.split())
+        assert code == 0 and "these are not GPU-hours" in err and "resrepro bench --model resnet56" in err
+    code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", "--executor",
+                        "slurm", "--gpus-per-job", "0")
+    assert code == 0 and "GPU node" not in err
 
 
 def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
@@ -472,6 +481,7 @@ def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, 
     assert ("9 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, 50 iterations of batch 128, "
             "scaled by multiply-adds") in err
     assert "FLOPs" not in err
+    assert "of one GPU (NVIDIA H100 80GB HBM3)" in err and "GPU node" not in err
 
 
 def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_path):
