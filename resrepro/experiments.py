@@ -242,6 +242,17 @@ def _per_scale(ctx: _Context, block: dict, key: str, kind: Any, default: Any, sc
     return value
 
 
+def group_settings(group: str, scale: str) -> dict[str, Any]:
+    """The settings every run of ``group`` has at ``scale`` (its [defaults], then its [scale.<scale>]): what
+    `resrepro train cifar --dataset digits` takes from the tiny scale."""
+    path = _group_file(_Context(shipped_folder("experiments") / f"{group}.toml", ""), group)
+    ctx, doc = _read(path)
+    defaults, scales = _group_settings(ctx, doc, group)
+    if scale not in scales:
+        raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
+    return {**defaults, **scales[scale]}
+
+
 def _read(path: Traversable) -> tuple[_Context, dict[str, Any]]:
     text = path.read_bytes().decode("utf-8", errors="replace")
     try:
