@@ -48,8 +48,8 @@ class Verdict:
             return f"{left} within [{c.low:.2f}, {c.high:.2f}]"
         right = self._net(c.right[0]) if len(c.right) == 1 else \
             f"the best of {', '.join(self._net(m) for m in c.right)}: {self.best}"
-        shift = "" if not c.margin else f" {'-' if c.op.startswith('<') else '+'} {c.margin:.2f}"
-        return f"{left} {c.op} {right}{shift}"
+        shift = -c.margin if c.op.startswith("<") else c.margin  # the gap a claim needs, or a tolerance
+        return f"{left} {c.op} {right}" + (f" {'+' if shift > 0 else '-'} {abs(shift):.2f}" if shift else "")
 
     def _net(self, model: str) -> str:
         runs = self.runs[model]

@@ -42,7 +42,8 @@ def test_too_few_seeds_leave_a_claim_undecided_and_say_which_net():
 
 def test_a_negative_margin_is_a_tolerance_and_spellings_of_a_net_are_one():
     claim = Claim("deep-as-shallow", "", "train_eval_error", "resnet56-A", "<=", ("plain20",), margin=-1.0)
-    assert judge([claim], runs(resnet56=[0.8], plain20=[0.0]))[0].verdict == HOLDS
+    v = judge([claim], runs(resnet56=[0.8], plain20=[0.0]))[0]
+    assert v.verdict == HOLDS and v.numbers == "resnet56-A 0.80 (1 run) <= plain20 0.00 (1 run) + 1.00"
     assert judge([claim], runs(resnet56=[1.2], plain20=[0.0]))[0].verdict == FAILS
 
 
