@@ -4,11 +4,13 @@ shape of its claims, which the experiment files state."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from resrepro.errors import ResreproError
 from resrepro.shipped import shipped_folder
+
+if TYPE_CHECKING:  # pandas is imported when a table is read: experiment files (and their claims) need none of it
+    import pandas as pd
 
 
 def paper_tables() -> list[str]:
@@ -18,6 +20,8 @@ def paper_tables() -> list[str]:
 
 def paper_table(name: str) -> pd.DataFrame:
     """One of the paper's tables; errors in percent as the paper prints them, NaN where it prints none."""
+    import pandas as pd
+
     path = shipped_folder("paper") / f"{name}.csv"
     if not path.is_file():
         raise ResreproError(f"unknown paper table {name!r}; known: {', '.join(paper_tables())}")
