@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, check_output, err
+from resrepro.cli.common import app, check_output, err, say_claims
 
 DEFAULT_RUNS = Path("runs")  # where `resrepro sweep` and `resrepro figure` keep runs by default
 
@@ -93,3 +93,6 @@ def report(
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     for path in written:
         err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+    for artefact in dict.fromkeys(p.parent for p in written if p.name.endswith("_claims.csv")):
+        err.print(f"[bold]{escape(str(artefact))}[/]", highlight=False)
+        say_claims([p for p in written if p.parent == artefact])

@@ -69,6 +69,8 @@ def test_cli_report_and_a_bad_runs_folder(tiny, monkeypatch, capsys):
     runs, out = tiny
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs), "--out", str(out))
     assert code == 0 and f"wrote {out / 'report.html'}" in " ".join(err.split())
+    # each claim with its verdict, under the artefact it belongs to
+    assert "claim not enough runs: ResNet-56 beats ResNet-20" in " ".join(err.split())
     (runs.parent / "file").write_text("")
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs.parent / "file"), "--out",
                                   str(out))
