@@ -5,6 +5,13 @@
                                        settings: groups/<group>.toml beside this file, else the shipped one
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
                                        and any setting for these runs only
+    [[claims]]                         the paper's claims these runs test, each decided on the median over seeds:
+                                       id, says, metric (a runs_frame column, in %), and either
+                                       compare = ["plain56", ">", "plain20"] (right: a net, or a list whose
+                                       best counts) or within = ["resnet110", 6.45, 6.77]; optional
+                                       margin (points left must clear right by; negative: a tolerance) and
+                                       seeds (runs each net needs for a verdict), each a number or a table
+                                       per scale ({ tiny = 10.0 }), and at = ["full"] (the scales it holds at)
 
 A group file (``experiments/groups/cifar10.toml``) states the settings of its experiments' shared runs once,
 since they are part of each run's config hash:
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
+from resrepro.paper import CLAIM_OPS, Claim
 from resrepro.shipped import shipped_folder
 from resrepro.train.spec import SPEC_TYPES, RunSpec
 
@@ -40,7 +48,8 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
 RENDER_KINDS = ("table", "figure")
-_TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs")
+_TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs", "claims")
+_CLAIM_KEYS = ("id", "says", "metric", "compare", "within", "margin", "seeds", "at")
 _GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
@@ -74,6 +83,7 @@ class Experiment:
     scale: str
     scales: tuple[str, ...]  # every scale the file declares
     runs: tuple[PlannedRun, ...]
+    claims: tuple[Claim, ...] = ()  # those that hold at this scale, with its margin and seeds
 
     @property
     def runs_dir_rel(self) -> Path:
@@ -164,8 +174,83 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         if r.run_dir_rel in by_name and by_name[r.run_dir_rel].settings != r.settings:
             raise ctx.error(f"run {r.name} is listed twice with different settings", r.model)
         by_name.setdefault(r.run_dir_rel, r)
+    claims = _claims(ctx, ctx.get(doc, "claims", list, "the top level", default=[]), scale, scales)
     return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
-                      tuple(by_name.values()))
+                      tuple(by_name.values()), claims)
+
+
+def _claims(ctx: _Context, blocks: list, scale: str, scales: dict[str, Any]) -> tuple[Claim, ...]:
+    """The [[claims]] that hold at ``scale``, with that scale's margin and seeds."""
+    claims, ids = [], set()
+    for i, block in enumerate(blocks, 1):
+        where = f"[[claims]] block {i}"
+        if not isinstance(block, dict):
+            raise ctx.error(f"{where} should be a table", "claims")
+        ctx.check_keys(block, _CLAIM_KEYS, where)
+        cid = ctx.get(block, "id", str, where)
+        if cid in ids:
+            raise ctx.error(f"{where}: id {cid!r} is used twice", cid)
+        ids.add(cid)
+        at = ctx.get(block, "at", list, where, default=list(scales))
+        for s in at:
+            if s not in scales:
+                raise ctx.error(f"{where}: at names unknown scale {s!r}", "at")
+        fields: dict[str, Any] = {"id": cid, "says": ctx.get(block, "says", str, where),
+                                  "metric": ctx.get(block, "metric", str, where)}
+        if ("compare" in block) == ("within" in block):
+            raise ctx.error(f"{where} needs one of compare = [NET, OP, NET] or within = [NET, LOW, HIGH]", cid)
+        if "compare" in block:
+            left, op, right = _triple(ctx, block, "compare", where)
+            right = [right] if isinstance(right, str) else right
+            if op not in CLAIM_OPS or not isinstance(left, str) or not right or \
+                    not all(isinstance(r, str) for r in right):
+                raise ctx.error(f"{where}: compare should read [NET, OP, NET or [NETS]] with OP one of "
+                                f"{', '.join(CLAIM_OPS)}, got {block['compare']!r}", "compare")
+            fields |= {"left": left, "op": op, "right": tuple(right)}
+        else:
+            left, low, high = _triple(ctx, block, "within", where)
+            if not isinstance(left, str) or not all(isinstance(v, (int, float)) for v in (low, high)) or low > high:
+                raise ctx.error(f"{where}: within should read [NET, LOW, HIGH], got {block['within']!r}", "within")
+            fields |= {"left": left, "low": float(low), "high": float(high)}
+        fields["margin"] = float(_per_scale(ctx, block, "margin", (int, float), 0, scale, scales, where))
+        fields["seeds"] = _per_scale(ctx, block, "seeds", int, 1, scale, scales, where)
+        if fields["seeds"] < 1:
+            raise ctx.error(f"{where}: seeds should be at least 1", "seeds")
+        if scale in at:
+            claims.append(Claim(**fields))
+    return tuple(claims)
+
+
+def _triple(ctx: _Context, block: dict, key: str, where: str) -> list:
+    value = block[key]
+    if not isinstance(value, list) or len(value) != 3:
+        raise ctx.error(f"{where}: {key} should be a list of three, got {value!r}", key)
+    return value
+
+
+def _per_scale(ctx: _Context, block: dict, key: str, kind: Any, default: Any, scale: str,
+               scales: dict[str, Any], where: str) -> Any:
+    """A claim's setting: one value, or a table of values per scale (a scale it omits: ``default``)."""
+    value = block.get(key, default)
+    if isinstance(value, dict):
+        for s in value:
+            if s not in scales:
+                raise ctx.error(f"{where}: {key} names unknown scale {s!r}", key)
+        value = value.get(scale, default)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ctx.error(f"{where}: {key} should be a number or a table of numbers per scale, got {value!r}", key)
+    return value
+
+
+def group_settings(group: str, scale: str) -> dict[str, Any]:
+    """The settings every run of ``group`` has at ``scale`` (its [defaults], then its [scale.<scale>]): what
+    `resrepro train cifar --dataset digits` takes from the tiny scale."""
+    path = _group_file(_Context(shipped_folder("experiments") / f"{group}.toml", ""), group)
+    ctx, doc = _read(path)
+    defaults, scales = _group_settings(ctx, doc, group)
+    if scale not in scales:
+        raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
+    return {**defaults, **scales[scale]}
 
 
 def _read(path: Traversable) -> tuple[_Context, dict[str, Any]]:

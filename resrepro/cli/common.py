@@ -124,3 +124,12 @@ def print_records(records: list[dict[str, Any]], fmt: Format, title: str | None 
         for row in df.astype(object).where(df.notna(), "—").itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         Console().print(table)
+
+
+def say_claims(written: list[Path]) -> None:
+    """Each claim's verdict and numbers, from the ``*_claims.csv`` files a render wrote, one line each."""
+    from resrepro.report.claims import read_verdicts
+
+    for path in (p for p in written if p.name.endswith("_claims.csv")):
+        for verdict in read_verdicts(path):
+            err.print(f"claim {escape(verdict)}", highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, check_output, err
+from resrepro.cli.common import app, check_output, err, say_claims
 
 
 class FigureName(str, Enum):
@@ -55,6 +55,7 @@ def figure(
     warn(warnings)
     for path in written:
         typer.echo(path)
+    say_claims(written)
 
 
 @app.command()
@@ -67,4 +68,6 @@ def plot(
     from resrepro.report.plot import plot_runs
 
     check_output(out, folder=False)
-    typer.echo(plot_runs(run_dirs, metric.value, out))
+    path, warnings = plot_runs(run_dirs, metric.value, out)
+    warn(warnings)
+    typer.echo(path)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import app, check_output, err
+from resrepro.cli.common import app, check_output, err, say_claims
 
 DEFAULT_RUNS = Path("runs")  # where `resrepro sweep` and `resrepro figure` keep runs by default
 
@@ -38,19 +38,27 @@ def table(
         "most].")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the table to this file instead of stdout.")] = None,
 ) -> None:
-    """Render one of the paper's tables with our numbers (mean ± std over seeds) beside the paper's."""
+    """Render one of the paper's tables with our numbers (mean ± std over seeds) beside the paper's, and the
+    verdict on each of its claims (holds / fails / not enough runs)."""
     from resrepro.io import write_text
-    from resrepro.report.tables import render_table
+    from resrepro.report.claims import claim_lines
+    from resrepro.report.table_kit import check_format, render
+    from resrepro.report.tables import build_table
 
     if out is not None:
         check_output(out, folder=False)
     if runs is None and DEFAULT_RUNS.is_dir():
         runs = DEFAULT_RUNS
-    text, warnings = render_table(name, runs, fmt.value, dataset)
+    check_format(fmt.value)
+    t = build_table(name, runs, dataset)
+    text, warnings = render(t, fmt.value), t.warnings
     if runs is None:
         warnings = [f"no ./{DEFAULT_RUNS} folder: the paper's numbers only (pass --runs DIR)", *warnings]
     for w in warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
+    if fmt != TableFormat.markdown:  # Markdown carries the claims under the table; CSV and LaTeX hold numbers
+        for claim in claim_lines(t.claims)[2:]:
+            err.print(escape(claim.removeprefix("- ").replace("**", "")), highlight=False, soft_wrap=True)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -85,3 +93,6 @@ def report(
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)
     for path in written:
         err.print(f"wrote {escape(str(path))}", highlight=False, soft_wrap=True)
+    for artefact in dict.fromkeys(p.parent for p in written if p.name.endswith("_claims.csv")):
+        err.print(f"[bold]{escape(str(artefact))}[/]", highlight=False)
+        say_claims([p for p in written if p.parent == artefact])

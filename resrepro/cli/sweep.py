@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.markup import escape
 
-from resrepro.cli.common import Format, app, check_output, err, fail, print_records
+from resrepro.cli.common import Format, app, check_output, err, fail, print_records, say_claims
 
 if TYPE_CHECKING:
     from resrepro.sweep import PlanItem
@@ -44,7 +44,8 @@ def sweep(
         None, min=1, help="Slurm: DDP ranks per run on CPUs (gloo), with --gpus-per-job 0 [default: one per GPU]."),
     cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run, shared by its ranks."),
     parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and GPU-hours to go; run nothing."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the hours to go on the device each "
+                                 "estimate is for (a GPU's from a GPU bench, else this CPU's); run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     force: bool = typer.Option(False, "--force", help="Replace a table or figure even when the one in OUT was "
                                "built from more runs [default: write the new one to OUT/partial/, keep the old]."),
@@ -68,7 +69,8 @@ def sweep(
     from resrepro.sweep import SlurmOptions, check_gpus, plan, results_dir, run_sweep  # torch: after the checks
 
     if dry_run:
-        _print_plan(plan(exp, runs), runs / exp.runs_dir_rel)
+        on_gpus = bool(_parse_gpus(gpus)) or (executor is not Executor.local and gpus_per_job > 0)
+        _print_plan(plan(exp, runs), runs / exp.runs_dir_rel, on_gpus)
         return
     gpu_ids = _parse_gpus(gpus)
     if gpu_ids and executor is Executor.local:
@@ -86,6 +88,7 @@ def sweep(
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:
         err.print(f"wrote {escape(str(path))}", highlight=False)
+    say_claims(result.rendered)
     err.print(f"{len(result.skipped)} finished before, {len(result.trained)} trained, "
               f"{len(result.failed)} failed" + (f"; {len(result.evaluated)} evaluations written under RUN/eval/"
                                                 if result.evaluated else ""))
@@ -107,7 +110,9 @@ def _parse_gpus(gpus: str | None) -> list[int] | None:
     return ids
 
 
-def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
+def _print_plan(items: list[PlanItem], runs_dir: Path, on_gpus: bool = False) -> None:
+    """The plan as a table, then the time to go on the device(s) the estimates are for; when the sweep would
+    train on GPUs (--gpus, Slurm) but the estimates are a CPU's, says so and how to get a GPU's figure."""
     # A run of another group (a detector's ImageNet backbone) is named by its folder under the runs root.
     rows = [{"run": i.run.name if i.run_dir.parent == runs_dir else str(i.run.run_dir_rel), "status": i.status,
              "iters": i.run.spec.iters if i.run.spec else "—",
@@ -124,15 +129,33 @@ def _print_plan(items: list[PlanItem], runs_dir: Path) -> None:
     sources: dict[str, int] = {}
     for i in known:
         sources[i.source] = sources.get(i.source, 0) + 1
+    devices: dict[tuple[str, str], float] = {}
+    for i in known:
+        devices[(i.device, i.device_type)] = devices.get((i.device, i.device_type), 0.0) + i.gpu_hours
     unknown = len(left) - len(known)
+    on = "; ".join(f"about {_duration(h)} {_on(d, t)}" for (d, t), h in devices.items())
     err.print(", ".join(f"{n} {s}" for s, n in counts.items()) + f"; {len(left)} to train"
-              + (f", about {_duration(sum(i.gpu_hours for i in known))} on one device" if known else "")
-              + (f" plus {unknown} without an estimate" if unknown else ""), highlight=False)
+              + (f", {on}" if known else "") + (f" plus {unknown} without an estimate" if unknown else ""),
+              highlight=False, soft_wrap=True)
     for source, n in sources.items():  # where each estimate came from, in full
         err.print(f"  {n} estimated from {escape(source)}", highlight=False, soft_wrap=True)
+    if on_gpus and any(t != "cuda" for _, t in devices):
+        err.print("[yellow]note:[/] this sweep trains on GPUs, but these are not GPU-hours: no GPU figure is at hand. "
+                  "For one, run `resrepro bench --model resnet56` (and the nets you plan) on a GPU node and copy "
+                  "its ~/.cache/resrepro/bench/*.json here into ~/.cache/resrepro/bench/ or results/bench/.",
+                  highlight=False, soft_wrap=True)
     for i in items:
         if i.status == "conflict":
             err.print(f"[yellow]conflict:[/] {i.note}", highlight=False, soft_wrap=True)
+
+
+def _on(device: str, device_type: str) -> str:
+    """Which device a time is for: "GPU-hours on one NVIDIA H100", "on this CPU (x86_64 (2 threads))"."""
+    if device_type == "cuda":
+        return f"of one GPU ({escape(device)})"
+    if device_type == "cpu":
+        return f"on one CPU ({escape(device)}), not GPU-hours"
+    return "on the machine that trained the runs it was measured on"
 
 
 def _duration(hours: float) -> str:

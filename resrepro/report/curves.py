@@ -27,6 +27,18 @@ class Curve:
     runs: list[Run]
     data: pd.DataFrame
     eval_split: str  # "test", or "val" when the runs held out a validation set
+    low: pd.DataFrame | None = None  # the lowest and highest seed at each iteration (None for one run)
+    high: pd.DataFrame | None = None
+
+    def lr_drops(self) -> list[int]:
+        """The iterations where the learning rate is divided: the runs' milestones where their config names them
+        (CIFAR), else where the logged lr falls (ImageNet's drops on a plateau)."""
+        stones = {int(m) for r in self.runs for m in (r.config.get("milestones") or []) if isinstance(m, int)}
+        if stones:
+            return sorted(m for m in stones if m <= (int(self.data.index.max()) if len(self.data) else 0))
+        lr = pd.to_numeric(self.data.get("lr", pd.Series(dtype=float)), errors="coerce").dropna()
+        return [int(i) for i, before, now in zip(lr.index[1:], lr.iloc[:-1], lr.iloc[1:], strict=True)
+                if now < 0.5 * before]
 
 
 def read_metrics(path: str | Path) -> pd.DataFrame:
@@ -70,8 +82,9 @@ def mean_curve(model: str, runs: list[Run]) -> tuple[Curve | None, list[str]]:
     cols = [c for c in CURVE_COLUMNS if all(c in f.columns for f in frames)]
     stacked = pd.concat([f.loc[common, cols].apply(pd.to_numeric, errors="coerce") for f in frames])
     splits = {s for f in frames for s in f.get("eval_split", pd.Series(dtype=str)).dropna()}
-    mean = stacked.groupby(level=0).mean().sort_index()
-    return Curve(model, used, mean, "val" if "val" in splits else "test"), warnings
+    by_iter = stacked.groupby(level=0)
+    spread = (by_iter.min().sort_index(), by_iter.max().sort_index()) if len(frames) > 1 else (None, None)
+    return Curve(model, used, by_iter.mean().sort_index(), "val" if "val" in splits else "test", *spread), warnings
 
 
 def cut_short(run: Run, metrics: pd.DataFrame) -> str | None:

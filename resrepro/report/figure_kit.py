@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from resrepro.analysis.claims import Verdict, verdict_frame
 from resrepro.errors import ResreproError
 from resrepro.io import atomic_write
 from resrepro.models.registry import resolve
+from resrepro.report.claims import claim_lines, verdicts_for
+from resrepro.report.provenance import made_by, made_by_lines
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -40,6 +43,14 @@ class FigureResult:
     caption: str  # Markdown: what is plotted, from which runs, what is missing
     warnings: list[str]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # data worth saving beside the figure
+    claims: list[Verdict] = field(default_factory=list)
+
+
+def judge_figure(name: str, values: pd.DataFrame, dataset: str | None) -> tuple[list[Verdict], dict[str, pd.DataFrame]]:
+    """The claims of figure ``name`` decided on ``values`` (one row per finished run), and their verdicts as the
+    table ``<name>_claims`` to save beside it."""
+    verdicts = verdicts_for(name, values, dataset)
+    return verdicts, ({f"{name}_claims": verdict_frame(verdicts)} if verdicts else {})
 
 
 def check_missing(name: str, spec: FigureSpec, missing: list[str], where: Any, dataset: str | None
@@ -74,8 +85,12 @@ def new_figure(rows: int, cols: int, size: tuple[float, float]) -> tuple[Figure,
     return figure, figure.subplots(rows, cols, squeeze=False)
 
 
-def caption_tail(name: str, missing: list[str], warnings: list[str]) -> list[str]:
-    lines = ["", f"Missing: {', '.join(missing)} (train with `resrepro sweep {name}`)." if missing
+def caption_tail(name: str, missing: list[str], warnings: list[str], claims: list[Verdict],
+                 runs: list[Any]) -> list[str]:
+    """The caption's end: the claims' verdicts, where the runs were made, what is missing, the warnings."""
+    lines = ["", *claim_lines(claims)] if claims else []
+    lines += [x for line in made_by_lines(made_by(runs)) for x in ("", line)]
+    lines += ["", f"Missing: {', '.join(missing)} (train with `resrepro sweep {name}`)." if missing
              else "Missing: none."]
     return lines + (["", "Warnings:", *[f"- {w}" for w in warnings]] if warnings else [])
 

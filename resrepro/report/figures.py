@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from resrepro.analysis.aggregate import find_runs
+from resrepro.analysis.aggregate import find_runs, frame_of
+from resrepro.analysis.claims import Verdict
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.io import write_text
+from resrepro.models.registry import canonical_model
 from resrepro.report.curves import Curve, longest, mean_curve, unfinished, x_axis
 from resrepro.report.fig7 import draw_fig7
 from resrepro.report.figure_kit import (
@@ -21,6 +23,7 @@ from resrepro.report.figure_kit import (
     caption_tail,
     check_missing,
     colour,
+    judge_figure,
     label,
     new_figure,
     save,
@@ -49,7 +52,8 @@ FIGURES = {
         "Fig. 7: std of layer responses on CIFAR-10", "cifar10",
         (("", ("plain20", "plain56", "resnet20", "resnet56", "resnet110")),),
         "Std of each 3×3 layer's response (after BN, before ReLU/addition), in the layers' original order "
-        "(top) and sorted by magnitude (bottom)."),
+        "(top) and sorted by magnitude (bottom); one column per depth, each with its own axis (logarithmic where "
+        "its curves lie far apart), so that ResNet-20's ~0.98 and plain-20's ~1.01 stay apart."),
 }
 # Fig. 4's residual nets use option A (Table 2); runs of the default option B stand in when those are missing.
 STAND_INS = {"resnet18-A": "resnet18", "resnet34-A": "resnet34"}
@@ -119,6 +123,7 @@ def draw_figure(
     selection = select_runs(runs, spec.models + stand_ins, dataset=dataset, preferred_dataset=spec.dataset)
     dataset, warnings = selection.dataset, warnings + selection.left_out
     curves: dict[str, Curve] = {}
+    counted = []  # the finished runs of each curve, under the figure's name for the net: the claims' values
     for model in spec.models:
         chosen, why = selection.of(model)
         if not chosen and model in STAND_INS:
@@ -126,13 +131,19 @@ def draw_figure(
             why += [f"no {model} runs: {STAND_INS[model]} (option B) stands in for it"] if chosen else []
         curve, unreadable = mean_curve(model, chosen) if chosen else (None, [])
         warnings += why + unreadable
+        counted.append(frame_of([r for r in chosen if r.finished]).assign(model=canonical_model(model)))
         if curve is not None:
             curves[model] = curve
+            if len(curve.data) == 1:
+                warnings.append(f"{model}: one evaluation logged (at iteration {int(curve.data.index[0]):,}): its "
+                                "curve is a single point; train with a smaller --eval-every to draw one")
     missing, why = check_missing(name, spec, [m for m in spec.models if m not in curves], runs_dir, dataset)
     warnings += why
     figure = _draw_fig1(curves) if name == "fig1" else _draw_panels(spec, curves, epochs=name == "fig4")
     figure.suptitle(spec.title + ("" if dataset == spec.dataset else f" (our runs on {dataset})"))
-    return FigureResult(figure, caption(name, spec, curves, missing, warnings, dataset), warnings)
+    claims, tables = judge_figure(name, pd.concat(counted, ignore_index=True), dataset)
+    return FigureResult(figure, caption(name, spec, curves, missing, warnings, dataset, claims), warnings, tables,
+                        claims)
 
 
 def _style(curve: Curve, model: str) -> tuple[dict[str, Any], str]:
@@ -141,7 +152,8 @@ def _style(curve: Curve, model: str) -> tuple[dict[str, Any], str]:
     marker = {"marker": "o", "markevery": [-1], "mfc": "none", "ms": 6} if unfinished(curve) or \
         len(curve.data) < 2 else {}
     done = int(curve.data.index.max()) if len(curve.data) else 0
-    return marker, label(model) + (f" (unfinished, {done:,} it.)" if unfinished(curve) else "")
+    seeds = f" ({len(curve.runs)} seeds)" if len(curve.runs) > 1 else ""
+    return marker, label(model) + seeds + (f" (unfinished, {done:,} it.)" if unfinished(curve) else "")
 
 
 def _draw_fig1(curves: dict[str, Curve]) -> Figure:
@@ -152,12 +164,12 @@ def _draw_fig1(curves: dict[str, Curve]) -> Figure:
         marker, name = _style(c, model)
         panels = ((axes[0, 0], "train_error", "train"), (axes[0, 1], "eval_error", c.eval_split))
         for ax, column, role in panels:
-            ax.plot(x, 100 * c.data[column].to_numpy(), color=colour(model), lw=1.5, label=name,
-                    gid=f"{model}/{role}", **marker)
+            _curve(ax, x, c, column, color=colour(model), lw=1.5, label=name, gid=f"{model}/{role}", **marker)
             ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("training error (%)")
     axes[0, 1].set_ylabel(f"{_split(curves)} error (%)")
     for ax in axes[0]:
+        _mark_lr_drops(ax, curves.values(), False, span)
         ax.set_xlim(left=0)
         _ylim(ax, 0, 20)
         ax.legend()
@@ -173,11 +185,11 @@ def _draw_panels(spec: FigureSpec, curves: dict[str, Curve], epochs: bool) -> Fi
             c, col = curves[model], colour(model)
             x, xlabel = x_axis(c, epochs, span)
             marker, name = _style(c, model)
-            ax.plot(x, 100 * c.data["train_error"].to_numpy(), color=col, lw=0.8, ls="-" if epochs else "--",
-                    gid=f"{model}/train", **marker)
-            ax.plot(x, 100 * c.data["eval_error"].to_numpy(), color=col, lw=2, label=name,
-                    gid=f"{model}/{c.eval_split}", **marker)
+            _curve(ax, x, c, "train_error", color=col, lw=0.8, ls="-" if epochs else "--", gid=f"{model}/train",
+                   **marker)
+            _curve(ax, x, c, "eval_error", color=col, lw=2, label=name, gid=f"{model}/{c.eval_split}", **marker)
             ax.set_xlabel(xlabel)
+        _mark_lr_drops(ax, [curves[m] for m in models if m in curves], epochs, span)
         ax.set_title(title)
         ax.set_xlim(left=0)
         ax.set_ylabel("error (%)")
@@ -187,24 +199,52 @@ def _draw_panels(spec: FigureSpec, curves: dict[str, Curve], epochs: bool) -> Fi
     return figure
 
 
+def _curve(ax: Any, x: Any, c: Curve, column: str, **style: Any) -> None:
+    """One curve: the mean over its seeds, and the band from the lowest to the highest seed where there are
+    several (a mean alone hides how far apart chaotic runs end)."""
+    ax.plot(x, 100 * c.data[column].to_numpy(), **style)
+    if c.low is not None and c.high is not None and column in c.low:
+        ax.fill_between(x, 100 * c.low[column].to_numpy(), 100 * c.high[column].to_numpy(), color=style["color"],
+                        alpha=0.15, lw=0, gid=f"{style['gid']}/band")
+
+
+def _mark_lr_drops(ax: Any, curves: Any, epochs: bool, span: int) -> None:
+    """A dotted vertical line where the learning rate is divided by 10 (the curves' steps happen there)."""
+    import numpy as np
+
+    drops: set[float] = set()
+    for c in curves:
+        if len(c.data) < 2:
+            continue
+        x, _ = x_axis(c, epochs, span)
+        drops |= {float(np.interp(d, c.data.index.to_numpy(), np.asarray(x, dtype=float))) for d in c.lr_drops()}
+    for i, at in enumerate(sorted(drops)):
+        ax.axvline(at, color="#999999", lw=0.8, ls=":", zorder=0, label="lr ÷ 10" if i == 0 else None,
+                   gid=f"lr-drop/{i}")
+
+
 def _split(curves: dict[str, Curve]) -> str:
     return "val" if any(c.eval_split == "val" for c in curves.values()) else "test"
 
 
 def _ylim(ax: Any, lo: float, hi: float) -> None:
-    """The paper's axis range, widened to multiples of 5 where the data leave it (tiny-scale runs do)."""
-    ys = [float(y) for line in ax.lines for y in line.get_ydata() if math.isfinite(float(y))]
-    if ys:
-        lo, hi = min(lo, 5 * math.floor(min(ys) / 5)), max(hi, 5 * math.ceil(max(ys) / 5))
+    """The paper's axis range, widened to multiples of 5 where a curve ends outside it (tiny-scale plain-56 does);
+    the first iterations' high errors are cut off, as in the paper, so the ends stay apart."""
+    ends = [float(line.get_ydata()[-1]) for line in ax.lines if len(line.get_ydata())
+            and not str(line.get_gid()).startswith("lr-drop") and math.isfinite(float(line.get_ydata()[-1]))]
+    if ends:
+        lo, hi = min(lo, 5 * math.floor(min(ends) / 5)), max(hi, 5 * math.ceil(max(ends) / 5))
     ax.set_ylim(lo, hi)
 
 
 def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list[str], warnings: list[str],
-            dataset: str | None) -> str:
+            dataset: str | None, claims: list[Verdict]) -> str:
     split = {"val": "validation", "test": "test"}[_split(curves)]
     lines = [f"# {spec.title}", "", spec.what.format(split=split), "",
              f"Dataset: {dataset}. Each curve is the mean over a model's seeds at every iteration all of "
-             "them logged; errors as logged during training (final iterate, no model selection).", "",
+             "them logged, shaded from the lowest to the highest seed where there are several (the legend counts "
+             "them); dotted verticals: the lr divided by 10. Errors as logged during training (final iterate, no "
+             "model selection).", "",
              f"| curve | model | seeds | iterations | final training error (%) | final {split} error (%) "
              "| runs |",
              "|---|---|---|---|---|---|---|"]
@@ -221,7 +261,8 @@ def caption(name: str, spec: FigureSpec, curves: dict[str, Curve], missing: list
             iters = f"{min(ends):,}"
             errors = " | ".join(_pct(_mean([f.get(k) for f in finals])) for k in ("train_error", "eval_error"))
         lines.append(f"| {label(model)} | {c.runs[0].model} | {seeds} | {iters} | {errors} | {paths} |")
-    return "\n".join(lines + caption_tail(name, missing, warnings)) + "\n"
+    runs = [r for c in curves.values() for r in c.runs]
+    return "\n".join(lines + caption_tail(name, missing, warnings, claims, runs)) + "\n"
 
 
 def _mean(values: list[Any]) -> float | None:

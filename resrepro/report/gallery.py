@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from resrepro.errors import ResreproError
-from resrepro.io import write_json, write_text
+from resrepro.io import write_text
+from resrepro.report.provenance import PROVENANCE, machine, sweep_command
 
 PAGE = "report"  # OUT/report.html and OUT/report.md
-PROVENANCE = "provenance.json"  # beside an artefact rendered from runs: what made them
 # The paper's order, so the page reads like the paper.
 ORDER = ("fig1", "table2", "table3", "fig4", "table4", "table5", "table6", "fig6", "fig7", "ablation-cifar", "table7",
          "table8")
-PROVENANCE_KEYS = ("resrepro", "git_sha", "torch", "cuda", "python", "device")
 
 
 @dataclass
 class Artefact:
     name: str  # the experiment: table6, fig6, ...
+    group: str  # its runs' group: artefacts of one group and scale share runs
     scale: str
     title: str
     folder: Path  # OUT/<name>/<scale>
@@ -39,6 +39,7 @@ class Artefact:
     figures: list[tuple[Path, Path]] = field(default_factory=list)  # (PNG, its Markdown caption)
     command: str = ""
     provenance: dict[str, Any] | None = None  # PROVENANCE's content; None: not recorded
+    verdicts: list[str] = field(default_factory=list)  # "holds", "fails", ...: one per claim, from <what>_claims.csv
 
     @property
     def anchor(self) -> str:
@@ -79,44 +80,21 @@ def build_report(runs_root: str | Path | None, out: str | Path, *, force: bool =
 
 
 def _render(exp: Any, runs_root: Path, folder: Path, force: bool) -> tuple[list[Path], list[str]]:
-    """Render the experiment from its runs, if it has any, and record their provenance beside the files (in
-    ``partial/`` too, where the renderer put them there)."""
+    """Render the experiment from its runs, if it has any (its renderers record their provenance beside it)."""
     from resrepro.analysis.aggregate import find_runs
     from resrepro.report.render import render_experiment
 
     runs_dir = runs_root / exp.runs_dir_rel
     models = {r.model for r in exp.runs}
     found, skipped = find_runs(runs_dir) if runs_dir.is_dir() else ([], [])
-    runs = [r for r in found if r.model in models]
-    if not runs:  # damaged run folders are named, not passed over as if no run were there
+    if not any(r.model in models for r in found):  # damaged run folders are named, not passed over
         return [], skipped
     files, warnings = render_experiment(exp, runs_root, folder, force=force)
-    for where in dict.fromkeys(f.parent for f in files):
-        write_json(where / PROVENANCE, provenance(runs, exp, runs_root))
-        files.append(where / PROVENANCE)
     return files, [f"{exp.name} ({exp.scale}): {w}" for w in warnings]
 
 
-def provenance(runs: list[Any], exp: Any, runs_root: Path) -> dict[str, Any]:
-    """What made an artefact: the command, and each distinct (resrepro, git SHA, torch, CUDA, Python, device)
-    its finished runs recorded, with how many runs each."""
-    seen: Counter = Counter()
-    for run in runs:
-        p = (run.summary or {}).get("provenance") if run.finished else None
-        if isinstance(p, dict):
-            seen[tuple(str(p.get(k) or "—") for k in PROVENANCE_KEYS)] += 1
-    return {"command": sweep_command(exp.name, exp.scale, runs_root), "runs": len(runs),
-            "finished": sum(r.finished for r in runs),
-            "made_by": [dict(zip(PROVENANCE_KEYS, key, strict=True)) | {"runs": n} for key, n in seen.items()]}
-
-
-def sweep_command(name: str, scale: str, runs_root: str | Path | None) -> str:
-    runs = "" if runs_root is None or Path(runs_root) == Path("runs") else f" --runs {runs_root}"
-    return f"resrepro sweep {name} --scale {scale}{runs}"
-
-
 def _collect(exp: Any, folder: Path, runs_root: str | Path | None) -> Artefact:
-    artefact = Artefact(exp.name, exp.scale, exp.title, folder, command=sweep_command(exp.name, exp.scale,
+    artefact = Artefact(exp.name, exp.group, exp.scale, exp.title, folder, command=sweep_command(exp.name, exp.scale,
                                                                                        runs_root))
     for entry in exp.renders:
         kind, what = entry.split(":", 1)
@@ -125,11 +103,34 @@ def _collect(exp: Any, folder: Path, runs_root: str | Path | None) -> Artefact:
             artefact.tables.append(md)
         elif kind == "figure" and md.is_file() and (folder / f"{what}.png").is_file():
             artefact.figures.append((folder / f"{what}.png", md))
+        if md.is_file():
+            artefact.verdicts += _verdicts(folder / f"{what}_claims.csv")
     try:
         artefact.provenance = json.loads((folder / PROVENANCE).read_text())
     except (OSError, ValueError):
         artefact.provenance = None
     return artefact
+
+
+def _verdicts(path: Path) -> list[str]:
+    """The verdict column of a ``<name>_claims.csv`` (none if it is absent or unreadable)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [row["verdict"] for row in csv.DictReader(f) if row.get("verdict")]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError):
+        return []
+
+
+def _verdict_line(a: Artefact) -> str:
+    """"The paper's claims: 2 hold, 1 fails (each below, with its numbers).", or where none were judged."""
+    if not a.verdicts:
+        return "The paper's claims: not judged in these files (re-render them from runs to judge them)."
+    counts = Counter(a.verdicts)
+    words = {"holds": ("holds", "hold"), "fails": ("fails", "fail")}
+    said = ", ".join(f"{n} {words.get(v, (v, v))[n != 1]}" for v, n in counts.items())
+    return f"The paper's claims: **{said}** (each below, with the numbers it was decided on)."
 
 
 def _demote(text: str) -> str:
@@ -145,20 +146,47 @@ def _markdown(text: str) -> str:
 
 
 def _provenance_lines(a: Artefact) -> list[str]:
-    """Markdown lines: the command and what made the runs, or where to look when it was not recorded."""
+    """Markdown lines: the command, this render, and what made the runs, or where to look when not recorded."""
     p = a.provenance
     lines = [f"Reproduce with: `{p['command'] if p else a.command}` (trains what is missing, then renders)"]
     if not p:
         how = " [README.md](README.md) beside this page says how." if (a.folder.parents[1] / "README.md").is_file() \
             else ""
         return lines + ["", f"Runs: not at hand when this page was made; these files were rendered earlier.{how}"]
-    lines += ["", f"Runs: {p['runs']} ({p['finished']} finished)."]
+    r = p.get("rendered") or {}
+    lines += ["", f"Runs: {p['runs']} ({p['finished']} finished)."
+              + (f" Rendered {r.get('date', '—')} by `{r.get('command', '—')}` at commit "
+                 f"`{str(r.get('git_sha'))[:12]}`." if r else "")]
     made = p.get("made_by") or []
     if made:
-        lines += ["", "| runs | resrepro | git SHA | torch | CUDA | Python | device |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {m['runs']} | {m['resrepro']} | `{m['git_sha'][:12]}` | {m['torch']} | {m['cuda']} | "
-                  f"{m['python']} | {m['device']} |" for m in made]
+        lines += ["", "| runs | CPU / device | date | git commit | torch | CUDA | Python | resrepro |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {m['runs']} | {machine(m)} | {' to '.join(dict.fromkeys(m.get('dates') or ['—']))} | "
+                  f"`{str(m['git_sha'])[:12]}` | {m['torch']} | {m['cuda']} | {m['python']} | {m['resrepro']} |"
+                  for m in made]
     return lines
+
+
+def _origins(a: Artefact) -> set[tuple[str, str]]:
+    """The (machine, commit) pairs an artefact's runs were made with."""
+    made = (a.provenance or {}).get("made_by") or []
+    return {(machine(m), str(m.get("git_sha"))[:12]) for m in made}
+
+
+def _side_by_side(a: Artefact, artefacts: list[Artefact]) -> list[str]:
+    """A line naming the artefacts of the same group and scale whose runs were made on other machines or
+    commits: their numbers sit side by side on this page, but another CPU changes a run's outcome."""
+    ours = _origins(a)
+    others = [b for b in artefacts if b is not a and b.group == a.group and b.scale == a.scale and _origins(b)
+              and ours and _origins(b) != ours]
+    if not others:
+        return []
+    def said(origins: set[tuple[str, str]]) -> str:
+        return ", ".join(f"{m} at `{c}`" for m, c in sorted(origins))
+
+    where = "; ".join(f"{b.name}: {said(_origins(b))}" for b in others)
+    return ["", f"**Made on other machines or commits than its neighbours** ({said(ours)} here; {where}): compare "
+            "their numbers with care."]
 
 
 def to_markdown(artefacts: list[Artefact], out: Path) -> str:
@@ -167,12 +195,12 @@ def to_markdown(artefacts: list[Artefact], out: Path) -> str:
              "`resrepro report` from the files beside this page.", ""]
     lines += [f"- [{a.title} ({a.scale})](#{a.anchor})" for a in artefacts]
     for a in artefacts:
-        lines += ["", f'<a id="{a.anchor}"></a>', "", f"## {a.title} ({a.scale})", ""]
+        lines += ["", f'<a id="{a.anchor}"></a>', "", f"## {a.title} ({a.scale})", "", _verdict_line(a), ""]
         for t in a.tables:
             lines += [t.read_text().strip(), ""]
         for png, caption in a.figures:
             lines += [f"![{a.title}]({png.relative_to(out).as_posix()})", "", _demote(caption.read_text()), ""]
-        lines += _provenance_lines(a)
+        lines += _provenance_lines(a) + _side_by_side(a, artefacts)
     return "\n".join(lines) + "\n"
 
 
@@ -195,12 +223,14 @@ def to_html(artefacts: list[Artefact], out: Path) -> str:
     body = []
     for a in artefacts:
         body.append(f'<section id="{a.anchor}"><h2>{html.escape(a.title)} ({a.scale})</h2>')
+        body.append(f'<div class="verdict">{_markdown(_verdict_line(a))}</div>')
         body += [f'<div class="table">{_markdown(t.read_text())}</div>' for t in a.tables]
         for png, caption in a.figures:
             data = base64.b64encode(png.read_bytes()).decode("ascii")
             body.append(f'<figure><img alt="{html.escape(a.title)}" src="data:image/png;base64,{data}">'
                         f"<figcaption>{_markdown(caption.read_text())}</figcaption></figure>")
-        body.append(f'<div class="prov">{_markdown(chr(10).join(_provenance_lines(a)))}</div></section>')
+        made = "\n".join(_provenance_lines(a) + _side_by_side(a, artefacts))
+        body.append(f'<div class="prov">{_markdown(made)}</div></section>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>He et al. 2015, reproduced</title><style>{CSS}</style></head><body>"

@@ -21,8 +21,10 @@ PLOT_METRICS = {"error": ("train_error", "eval_error", 100.0, "error (%)"),
                 "lr": ("lr", None, 1.0, "learning rate")}
 
 
-def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | Path = "curves.png") -> Path:
-    """Training (dashed) and eval (solid) curves of ``metric`` for any run directories, one colour per run."""
+def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | Path = "curves.png"
+              ) -> tuple[Path, list[str]]:
+    """Training (dashed) and eval (solid) curves of ``metric`` for any run directories, one colour per run; and a
+    warning for each run logged once (a line of one point draws nothing: it gets a marker)."""
     if metric not in PLOT_METRICS:
         raise ResreproError(f"unknown metric {metric!r}: choose one of {', '.join(PLOT_METRICS)}")
     paths = [Path(d) for d in run_dirs]
@@ -34,7 +36,7 @@ def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | 
             raise ResreproError(f"{path} is a file: plot takes run directories")
     train_col, eval_col, scale, ylabel = PLOT_METRICS[metric]
     figure, axes = new_figure(1, 1, (6.5, 4))
-    ax = axes[0, 0]
+    ax, warnings = axes[0, 0], []
     for i, path in enumerate(paths):
         config = RunDir(path).read_config()
         if not isinstance(config, dict):
@@ -45,18 +47,24 @@ def plot_runs(run_dirs: Iterable[str | Path], metric: str = "error", out: str | 
         if cut:
             raise ResreproError(f"{cut}: its curve would end early; restore the file from a copy to plot it")
         name, col = f"{path.name} ({model})", f"C{i % 10}"
+        # The lr holds between logged rows and changes at once: steps, not ramps.
+        style = {"drawstyle": "steps-post"} if metric == "lr" else {}
+        if len(m) == 1:
+            warnings.append(f"{path}: one row logged (iteration {int(m.index[0]):,}): drawn as a single point; "
+                            "train with a smaller --eval-every for a curve")
+            style |= {"marker": "o"}
         if train_col in m:
             ax.plot(m.index, scale * m[train_col].to_numpy(), color=col, lw=1, ls="--" if eval_col else "-",
-                    label=None if eval_col else name, gid=f"{path}/train")
+                    label=None if eval_col else name, gid=f"{path}/train", **style)
         if eval_col in m:
             splits = m["eval_split"].dropna() if "eval_split" in m else pd.Series(dtype=str)
             split = splits.iloc[-1] if len(splits) else "eval"
             ax.plot(m.index, scale * m[eval_col].to_numpy(), color=col, lw=2, label=f"{name}, {split}",
-                    gid=f"{path}/eval")
+                    gid=f"{path}/eval", **style)
     if metric == "lr":
         ax.set_yscale("log")
     ax.set_xlabel("iterations")
     ax.set_ylabel(ylabel if metric == "lr" else f"{ylabel}; dashed: training")
     if ax.lines:
         ax.legend(fontsize="small")
-    return save(figure, out)
+    return save(figure, out), warnings

@@ -14,6 +14,7 @@ from resrepro.analysis.aggregate import find_runs, frame_of
 from resrepro.analysis.selection import select_runs
 from resrepro.models.registry import canonical_model
 from resrepro.paper import paper_table
+from resrepro.report.provenance import made_by, made_by_lines
 from resrepro.report.table_kit import COLUMN_NOTE, PAPER_DATASET, Table, TableSpec, csv_order, run_notes
 
 PROTOCOL = "multi-scale"  # Table 4's single-model protocol, which the paper's ensemble combines
@@ -70,5 +71,10 @@ def build_table5(name: str, spec: TableSpec, runs_dir: str | Path | None, datase
                  f"by image, each under {PROTOCOL} testing on {chosen.dataset} val; the paper's ensemble (six "
                  "nets of different depth) is scored on the ImageNet test set, where it reports top-5 only."]
     notes = [COLUMN_NOTE.replace("over seeds", "over runs"), *spec.notes, *(described if results else []),
-             *run_notes(frame, spec, chosen.dataset)]
-    return Table(name, spec, table[csv_order(table, spec)], notes, list(dict.fromkeys(warnings)))
+             *run_notes(frame, spec, chosen.dataset), *made_by_lines(made_by(runs))]
+    # The claims' values: one row per result, the ensemble's and each member's, as the table counts them.
+    columns = [m.column for m in spec.metrics]
+    values = pd.DataFrame([{"model": k, **{c: 100 * r[c] for c in columns}} for k, rs in results.items() for r in rs],
+                          columns=["model", *columns])
+    return Table(name, spec, table[csv_order(table, spec)], notes, list(dict.fromkeys(warnings)), values,
+                 chosen.dataset)

@@ -1,16 +1,19 @@
 """What every table of ours is made of: the paper's conventions (datasets, lengths, widths), the caption
-notes, and the renderer of a built table as Markdown, CSV or LaTeX (means ± std, "—" for no runs)."""
+notes, the claims judged on its runs, and the renderer of a built table as Markdown, CSV or LaTeX (means ± std,
+"—" for no runs)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
+from resrepro.analysis.claims import Verdict
 from resrepro.errors import ResreproError
+from resrepro.report.claims import claim_lines, verdicts_for
 
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
@@ -19,6 +22,8 @@ PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stag
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
+NO_DELTA = ("No Δ column: our runs are on {ours}, the paper's on {paper}, and a difference between two datasets "
+            "means nothing; the claims below are the comparison.")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,22 @@ class Table:
     frame: pd.DataFrame
     notes: list[str]
     warnings: list[str]
+    values: pd.DataFrame | None = None  # one row per finished run counted (model, metrics in %): the claims'
+    dataset: str | None = None  # the dataset of our runs shown
+    claims: list[Verdict] = field(default_factory=list)
+
+
+def judged(t: Table) -> Table:
+    """``t`` with the claims of its experiment decided on its runs, and without Δ columns when those runs are on
+    another dataset than the paper's (the tiny scale's digits): a difference across datasets means nothing."""
+    paper = PAPER_DATASET[t.spec.family]
+    if t.dataset is not None and t.dataset != paper:
+        t.frame = t.frame.drop(columns=[c for c in t.frame if c.startswith("delta")])
+        t.notes = [n.replace("; Δ: ours mean − paper (the paper's mean where it prints one).", ".")
+                   for n in t.notes] + [NO_DELTA.format(ours=t.dataset, paper=paper)]
+    values = t.values if t.values is not None else pd.DataFrame(columns=["model"])
+    t.claims = verdicts_for(t.name, values, t.dataset)
+    return t
 
 
 def run_notes(runs: pd.DataFrame, spec: TableSpec, chosen: str | None) -> list[str]:
@@ -109,9 +130,10 @@ def render(t: Table, fmt: str = "markdown") -> str:
     if fmt == "markdown":
         body = shown.to_markdown(index=False, disable_numparse=True,
                                  colalign=["left"] + ["right"] * (shown.shape[1] - 1))
-        return f"**{t.spec.title}**\n\n{body}\n\n" + "\n\n".join(t.notes) + "\n"
+        claims = "\n".join(claim_lines(t.claims))
+        return f"**{t.spec.title}**\n\n{body}\n\n" + "\n\n".join(t.notes) + (f"\n\n{claims}" if claims else "") + "\n"
     shown = shown.rename(columns=lambda c: c.replace("Δ", "delta"))  # pdflatex's utf8 lacks Greek
-    comments = "".join(f"% {line}\n" for line in [t.spec.title, *t.notes])
+    comments = "".join(f"% {line}\n" for line in [t.spec.title, *t.notes, *claim_lines(t.claims)] if line)
     return comments + _latex(shown).rstrip("\n") + "\n"
 
 
@@ -147,7 +169,8 @@ def display_frame(t: Table) -> pd.DataFrame:
             cols[x] = [DASH if pd.isna(v) else _pm(v, e) for v, e in zip(f[x], f[f"{x}_std"], strict=True)]
         cols[f"{h}ours"] = cell(map(_pm, f[f"ours_mean{s}"], f[f"ours_std{s}"]), str)
         cols[f"{h}best"] = cell(f[f"ours_best{s}"], lambda v: f"{v:.2f}")
-        cols[f"{h}Δ"] = cell(f[f"delta{s}"], lambda v: f"{v:+.2f}")
+        if f"delta{s}" in f:
+            cols[f"{h}Δ"] = cell(f[f"delta{s}"], lambda v: f"{v:+.2f}")
     cols["n"] = ["" if not o else str(k) for o, k in zip(ours, n, strict=True)]
     return pd.DataFrame(cols)
 

@@ -12,11 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from resrepro.analysis.aggregate import find_runs, finished_only, frame_of, summarise
+from resrepro.analysis.claims import verdict_frame
 from resrepro.analysis.selection import select_runs
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.paper import paper_table
 from resrepro.report import table5
+from resrepro.report.provenance import made_by, made_by_lines
 from resrepro.report.table_kit import (
     COLUMN_NOTE,
     PAPER_DATASET,
@@ -25,6 +27,7 @@ from resrepro.report.table_kit import (
     TableSpec,
     check_format,
     csv_order,
+    judged,
     render,
     run_notes,
 )
@@ -165,7 +168,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
         raise ResreproError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     spec = TABLES[name]()
     if spec.build is not None:
-        return spec.build(name, spec, runs_dir, dataset)
+        return judged(spec.build(name, spec, runs_dir, dataset))
     rows = spec.rows().reset_index(drop=True)
     keys = rows["model"].map(canonical_model).where(rows["source"] != "other")  # NaN: others' rows
     found, warnings = find_runs(runs_dir) if runs_dir is not None else ([], [])
@@ -173,7 +176,7 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
                          preferred_dataset=PAPER_DATASET[spec.family], split=spec.split)
     runs, unfinished = finished_only(frame_of([r for shown in chosen.runs.values() for r in shown]))
     warnings += chosen.warnings + unfinished
-    notes = run_notes(runs, spec, chosen.dataset)
+    notes = run_notes(runs, spec, chosen.dataset) + made_by_lines(made_by(r for rs in chosen.runs.values() for r in rs))
     for m in spec.metrics:
         s = summarise(runs, by=("model",), value=m.column, best="max" if m.higher_is_better else "min")
         s = s.set_index("model")
@@ -201,8 +204,8 @@ def build_table(name: str, runs_dir: str | Path | None = None, dataset: str | No
     rows = rows.drop(columns=n_cols)
     # A score's best run is its highest (mAP), an error's its lowest.
     column_note = COLUMN_NOTE.replace("lowest", "highest") if spec.metrics[0].higher_is_better else COLUMN_NOTE
-    return Table(name, spec, rows[csv_order(rows, spec)], [column_note, *spec.notes, *notes],
-                 list(dict.fromkeys(warnings)))
+    return judged(Table(name, spec, rows[csv_order(rows, spec)], [column_note, *spec.notes, *notes],
+                        list(dict.fromkeys(warnings)), runs, chosen.dataset))
 
 
 @functools.cache
@@ -232,3 +235,14 @@ def render_table(name: str, runs_dir: str | Path | None = None, fmt: str = "mark
     check_format(fmt)
     t = build_table(name, runs_dir, dataset)
     return render(t, fmt), t.warnings
+
+
+def render_table_files(name: str, runs_dir: str | Path | None = None, dataset: str | None = None
+                       ) -> tuple[dict[str, str], list[str]]:
+    """One table's files as `resrepro sweep` and `resrepro report` write them (file name -> text): ``<name>.md``
+    and, where its experiment states claims, their verdicts as ``<name>_claims.csv``; and the warnings."""
+    t = build_table(name, runs_dir, dataset)
+    files = {f"{name}.md": render(t, "markdown")}
+    if t.claims:
+        files[f"{name}_claims.csv"] = verdict_frame(t.claims).round(4).to_csv(index=False)
+    return files, t.warnings

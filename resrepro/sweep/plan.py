@@ -26,6 +26,8 @@ class PlanItem:
     done_iters: int = 0  # the last logged iteration of a partial run
     images_per_s: float | None = None  # estimated: see ``source``
     source: str = ""  # where images_per_s comes from: runs, bench or FLOPs (resrepro.sweep.estimate)
+    device: str = ""  # the device images_per_s holds for, and its type (cuda | cpu; "" if not recorded)
+    device_type: str = ""
     note: str = ""
     evals: tuple[str, ...] = ()  # test protocols to run after training: not yet in RUN/eval/
 
@@ -76,7 +78,8 @@ def _status(run: PlannedRun, run_dir: Path, estimate: Estimator, protocols: tupl
     if item.status in ("todo", "partial"):
         speed = estimate(run.spec)
         if speed is not None:
-            return dataclasses.replace(item, images_per_s=speed.images_per_s, source=speed.source)
+            return dataclasses.replace(item, images_per_s=speed.images_per_s, source=speed.source,
+                                       device=speed.device, device_type=speed.device_type)
     return item
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,16 +60,47 @@ def test_fig6_plots_the_mean_of_the_seeds_and_names_what_is_missing(tmp_path):
     assert any("resnet1202" in w and "resrepro sweep fig6" in w for w in result.warnings)
     assert "Missing: plain32, plain44, resnet20" in result.caption and "resnet1202" in result.caption
     assert "| plain-20 | plain20 | 0, 1, 2 | 1,000 |" in result.caption
-    # the paper's 0-20% where the data fit it (ResNets), widened where they do not (plain-56 starts at 28.5%)
-    assert [ax.get_ylim() for ax in result.figure.axes] == [(0, 30), (0, 20), (0, 20)]
+    # the paper's 0-20%: early errors above it are cut off (plain-56 starts at 28.5%, ends at 15%)
+    assert [ax.get_ylim() for ax in result.figure.axes] == [(0, 20), (0, 20), (0, 20)]
+    # three seeds: a band from the lowest to the highest, and the legend counts them
+    band = next(c for c in result.figure.axes[0].collections if c.get_gid() == "plain20/test/band")
+    ys = band.get_paths()[0].vertices[:, 1]  # seed 0 ends lowest (10%), seed 2 starts highest (19% + 2)
+    assert min(ys) == pytest.approx(10.0) and max(ys) == pytest.approx(21.0)
+    assert "plain-20 (3 seeds)" in [t.get_text() for t in result.figure.axes[0].get_legend().get_texts()]
+    # a curve ending above 20% widens the axis to hold its end
+    make_run(tmp_path, "plain44", level=0.4)
+    assert draw_figure("fig6", tmp_path).figure.axes[0].get_ylim() == (0, 40)
+
+
+def test_lr_drops_are_marked_where_the_runs_divide_it(tmp_path):
+    path = make_run(tmp_path, "resnet20")
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(config | {"milestones": [500, 750]}))
+    drops = [ln.get_xdata()[0] for ln in draw_figure("fig6", tmp_path).figure.axes[1].lines
+             if str(ln.get_gid()).startswith("lr-drop")]
+    assert drops == [500, 750]
+
+
+def test_a_curve_of_one_evaluation_warns(tmp_path):
+    make_run(tmp_path, "plain20", iters=100)
+    result = draw_figure("fig1", tmp_path)
+    assert any("plain20: one evaluation logged (at iteration 100)" in w and "--eval-every" in w
+               for w in result.warnings)
 
 
 def test_render_writes_png_pdf_and_caption(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     make_run(runs, "plain20")
     written, warnings = render_figure("fig1", runs, out)
-    assert written == [out / "fig1.png", out / "fig1.pdf", out / "fig1.md"]
+    assert written == [out / "fig1.png", out / "fig1.pdf", out / "fig1.md", out / "fig1_claims.csv"]
     assert (out / "fig1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # fig1.toml's claims, undecided without plain-56: the caption and the CSV beside it say so, with the counts
+    claims = pd.read_csv(out / "fig1_claims.csv").set_index("id")
+    assert claims.loc["degradation", "verdict"] == "not enough runs"
+    # (the hand-written plain-20 run records no train_eval_error, the number this claim is about)
+    assert claims.loc["degradation", "numbers"] == ("plain56 has 0 finished runs with train_eval_error, 1 needed; "
+                                                    "plain20 has 0 finished runs with train_eval_error, 1 needed")
+    assert "- **not enough runs** — the 56-layer plain net" in (out / "fig1.md").read_text()
     assert (out / "fig1.pdf").read_bytes()[:5] == b"%PDF-"
     assert "plain56" in (out / "fig1.md").read_text() and any("plain56" in w for w in warnings)
 
@@ -89,7 +121,7 @@ def test_fig1_labels_a_validation_split_and_widens_the_axis_for_tiny_runs(tmp_pa
     assert line(result.figure, "plain56/val").get_ydata()[0] == pytest.approx(57)  # 0.3 × (2 - 0.1)
     left, right = result.figure.axes[:2]
     assert right.get_ylabel() == "val error (%)" and left.get_ylabel() == "training error (%)"
-    assert right.get_ylim() == (0, 60) and left.get_ylim() == (0, 50)
+    assert right.get_ylim() == (0, 30) and left.get_ylim() == (0, 25)  # widened to hold the ends: 30%, 24%
     assert "validation error" in result.caption
 
 
@@ -175,7 +207,7 @@ def test_fig7_from_a_responses_csv(tmp_path):
     csv = tmp_path / "responses.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
     written, warnings = render_figure("fig7", None, tmp_path / "out", responses=csv)
-    assert [p.name for p in written] == ["fig7.png", "fig7.pdf", "fig7.md"]
+    assert [p.name for p in written] == ["fig7.png", "fig7.pdf", "fig7.md", "fig7_claims.csv"]
     result = draw_figure("fig7", None, responses=csv)
     k = np.arange(1, 20)
     original = line(result.figure, "plain20/original")
@@ -187,6 +219,10 @@ def test_fig7_from_a_responses_csv(tmp_path):
     assert any("mystery9" in w for w in result.warnings)
     assert any("plain56, resnet20, resnet110" in w for w in result.warnings)
     assert "pooling: all" in result.caption and "| plain-20 | 19 | `a`, `b` |" in result.caption
+    # one column per depth, so plain-20 and ResNet-20 share an axis of their own; seeds counted in the legend
+    titles = [ax.get_title() for ax in result.figure.axes[:2]]
+    assert titles == ["20 layers", "56 layers"]
+    assert "plain-20 (mean of 2 runs)" in [t.get_text() for t in result.figure.axes[0].get_legend().get_texts()]
 
 
 def test_fig7_needs_responses_or_runs(tmp_path):

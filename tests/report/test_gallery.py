@@ -45,6 +45,11 @@ def test_the_page_holds_table6_and_fig6_rendered_from_the_runs(tiny):
     assert not re.search(r"https?://|<link|<script", page)  # nothing to fetch: it opens offline
     md = (out / "report.md").read_text()
     assert "![Fig. 6" in md and "(fig6/tiny/fig6.png)" in md and "| ResNet-20 " in md
+    # each artefact's claims: counted under its heading, each with its numbers; one ResNet-20 run decides none
+    section = md.split("## Table 6")[1].split("\n## ")[0]
+    assert "The paper's claims: **2 not enough runs**" in section
+    assert "- **not enough runs** — ResNet-56 beats ResNet-20" in section
+    assert (out / "table6" / "tiny" / "table6_claims.csv").is_file()
 
 
 def test_without_runs_the_page_shows_what_the_results_folder_holds(tiny, tmp_path):
@@ -64,6 +69,8 @@ def test_cli_report_and_a_bad_runs_folder(tiny, monkeypatch, capsys):
     runs, out = tiny
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs), "--out", str(out))
     assert code == 0 and f"wrote {out / 'report.html'}" in " ".join(err.split())
+    # each claim with its verdict, under the artefact it belongs to
+    assert "claim not enough runs: ResNet-56 beats ResNet-20" in " ".join(err.split())
     (runs.parent / "file").write_text("")
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs.parent / "file"), "--out",
                                   str(out))

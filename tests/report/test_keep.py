@@ -34,7 +34,7 @@ def test_a_figure_from_fewer_runs_goes_beside_the_one_it_would_replace(tmp_path)
 
     written, warnings = render_figure("fig1", one, out)
     assert snapshot(out) == before  # the 2-run figure is untouched
-    assert written == [out / PARTIAL / f"fig1.{ext}" for ext in ("png", "pdf", "md")]
+    assert written == [out / PARTIAL / f"fig1{ext}" for ext in (".png", ".pdf", ".md", "_claims.csv")]
     assert all(p.is_file() for p in written)
     kept = [w for w in warnings if "--force" in w]
     assert len(kept) == 1 and "1 run, fewer than the 2" in kept[0] and "--force" in kept[0]
@@ -58,11 +58,11 @@ def test_as_many_or_more_runs_replace_normally(tmp_path):
 def test_a_table_from_fewer_runs_goes_beside_the_one_it_would_replace(tmp_path, monkeypatch):
     n = {"value": 2}
 
-    def render_table(name, runs_dir=None, fmt="markdown", dataset=None):
-        return f"| method | n |\n|---|---|\n| resnet20 | {n['value']} |\n", []
+    def render_table_files(name, runs_dir=None, dataset=None):
+        return {f"{name}.md": f"| method | n |\n|---|---|\n| resnet20 | {n['value']} |\n"}, []
 
     module = type(sys)("tables")
-    module.render_table = render_table
+    module.render_table_files = render_table_files
     monkeypatch.setitem(sys.modules, "resrepro.report.tables", module)
     exp = dataclasses.replace(load_experiment("table6", "tiny", seeds=1), renders=("table:table6",))
     out = tmp_path / "results"

@@ -79,6 +79,19 @@ def test_table6_on_another_dataset_says_so_under_the_table():
     assert rows["ResNet-20"]["ours"] == f"{final_error('cifar10/tiny/resnet20-s0'):.2f}"
     assert rows["ResNet-110"]["ours"] == "—"
     assert "trained and evaluated on digits, not cifar10" in out and "300 iterations" in out
+    # digits minus CIFAR-10 means nothing: no Δ column, and the note says the claims are the comparison
+    assert "Δ" not in rows["ResNet-20"] and "No Δ column: our runs are on digits" in out
+    assert "Δ: ours mean − paper" not in out
+
+
+def test_each_claim_is_printed_with_its_numbers_and_verdict():
+    out, _ = table("table6", "--runs", str(FIXTURES))
+    # table6.toml at the full scale (CIFAR-10 runs): ResNet-110's two seeds are too few for the paper's mean ± std
+    assert ("- **not enough runs** — ResNet-110 within the paper's mean ± std over 5 runs (6.61 ± 0.16) (test "
+            "error): resnet110 has 2 finished runs with eval_error, 5 needed") in out
+    assert "resnet56 has 0 finished runs" in out  # its run is unfinished: not a result
+    _, err = table("table6", "--runs", str(FIXTURES), "--format", "csv")
+    assert "not enough runs — ResNet-56 beats ResNet-20" in " ".join(err.split())
 
 
 def test_params_are_those_of_the_nets_trained_not_the_papers(tmp_path):

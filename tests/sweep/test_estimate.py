@@ -68,6 +68,23 @@ def test_a_finished_run_of_another_net_at_the_same_width_is_scaled_by_multiply_a
     run.write_summary({"status": "finished", "images_per_s": 300.0})
     got = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(planned)
     assert got.images_per_s == pytest.approx(300.0 * 125.75 / 253.1, rel=0.05)
-    assert got.source == "runs: a finished resnet56 run at this width, scaled by multiply-adds"
+    assert got.source == "runs: finished resnet56 runs at this width, scaled by multiply-adds"
     other_width = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)(spec_of("resnet110"))  # full: width 16
     assert not other_width.source.startswith("runs:")
+
+
+def test_estimates_never_fall_as_depth_grows(tmp_path):
+    # ResNet-56 makes better use of a CPU per multiply-add than ResNet-20: scaling each depth from its nearest
+    # bench said ResNet-44 (from ResNet-56's) trains faster than ResNet-32 (from ResNet-20's). Interpolated
+    # between the two benches of one device, time per image grows with depth.
+    save_bench(bench("resnet20", CPU[0], 500.0, "resrepro, NCHW (default)"), tmp_path)
+    save_bench(bench("resnet56", CPU[0], 250.0, "resrepro, NCHW (default)"), tmp_path)
+    save_bench(bench("resnet110", GPU[0], 9_000.0), tmp_path)  # another device: never mixed in
+    estimate = Estimator(tmp_path / "runs", (tmp_path,), device=CPU)
+    got = {m: estimate(spec_of(m)) for m in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")}
+    speeds = [t.images_per_s for t in got.values()]
+    assert speeds == sorted(speeds, reverse=True) and len(set(speeds)) == 5
+    assert got["resnet20"].images_per_s == 500.0 and got["resnet56"].images_per_s == 250.0
+    assert got["resnet32"].source.endswith("and resnet56, interpolated by multiply-adds")
+    assert got["resnet110"].images_per_s == pytest.approx(250.0 * 125.49 / 252.89, rel=0.01)
+    assert {(t.device, t.device_type) for t in got.values()} == {CPU}  # each says which device it is for

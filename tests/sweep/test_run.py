@@ -352,7 +352,10 @@ def test_tiny_imagenet_experiment_trains_evaluates_and_renders(tmp_path, digits_
                                                                                            "resnet18-A-s0")}
     assert {(e["protocol"], e["images"], e["model"]) for e in ten_crop.values()} == {
         ("ten-crop", 300, "plain18"), ("ten-crop", 300, "resnet18-A")}
-    assert result.rendered == [tmp_path / "out" / "table2.md"] and not result.warnings
+    assert result.rendered == [tmp_path / "out" / n for n in ("table2.md", "table2_claims.csv", "provenance.json")]
+    assert not result.warnings
+    made = json.loads((tmp_path / "out" / "provenance.json").read_text())["made_by"]
+    assert made[0]["runs"] == 2 and made[0]["cpu"] == summary["provenance"]["cpu"]  # the CPU's model, recorded
     text = (tmp_path / "out" / "table2.md").read_text()
     assert "trained and evaluated on digits, not imagenet" in text
     row = next(line for line in text.splitlines() if line.startswith("| plain-18 "))
@@ -391,12 +394,12 @@ def test_render_failure_is_a_warning(tmp_path, fig1, monkeypatch):
 def test_tables_are_written_as_markdown(tmp_path, monkeypatch):
     seen = {}
 
-    def render_table(name, runs_dir=None, fmt="markdown", dataset=None):
+    def render_table_files(name, runs_dir=None, dataset=None):
         seen.update(name=name, runs_dir=runs_dir, dataset=dataset)
-        return f"| {name} |\n", ["resnet1202 missing"]
+        return {f"{name}.md": f"| {name} |\n"}, ["resnet1202 missing"]
 
     monkeypatch.setitem(sys.modules, "resrepro.report.tables", type(sys)("tables"))
-    monkeypatch.setattr(sys.modules["resrepro.report.tables"], "render_table", render_table, raising=False)
+    monkeypatch.setattr(sys.modules["resrepro.report.tables"], "render_table_files", render_table_files, raising=False)
     exp = load_experiment("table6", "tiny", seeds=1)
     result = run_sweep(exp, tmp_path / "runs", train_fn=fake_train, out_dir=tmp_path / "out")
     assert result.rendered == [tmp_path / "out" / "table6.md"]
@@ -468,6 +471,15 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
     # nothing measured: every estimate is from FLOPs and says so, and none is zero
     assert "9 estimated from FLOPs:" in err and "assumed" in err and "bench" not in out
     assert "about 0" not in err and " 0 s" not in out
+    # which device the hours are for; on GPUs (Slurm, --gpus) a CPU's hours say so and how to get a GPU's
+    assert "on one CPU (" in err and "not GPU-hours" in err and "GPU node" not in err
+    for gpu_flags in (("--executor", "slurm"), ("--gpus", "0")):
+        code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", *gpu_flags)
+        err = " ".join(err.split())
+        assert code == 0 and "these are not GPU-hours" in err and "resrepro bench --model resnet56" in err
+    code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", "--executor",
+                        "slurm", "--gpus-per-job", "0")
+    assert code == 0 and "GPU node" not in err
 
 
 def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
@@ -490,6 +502,7 @@ def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, 
     assert ("9 estimated from bench: resnet56 on NVIDIA H100 80GB HBM3, bf16, 50 iterations of batch 128, "
             "scaled by multiply-adds") in err
     assert "FLOPs" not in err
+    assert "of one GPU (NVIDIA H100 80GB HBM3)" in err and "GPU node" not in err
 
 
 def test_an_imagenet_run_from_before_the_size_settings_is_still_recognised(tmp_path):
