@@ -90,7 +90,9 @@ def test_classifier_state_lands_in_the_shared_layers_and_the_region_head():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():  # the shared map is the classifier's conv4_x output, BN in eval mode
         expected = net.layer3(net.layer2(net.layer1(net.maxpool(net.bn1(net.conv1(x)).relu()))))
-        torch.testing.assert_close(det.backbone(x), expected)
+        # Frozen BN folds the statistics into one scale and shift, eval BN applies them in turn: the same map up
+        # to float rounding, which 40 layers grow to ~2e-5 on some CPUs (an AMD EPYC's kernels).
+        torch.testing.assert_close(det.backbone(x), expected, rtol=1e-4, atol=1e-4)
     vgg = _perturbed_classifier("vgg16")
     det = build_detector("vgg16", 3, classifier_state=vgg.state_dict(), **SMALL)
     assert torch.equal(det.backbone.conv5_3.weight, vgg.features[28].weight)
