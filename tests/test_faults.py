@@ -337,7 +337,7 @@ def _voc_batches(root: Path, state=None, step: int = 0):
 
     train_set = load_detection("voc07+12", "train", root)
     spec = DetectionSpec(batch_size=1, workers=0)
-    return _Batches(spec, train_set, step, len(train_set), 1, 0, 1, torch.device("cpu"), state)
+    return _Batches(spec, train_set, step, len(train_set), 0, 1, torch.device("cpu"), state)
 
 
 @pytest.mark.parametrize("corrupt", [1, 4], ids=["one image", "every image"])

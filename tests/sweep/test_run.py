@@ -223,7 +223,7 @@ from resrepro.cli import main
 from tests.sweep.test_run import stoppable_train
 
 resrepro.sweep.jobs.gpu_count = lambda: 1
-resrepro.sweep.run._default_train = lambda progress: stoppable_train
+resrepro.sweep.run._default_train = lambda progress, ranks=1: stoppable_train
 sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], "--gpus", "0"]
 main()
 """
@@ -309,7 +309,7 @@ def test_estimate_uses_a_measured_run_of_the_same_model(tmp_path, fig1, no_bench
     # never measured itself: the finished net of the same width stands in, scaled by multiply-adds (FLOPs only
     # when nothing of this width ran: tests/sweep/test_estimate.py)
     assert items["plain56"].gpu_hours > items["plain20"].gpu_hours
-    assert items["plain56"].source == "runs: a finished plain20 run at this width, scaled by multiply-adds"
+    assert items["plain56"].source == "runs: finished plain20 runs at this width, scaled by multiply-adds"
 
 
 def test_partial_estimate_counts_only_the_remaining_iterations(fig1):
@@ -462,7 +462,7 @@ def test_a_damaged_config_is_named_in_the_plan(tmp_path, fig1):
 
 
 def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
-    monkeypatch.setattr("resrepro.sweep.run._default_train", lambda progress: pytest.fail("trained in a dry run"))
+    monkeypatch.setattr("resrepro.sweep.run._default_train", lambda *_, **__: pytest.fail("trained in a dry run"))
     runs = tmp_path / "runs"
     runs.mkdir()
     code, out, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run")

@@ -118,7 +118,7 @@ def test_two_ranks_train_the_net_one_process_trains(tmp_path):
     with one_thread():
         one = train(spec, tmp_path / "one")
     args = ("train", "cifar", "--n", "1", "--dataset", "digits", "--width", "4", "--batch-size", "16",
-            "--bn-group", "8", "--iters", "6", "--milestones", "4", "--eval-every", "3", "--device", "cpu",
+            "--bn-group", "8", "--iters", "6", "--milestones", "4", "--eval-every", "3", "--augment", "--device", "cpu",
             "--out", str(tmp_path / "two"))
     res = subprocess.run([sys.executable, "-m", "resrepro", *args, "--ranks", "2"], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})

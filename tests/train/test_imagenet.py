@@ -92,7 +92,9 @@ def test_the_in_training_evaluation_is_what_eval_gives_for_the_same_weights(tmp_
     assert final["eval_loss"] == pytest.approx(result["loss"], rel=1e-6)
     _, model = load_trained(tmp_path / "run")
     fp32 = imagenet_eval.evaluate(model, data / "val", "center", workers=0, resize=256, crop=224)
-    assert fp32["loss"] != pytest.approx(result["loss"], rel=1e-4)  # what `eval` gave before: fp32 throughout
+    # What `eval` gave before, fp32 throughout, differs by bf16's rounding: 1e-4 relative on an Intel Xeon, more on
+    # an AMD EPYC; two fp32 evaluations differ by float reordering at most (~1e-7).
+    assert fp32["loss"] != pytest.approx(result["loss"], rel=1e-5)
 
 
 def test_cli_eval_protocols_write_eval_json(tmp_path, data):
