@@ -3,6 +3,8 @@
     title = "..."                      renders = ["table:table6", "figure:fig6"]
     group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed>, with the group's
                                        settings: groups/<group>.toml beside this file, else the shipped one
+    [caveat]  tiny = "..."             per scale, why its tables cannot show the paper's claim there (the nets
+                                       too small or too short): first in their caption, word for word
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
                                        and any setting for these runs only
     [[claims]]                         the paper's claims these runs test, each decided on the median over seeds:
@@ -54,7 +56,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
 RENDER_KINDS = ("table", "figure")
-_TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs", "claims")
+_TOP_KEYS = ("title", "renders", "group", "caveat", "defaults", "scale", "runs", "claims")
 _CLAIM_KEYS = ("id", "says", "metric", "compare", "within", "margin", "seeds", "at")
 _GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
@@ -91,6 +93,7 @@ class Experiment:
     scales: tuple[str, ...]  # every scale the file declares
     runs: tuple[PlannedRun, ...]
     claims: tuple[Claim, ...] = ()  # those that hold at this scale, with its margin and seeds
+    caveat: str = ""  # at this scale: why its artefacts cannot show the paper's claim ("": they can)
 
     @property
     def runs_dir_rel(self) -> Path:
@@ -183,7 +186,18 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         by_name.setdefault(r.run_dir_rel, r)
     claims = _claims(ctx, ctx.get(doc, "claims", list, "the top level", default=[]), scale, scales)
     return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
-                      tuple(by_name.values()), claims)
+                      tuple(by_name.values()), claims, _caveat(ctx, doc, scale, scales))
+
+
+def _caveat(ctx: _Context, doc: dict, scale: str, scales: dict[str, Any]) -> str:
+    """The experiment's ``caveat`` at ``scale``: a table of one sentence per scale, "" for a scale it omits."""
+    table = ctx.get(doc, "caveat", dict, "the top level", default={})
+    for s, text in table.items():
+        if s not in scales:
+            raise ctx.error(f"caveat names unknown scale {s!r}", "caveat")
+        if not isinstance(text, str) or not text.strip():
+            raise ctx.error(f"caveat.{s} should be a sentence (a string), got {text!r}", "caveat")
+    return table.get(scale, "").strip()
 
 
 def _claims(ctx: _Context, blocks: list, scale: str, scales: dict[str, Any]) -> tuple[Claim, ...]:

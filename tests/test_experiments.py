@@ -284,3 +284,19 @@ def test_a_nets_own_table_at_a_scale_wins_over_the_scale_and_its_runs_block(tmp_
 def test_a_bad_nets_table_is_named(tmp_path, text, match):
     with pytest.raises(ResreproError, match=match):
         load_experiment(_write(tmp_path, text), "tiny")
+
+
+@pytest.mark.parametrize("name", ["table3", "table4", "table5", "table7", "table8"])
+def test_the_tables_whose_claim_the_tiny_scale_cannot_show_say_why_there_only(name):
+    caveat = load_experiment(name, "tiny").caveat
+    assert caveat.startswith("At this scale (8") and "does not show" in caveat and "results/README.md" in caveat
+    assert load_experiment(name, "full").caveat == ""
+
+
+def test_a_caveat_is_one_sentence_per_scale(tmp_path):
+    exp = _write(tmp_path, 'caveat = { tiny = "too short" }\n' + GOOD)
+    assert (load_experiment(exp, "tiny").caveat, load_experiment(exp, "full").caveat) == ("too short", "")
+    with pytest.raises(ResreproError, match=r"\(line 1\): caveat names unknown scale 'huge'"):
+        load_experiment(_write(tmp_path, 'caveat = { huge = "x" }\n' + GOOD), "tiny")
+    with pytest.raises(ResreproError, match=r"caveat\.tiny should be a sentence"):
+        load_experiment(_write(tmp_path, 'caveat = { tiny = 3 }\n' + GOOD), "tiny")
