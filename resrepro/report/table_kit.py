@@ -22,7 +22,7 @@ PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stag
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
-CAVEAT = "Not the paper's claim at this scale:"  # before an experiment's caveat, first in the caption
+CAVEAT = "Caveat:"  # before an experiment's caveat, first in the caption ("At this scale (...) ... does not show ...")
 NO_DELTA = ("No Δ column: our runs are on {ours}, the paper's on {paper}, and a difference between two datasets "
             "means nothing; the claims below are the comparison.")
 
