@@ -3,6 +3,8 @@
     title = "..."                      renders = ["table:table6", "figure:fig6"]
     group = "cifar10"                  runs go to <runs>/<group>/<scale>/<model>-s<seed>, with the group's
                                        settings: groups/<group>.toml beside this file, else the shipped one
+    [caveat]  tiny = "..."             per scale, why its tables cannot show the paper's claim there (the nets
+                                       too small or too short): first in their caption, word for word
     [[runs]]                           models = [...], seeds = 5 (or [0, 3]), skip_at = ["tiny"],
                                        and any setting for these runs only
     [[claims]]                         the paper's claims these runs test, each decided on the median over seeds:
@@ -18,13 +20,19 @@ since they are part of each run's config hash:
 
     [defaults]                         settings of every run (CifarSpec's; ImageNetSpec's for ImageNet nets)
     [scale.tiny] / [scale.full]        settings of one scale
+    [scale.tiny.models.vgg16-bn]       settings of one net's runs at one scale (lr = 0.01, say), for the net
+                                       whose recipe at that scale is not its group's (a named deviation)
 
-A run's setting comes from its scale, else from its [[runs]] block, else from [defaults]: the scale wins, so a
-tiny run stays tiny. Two settings are no spec field: ``family = "detection"`` trains Faster R-CNN with the named
-net as backbone (default: the net's own family), and ``backbone_group = "imagenet"`` starts each such backbone
-from that group's run of the same net (seed 0, same scale), which the experiment then lists, before the runs
-that need it. An experiment that names a group must not hold [defaults] or [scale.*] (refused, with the
-line); one without ``group`` is a group of its own, named after its file, and holds them itself.
+A run's setting comes from its net's table at its scale, else from its scale, else from its [[runs]] block, else
+from [defaults]: the scale wins over the [[runs]] block, so a tiny run stays tiny, and a net's own table at that
+scale wins over both, since it is the most specific (a shared run's settings then stay the same whichever
+experiment plans it, a backbone included).
+
+Two settings are no spec field: ``family = "detection"`` trains Faster R-CNN with the named net as backbone
+(default: the net's own family), and ``backbone_group = "imagenet"`` starts each such backbone from that group's
+run of the same net (seed 0, same scale), which the experiment then lists, before the runs that need it. An
+experiment that names a group must not hold [defaults] or [scale.*] (refused, with the line); one without
+``group`` is a group of its own, named after its file, and holds them itself.
 """
 
 from __future__ import annotations
@@ -48,10 +56,11 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, packaged as tomli
     import tomli as tomllib
 
 RENDER_KINDS = ("table", "figure")
-_TOP_KEYS = ("title", "renders", "group", "defaults", "scale", "runs", "claims")
+_TOP_KEYS = ("title", "renders", "group", "caveat", "defaults", "scale", "runs", "claims")
 _CLAIM_KEYS = ("id", "says", "metric", "compare", "within", "margin", "seeds", "at")
 _GROUP_KEYS = ("defaults", "scale")
 _RUN_KEYS = ("models", "seeds", "skip_at")
+_MODELS = "models"  # in a [scale.*] table: a table of settings per net, [scale.tiny.models.vgg16-bn]
 # `model` and `seed` come from a [[runs]] block's `models` and `seeds`, never from a settings table. A
 # setting of either trainer is a known key; the spec of the run's family then says whether it takes it.
 _PLAN_KEYS = ("family", "backbone_group")  # settings that choose a trainer or a backbone run, not spec fields
@@ -84,6 +93,7 @@ class Experiment:
     scales: tuple[str, ...]  # every scale the file declares
     runs: tuple[PlannedRun, ...]
     claims: tuple[Claim, ...] = ()  # those that hold at this scale, with its margin and seeds
+    caveat: str = ""  # at this scale: why its artefacts cannot show the paper's claim ("": they can)
 
     @property
     def runs_dir_rel(self) -> Path:
@@ -176,7 +186,18 @@ def load_experiment(name: str | Path, scale: str = "full", seeds: int | None = N
         by_name.setdefault(r.run_dir_rel, r)
     claims = _claims(ctx, ctx.get(doc, "claims", list, "the top level", default=[]), scale, scales)
     return Experiment(_stem(path), path, title, tuple(renders), group, scale, tuple(sorted(scales)),
-                      tuple(by_name.values()), claims)
+                      tuple(by_name.values()), claims, _caveat(ctx, doc, scale, scales))
+
+
+def _caveat(ctx: _Context, doc: dict, scale: str, scales: dict[str, Any]) -> str:
+    """The experiment's ``caveat`` at ``scale``: a table of one sentence per scale, "" for a scale it omits."""
+    table = ctx.get(doc, "caveat", dict, "the top level", default={})
+    for s, text in table.items():
+        if s not in scales:
+            raise ctx.error(f"caveat names unknown scale {s!r}", "caveat")
+        if not isinstance(text, str) or not text.strip():
+            raise ctx.error(f"caveat.{s} should be a sentence (a string), got {text!r}", "caveat")
+    return table.get(scale, "").strip()
 
 
 def _claims(ctx: _Context, blocks: list, scale: str, scales: dict[str, Any]) -> tuple[Claim, ...]:
@@ -250,7 +271,7 @@ def group_settings(group: str, scale: str) -> dict[str, Any]:
     defaults, scales = _group_settings(ctx, doc, group)
     if scale not in scales:
         raise ResreproError(f"{_show(path)} has no scale {scale!r}: choose {', '.join(sorted(scales))}")
-    return {**defaults, **scales[scale]}
+    return _without_models({**defaults, **scales[scale]})
 
 
 def _read(path: Traversable) -> tuple[_Context, dict[str, Any]]:
@@ -281,7 +302,13 @@ def _group_settings(ctx: _Context, doc: dict, group: str) -> tuple[dict[str, Any
         _check_name(ctx, "scale", s)
         if not isinstance(table, dict):
             raise ctx.error(f"scale.{s} should be a table ([scale.{s}])", s)
-        scales[s] = ctx.settings(table, f"[scale.{s}]")
+        models = table.get(_MODELS, {})
+        if not isinstance(models, dict) or not all(isinstance(t, dict) for t in models.values()):
+            raise ctx.error(f"{_MODELS} in [scale.{s}] should hold one table per net ([scale.{s}.{_MODELS}.NET])",
+                            _MODELS)
+        scales[s] = ctx.settings({k: v for k, v in table.items() if k != _MODELS}, f"[scale.{s}]")
+        if models:  # kept beside the scale's settings; _planned applies a net's own, and checks its name
+            scales[s][_MODELS] = {net: ctx.settings(t, f"[scale.{s}.{_MODELS}.{net}]") for net, t in models.items()}
     return defaults, scales
 
 
@@ -317,7 +344,8 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
     except ResreproError as e:
         raise ctx.error(f"{where}: {e}", model) from None
     name = f"{arch.name}-s{seed}"
-    full = {**settings, "model": arch.name, "seed": seed}
+    full = {**_without_models(settings), **_own_settings(ctx, arch.name, settings, scale),
+            "model": arch.name, "seed": seed}
     fields = {k: v for k, v in full.items() if k not in _PLAN_KEYS}
     family = full.get("family", arch.family)
     if family not in SPEC_TYPES:
@@ -342,6 +370,27 @@ def _planned(ctx: _Context, model: Any, seed: int, settings: dict[str, Any], gro
         raise ctx.error(f"{where}: run {name} at scale {scale!r} has width {spec.width}, its backbone "
                         f"{backbone.run_dir_rel} width {backbone.spec.width}: they must agree", "width")
     return PlannedRun(name, arch.name, seed, Path(group) / scale / name, full, spec, backbone)
+
+
+def _own_settings(ctx: _Context, model: str, settings: dict[str, Any], scale: str) -> dict[str, Any]:
+    """The settings of ``model``'s own table at ``scale`` ([scale.tiny.models.vgg16-bn]), none if it has none;
+    a table naming an unknown net, or a net by another name than its canonical one, is refused."""
+    from resrepro.models.registry import resolve
+
+    tables = settings.get(_MODELS, {})
+    for net in tables:
+        where = f"[scale.{scale}.{_MODELS}.{net}]"
+        try:
+            canonical = resolve(net).name
+        except ResreproError as e:
+            raise ctx.error(f"{where}: {e}", net) from None
+        if canonical != net:
+            raise ctx.error(f"{where}: name the net as {canonical!r}, as its runs are named", net)
+    return tables.get(model, {})
+
+
+def _without_models(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != _MODELS}
 
 
 def _backbone(ctx: _Context, model: str, group: Any, scale: str, where: str) -> PlannedRun:

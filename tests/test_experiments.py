@@ -252,3 +252,51 @@ def test_unknown_key_in_a_group_file_is_named(tmp_path):
     (tmp_path / "groups" / "mine.toml").write_text('[defaults]\ndataset = "digits"\n[[runs]]\nmodels = []\n')
     with pytest.raises(ResreproError, match=r"mine\.toml \(line 3\): unknown key 'runs' in a group file"):
         load_experiment(_write(tmp_path, ONE_RUN.replace("cifar10", "mine")), "tiny")
+
+
+def test_the_tiny_vgg16_bn_backbone_trains_at_the_vgg_papers_lr_and_the_others_at_the_groups():
+    # Issue 23: at the group's lr 0.1 the tiny VGG-16-BN diverged on one CPU and stayed near chance on another.
+    for name in ("table7", "table8"):
+        backbones = {r.model: r.spec for r in load_experiment(name, "tiny").runs if isinstance(r.spec, ImageNetSpec)}
+        assert (backbones["vgg16-bn"].lr, backbones["resnet101"].lr) == (0.01, 0.1)
+    assert all(r.spec.lr == 0.1 for r in load_experiment("table3", "tiny").runs)
+
+
+NET_TABLE = GOOD.replace("[[runs]]", '[scale.tiny.models.plain20]\nlr = 0.02\n[[runs]]').replace(
+    '["plain20"]', '["plain20", "resnet20"]\nlr = 0.5\nwidth = 4')
+
+
+def test_a_nets_own_table_at_a_scale_wins_over_the_scale_and_its_runs_block(tmp_path):
+    specs = {r.model: r.spec for r in load_experiment(_write(tmp_path, NET_TABLE), "tiny").runs}
+    assert (specs["plain20"].lr, specs["resnet20"].lr) == (0.02, 0.5)  # only the net it names
+    assert specs["plain20"].width == specs["resnet20"].width == 4
+    assert {r.model: r.spec.lr for r in load_experiment(_write(tmp_path, NET_TABLE.replace(
+        "[scale.tiny.models", "[scale.full.models")), "tiny").runs} == {"plain20": 0.5, "resnet20": 0.5}
+
+
+@pytest.mark.parametrize("text, match", [
+    (NET_TABLE.replace("models.plain20]", "models.plain21]"), r"\[scale\.tiny\.models\.plain21\]: 'plain21'"),
+    (NET_TABLE.replace("models.plain20]", 'models."cifar-plain20"]'), "name the net as 'plain20'"),
+    (NET_TABLE.replace("lr = 0.02", "lr = 0.02\nitres = 3"),
+     r"unknown key 'itres' in \[scale\.tiny\.models\.plain20\]"),
+    (GOOD.replace("[scale.tiny]", "[scale.tiny]\nmodels = 3"), r"\[scale\.tiny\] should hold one table per net"),
+])
+def test_a_bad_nets_table_is_named(tmp_path, text, match):
+    with pytest.raises(ResreproError, match=match):
+        load_experiment(_write(tmp_path, text), "tiny")
+
+
+@pytest.mark.parametrize("name", ["table3", "table4", "table5", "table7", "table8"])
+def test_the_tables_whose_claim_the_tiny_scale_cannot_show_say_why_there_only(name):
+    caveat = load_experiment(name, "tiny").caveat
+    assert caveat.startswith("At this scale (8") and "does not show" in caveat and "results/README.md" in caveat
+    assert load_experiment(name, "full").caveat == ""
+
+
+def test_a_caveat_is_one_sentence_per_scale(tmp_path):
+    exp = _write(tmp_path, 'caveat = { tiny = "too short" }\n' + GOOD)
+    assert (load_experiment(exp, "tiny").caveat, load_experiment(exp, "full").caveat) == ("too short", "")
+    with pytest.raises(ResreproError, match=r"\(line 1\): caveat names unknown scale 'huge'"):
+        load_experiment(_write(tmp_path, 'caveat = { huge = "x" }\n' + GOOD), "tiny")
+    with pytest.raises(ResreproError, match=r"caveat\.tiny should be a sentence"):
+        load_experiment(_write(tmp_path, 'caveat = { tiny = 3 }\n' + GOOD), "tiny")

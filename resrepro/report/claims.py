@@ -48,6 +48,14 @@ def claims_of(name: str, dataset: str | None) -> tuple[Claim, ...]:
     return () if scale is None else load_experiment(name, scale).claims
 
 
+def caveat_of(name: str, dataset: str | None) -> str:
+    """Why experiment ``name`` cannot show the paper's claim at the scale of runs on ``dataset`` ("": it can)."""
+    from resrepro.experiments import load_experiment
+
+    scale = scale_of(name, dataset)
+    return "" if scale is None else load_experiment(name, scale).caveat
+
+
 def verdicts_for(name: str, values: pd.DataFrame, dataset: str | None) -> list[Verdict]:
     """The claims of artefact ``name`` judged on ``values`` (one row per finished run, metrics in %)."""
     return judge(claims_of(name, dataset), values)

@@ -13,7 +13,7 @@ from tabulate import tabulate
 
 from resrepro.analysis.claims import Verdict
 from resrepro.errors import ResreproError
-from resrepro.report.claims import claim_lines, verdicts_for
+from resrepro.report.claims import caveat_of, claim_lines, verdicts_for
 
 FORMATS = ("markdown", "csv", "latex")
 PAPER_DATASET = {"cifar": "cifar10", "imagenet": "imagenet", "voc": "voc07+12", "coco": "coco"}
@@ -22,6 +22,7 @@ PAPER_WIDTH = {"cifar": 16, "imagenet": 64, "voc": 64, "coco": 64}  # first-stag
 DASH = "—"
 COLUMN_NOTE = ("ours: mean ± std over seeds of the final iterate (no test-set model selection); best: the "
                "lowest run; n: runs counted; Δ: ours mean − paper (the paper's mean where it prints one).")
+CAVEAT = "Caveat:"  # before an experiment's caveat, first in the caption ("At this scale (...) ... does not show ...")
 NO_DELTA = ("No Δ column: our runs are on {ours}, the paper's on {paper}, and a difference between two datasets "
             "means nothing; the claims below are the comparison.")
 
@@ -72,8 +73,12 @@ class Table:
 
 
 def judged(t: Table) -> Table:
-    """``t`` with the claims of its experiment decided on its runs, and without Δ columns when those runs are on
-    another dataset than the paper's (the tiny scale's digits): a difference across datasets means nothing."""
+    """``t`` with the claims of its experiment decided on its runs, without Δ columns when those runs are on
+    another dataset than the paper's (the tiny scale's digits): a difference across datasets means nothing, and
+    with its experiment's caveat at their scale first in the caption, where that scale cannot show the claim."""
+    caveat = caveat_of(t.name, t.dataset)
+    if caveat:
+        t.notes = [f"**{CAVEAT}** {caveat}", *t.notes]
     paper = PAPER_DATASET[t.spec.family]
     if t.dataset is not None and t.dataset != paper:
         t.frame = t.frame.drop(columns=[c for c in t.frame if c.startswith("delta")])

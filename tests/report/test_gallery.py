@@ -120,3 +120,20 @@ def test_a_headless_browser_shows_table6_and_fig6_offline(source, tiny, tmp_path
     assert pixels.std() > 20  # not a blank page
     orange = (np.abs(pixels - FIG6_ORANGE).sum(axis=2) < 40).sum()
     assert orange > 200, f"{orange} pixels of Fig. 6's ResNet-20 curve on screen"
+
+
+def test_the_page_shows_a_tiny_tables_caveat_in_its_caption(tmp_path):
+    from resrepro.experiments import load_experiment
+
+    runs = tmp_path / "runs" / "imagenet" / "tiny"
+    shutil.copytree(FIXTURES / "imagenet" / "tiny", runs)  # ResNet-34 A, made as if on the digits
+    for file in ("config.json", "summary.json"):
+        path = runs / "resnet34-A-s0" / file
+        path.write_text(path.read_text().replace('"dataset": "imagenet"', '"dataset": "digits"'))
+    build_report(tmp_path / "runs", tmp_path / "results")
+    caveat = load_experiment("table3", "tiny").caveat
+    md = (tmp_path / "results" / "report.md").read_text()
+    section = {n: md.split(f"## Table {n}")[1].split("\n## ")[0] for n in (2, 3)}
+    assert caveat in section[3] and caveat not in section[2]  # Table 2's claim shows at this scale
+    html = (tmp_path / "results" / "report.html").read_text().split('<section id="table3-tiny">')[1]
+    assert "does not show deeper nets doing better" in html.split("</section>")[0]

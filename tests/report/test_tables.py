@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -188,3 +189,27 @@ def test_unknown_table_is_one_red_line_and_exit_2():
     assert done.returncode == 2 and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown table 'table9'" in lines[0] and "table6" in lines[0]
+
+
+def _on_digits(tmp_path: Path) -> Path:
+    """The fixture's ImageNet run as if trained at the tiny scale (on the digits): a runs folder of its own."""
+    runs = tmp_path / "runs" / "imagenet" / "tiny"
+    shutil.copytree(FIXTURES / "imagenet" / "tiny", runs)
+    for file in ("config.json", "summary.json"):
+        path = runs / "resnet34-A-s0" / file
+        path.write_text(path.read_text().replace('"dataset": "imagenet"', '"dataset": "digits"'))
+    return runs
+
+
+def test_a_tiny_table_whose_claim_the_scale_cannot_show_says_why_first_in_its_caption(tmp_path):
+    from resrepro.experiments import load_experiment
+    from resrepro.report.table_kit import CAVEAT
+
+    caveat = load_experiment("table3", "tiny").caveat
+    tiny, _ = table("table3", "--runs", str(_on_digits(tmp_path)))
+    assert markdown_rows(tiny)["ResNet-34 A"]["top-1 ours"] == "26.01"  # the run is counted, on the digits
+    caption = tiny.split("| ResNet-152")[1].split("\n\n", 2)[1]  # the first paragraph below the table
+    assert caption == f"**{CAVEAT}** {caveat}"
+    full, _ = table("table3", "--runs", str(FIXTURES))  # the same run on ImageNet: the full scale's table
+    assert markdown_rows(full)["ResNet-34 A"]["top-1 ours"] == "26.01" and caveat not in full and CAVEAT not in full
+    assert CAVEAT not in table("table2", "--runs", str(_on_digits(tmp_path / "2")))[0]  # Table 2 shows its claim
