@@ -148,9 +148,6 @@ class Slot:
     gpus: tuple[int, ...] = ()
     threads: int = 0
 
-    def __str__(self) -> str:
-        return f"GPUs {','.join(map(str, self.gpus))}" if self.gpus else f"{self.threads} CPU thread(s)"
-
 
 def cpu_cores() -> int:
     """The cores this process may run on (taskset and cgroup CPU sets apply)."""
@@ -246,7 +243,7 @@ def in_workers(todo: list[PlanItem], slots: list[Slot], train_fn: TrainFn, repor
     another."""
     ctx = multiprocessing.get_context("spawn")
     free_slots, stop, pids = ctx.Queue(), ctx.Event(), ctx.Queue()
-    slots = slots[:len(todo)]  # no idle workers (each slot of a CPU is the same)
+    slots = slots[:len(todo)]  # no more workers than runs
     for slot in slots:
         free_slots.put(slot)
     outcomes: dict[Path, str | None] = {}
