@@ -35,10 +35,10 @@ def side_by_side_train(spec, run_dir: Path) -> dict:
     trains them at the same time. Notes the threads its worker was given."""
     from resrepro.sweep.jobs import train_any
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "threads").write_text(str(torch.get_num_threads()))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)  # beside the run: a file in it would be no run's
+    run_dir.with_name(run_dir.name + ".threads").write_text(str(torch.get_num_threads()))
     deadline = time.monotonic() + 60
-    while len(list(run_dir.parent.glob("*/threads"))) < 2:
+    while len(list(run_dir.parent.glob("*.threads"))) < 2:
         if time.monotonic() > deadline:
             raise RuntimeError("the other run did not start while this one waited")
         time.sleep(0.05)
@@ -67,7 +67,7 @@ def test_two_cpu_slots_train_two_runs_at_once_to_the_bits_of_each_trained_alone_
     try:
         for run in exp.runs:
             swept = tmp_path / "runs" / run.run_dir_rel
-            assert (swept / "threads").read_text() == "1"
+            assert swept.with_name(swept.name + ".threads").read_text() == "1"
             alone = train(run.spec, tmp_path / "alone" / run.name)
             assert alone["final"] == train(run.spec, swept)["final"]  # the swept run's summary, not retrained
             a, b = load_checkpoint(tmp_path / "alone" / run.name), load_checkpoint(swept)
