@@ -30,7 +30,8 @@ def sweep(
     runs: Path = typer.Option(Path("runs"), help="Runs root; a run goes to RUNS/GROUP/SCALE/MODEL-sSEED."),
     out: Path | None = typer.Option(None, help="Output folder [default: results/EXPERIMENT/SCALE]."),
     gpus: str | None = typer.Option(
-        None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: one run at a time here."),
+        None, help="Local GPUs, e.g. 0,1: one worker process per GPU. Default: on a machine without a GPU, "
+        "--parallel runs at a time on its CPU; with one, one run at a time on it."),
     gpus_per_run: int = typer.Option(1, min=1, help="Local: train each run on this many of --gpus, one DDP rank "
                                      "per GPU (--gpus 0,1,2,3 --gpus-per-run 2: two runs at a time). The run's BN "
                                      "groups stay as its recipe sets them: the same net on any number of GPUs."),
@@ -43,14 +44,17 @@ def sweep(
     ranks_per_job: int | None = typer.Option(
         None, min=1, help="Slurm: DDP ranks per run on CPUs (gloo), with --gpus-per-job 0 [default: one per GPU]."),
     cpus_per_job: int = typer.Option(8, min=1, help="Slurm: CPUs per run, shared by its ranks."),
-    parallel: int = typer.Option(64, min=1, help="Slurm: at most this many runs at once."),
+    parallel: int | None = typer.Option(
+        None, min=1, help="Slurm: at most this many runs at once [default: 64]. Local, without a GPU: this many runs "
+        "at once, each a worker process with its share of the cores [default: one one-thread run per core]; 1: one "
+        "at a time with every thread. A run keeps the thread count it started with when resumed."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and the hours to go on the device each "
                                  "estimate is for (a GPU's from a GPU bench, else this CPU's); run nothing."),
     list_: bool = typer.Option(False, "--list", help="List the experiments and exit."),
     force: bool = typer.Option(False, "--force", help="Replace a table or figure even when the one in OUT was "
                                "built from more runs [default: write the new one to OUT/partial/, keep the old]."),
 ) -> None:
-    """Train every run a table or figure still lacks (local GPUs or Slurm), then render it.
+    """Train every run a table or figure still lacks (on this CPU, local GPUs or Slurm), then render it.
 
     Finished runs are skipped and interrupted ones resumed, so a second sweep trains nothing. Under Slurm a run
     that is preempted or reaches its time limit checkpoints, is requeued and resumes; the sweep waits for it.
@@ -77,13 +81,14 @@ def sweep(
         check_gpus(gpu_ids)
     out = out or results_dir(exp)
     check_output(out, folder=True)
-    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job, parallel, ranks_per_job=ranks_per_job)
+    slurm = SlurmOptions(partition, time_min, gpus_per_job, cpus_per_job,
+                         parallel or SlurmOptions.array_parallelism, ranks_per_job=ranks_per_job)
     if executor is not Executor.local:
         slurm.check()
     err.print(f"[bold]{exp.title}[/] ({exp.scale}): {len(exp.runs)} runs under {runs / exp.runs_dir_rel}")
-    result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, gpus_per_run=gpus_per_run, slurm=slurm,
-                       out_dir=out, progress=True, report=lambda m: err.print(escape(m), highlight=False),
-                       force=force)
+    result = run_sweep(exp, runs, executor=executor.value, gpus=gpu_ids, gpus_per_run=gpus_per_run,
+                       parallel=parallel, slurm=slurm, out_dir=out, progress=True,
+                       report=lambda m: err.print(escape(m), highlight=False), force=force)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     for path in result.rendered:

@@ -35,8 +35,10 @@ DatasetChoice = choices("DatasetChoice", CifarDataset)
 NormalizeChoice = choices("NormalizeChoice", Normalize)
 PrecisionChoice = choices("PrecisionChoice", Precision)
 ZeroPadChoice = choices("ZeroPadChoice", ZeroPad)
-CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; off on a CPU, where torch 2.14 aborts on some "
-                      "NHWC shapes — `resrepro bench` times both). Same numbers up to float rounding.")
+CHANNELS_LAST_HELP = ("NHWC memory layout (default: on for CUDA; on a CPU, on for the CIFAR nets, which `resrepro "
+                      "bench` measured faster there, off for ImageNet and detection, where torch 2.14.1's NHWC "
+                      "backward of the ImageNet stem aborts). Same numbers up to float rounding; a resumed run keeps "
+                      "the layout it started in unless this option says otherwise.")
 TENSORBOARD_HELP = "Also log to RUN/tensorboard (needs the extra: pip install 'resrepro[tensorboard]')."
 RANKS_HELP = ("Train as this many processes on this machine (DDP; rank r on cuda:r, gloo on a CPU), each taking its "
               "BN groups of every batch: the same net as one process. torchrun and Slurm start ranks themselves.")

@@ -19,6 +19,8 @@ from resrepro.sweep.jobs import (
     check_gpus,
     gpu_groups,
     in_process,
+    on_cores,
+    per_core,
     per_gpu,
     train_any,
 )
@@ -54,6 +56,7 @@ def run_sweep(
     executor: str = "local",
     gpus: list[int] | None = None,
     gpus_per_run: int = 1,
+    parallel: int | None = 1,
     slurm: SlurmOptions | None = None,
     out_dir: str | Path | None = None,
     train_fn: TrainFn | None = None,
@@ -67,6 +70,8 @@ def run_sweep(
 
     ``gpus_per_run``: locally, each run trains on that many of ``gpus`` as one rank per GPU (DDP; the run's BN
     groups, and so its result, are those of one GPU).
+    ``parallel``: locally on a machine without a GPU (no ``gpus``), how many runs train at once, each a worker
+    process with its share of the cores (None: one one-thread run per core); 1: one at a time in this process.
     ``train_fn(spec, run_dir)`` defaults to the trainer of the spec's family; it must be a module-level
     function (it is pickled for worker processes and Slurm). Evaluations run in the same job, after it. A
     failing run is recorded in ``failed`` and the others go on. A run another process is training (a second
@@ -82,6 +87,8 @@ def run_sweep(
         gpu_groups(gpus, gpus_per_run)
     elif gpus_per_run != 1:
         raise ResreproError("--gpus-per-run is for the local executor with --gpus (Slurm: --gpus-per-job)")
+    if parallel is not None and parallel < 1:
+        raise ResreproError(f"--parallel {parallel}: train at least one run at a time")
     report = report or (lambda _: None)
     runs_root = Path(runs_root)
     result = SweepResult(plan(experiment, runs_root))
@@ -93,13 +100,16 @@ def run_sweep(
     todo = [i for i in result.plan if i.status in ("todo", "partial", "evaluate")]
     if todo:
         check_locks(runs_root)  # one line for a file system without locks, not one failure per run
-        # Progress here, in each Slurm job's log, and from per-GPU workers as plain lines into a shared log; but
-        # not as bars from several workers drawing over each other on one terminal.
-        train_fn = train_fn or _default_train(progress and not (executor == "local" and gpus and sys.stderr.isatty()),
-                                              gpus_per_run)
+        cores = executor == "local" and on_cores(gpus, parallel)
+        # Progress here, in each Slurm job's log, and from workers as plain lines into a shared log; but not as
+        # bars from several workers drawing over each other on one terminal.
+        workers = executor == "local" and (gpus or cores)
+        train_fn = train_fn or _default_train(progress and not (workers and sys.stderr.isatty()), gpus_per_run)
         outcomes: dict[Path, str | None] = {}
         for wave in _waves(todo):
-            if executor == "local" and not gpus:
+            if cores:
+                outcomes |= per_core(wave, parallel, train_fn, report)
+            elif executor == "local" and not gpus:
                 outcomes |= in_process(wave, train_fn, report)
             elif executor == "local":
                 outcomes |= per_gpu(wave, gpus, train_fn, report, gpus_per_run)

@@ -106,8 +106,8 @@ def run_bench(model_name: str, *, iters: int = 50, batch_size: int = 128, device
     if cuda:
         contenders.append((ours + ", bf16, channels_last, compile", "auto", True, True))
     else:
-        contenders += [(ours + ", NCHW (default)", "auto", False, False),
-                       (ours + ", channels_last (--channels-last)", "auto", True, False)]
+        contenders += [(ours + ", channels_last (default)", "auto", True, False),
+                       (ours + ", NCHW (--no-channels-last)", "auto", False, False)]
     for label, precision, channels_last, fast in contenders:
         torch.manual_seed(0)
         model = resolve(model_name).build().to(dev)

@@ -47,6 +47,7 @@ from resrepro.train.runtime import (
     set_rng_state,
     stop_requests,
     tensorboard,
+    threads_kept,
     use_channels_last,
     use_compile,
     use_cudnn_benchmark,
@@ -110,14 +111,15 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
     # Every check that can fail comes before the config is written: a run that cannot start writes nothing.
     writer_class = tensorboard() if spec.tensorboard and rank == 0 else None
     run = RunDir(run_dir)
-    with run.lock(take=rank == 0):
+    with run.lock(take=rank == 0), threads_kept():
         held = run.claim(spec)  # every rank reads the same directory: the same answer everywhere
         if held and run.is_finished():
             return run.read_summary()
         if rank == 0:  # under the lock no write of ours is live: any temp file is a killed one's
             remove_stale_temps(run.path, (CONFIG, METRICS, SUMMARY, CHECKPOINT))
         device = resolve_device(spec.device)
-        channels_last = use_channels_last(spec.channels_last, device)
+        channels_last = _layout(spec, run, held, device)
+        spec = spec.replace(channels_last=channels_last)  # recorded: config.json, checkpoints, `resrepro eval`
         recipe = make_recipe(spec, device, channels_last, rank, world)
         loop = _Loop(spec, run, recipe, device, channels_last, rank, world)
         if rank == 0 and not held:
@@ -125,6 +127,17 @@ def train(spec: RunSpec, run_dir: str | Path, *, progress: bool = False,
                                                                     "config_hash": spec.config_hash()}))
         with cudnn_benchmark(use_cudnn_benchmark(family_of(spec).fixed_shapes, device)):
             return loop.run(progress and rank == 0, on_step, writer_class)
+
+
+def _layout(spec: RunSpec, run: RunDir, held: bool, device: torch.device) -> bool:
+    """Whether the run trains in NHWC: as asked; else, resumed, in the layout it started in (NHWC and NCHW
+    kernels round differently, so a switch would change its numbers), as its config.json records it; else its
+    family's default on this device."""
+    if spec.channels_last is not None:
+        return spec.channels_last
+    if held:
+        return use_channels_last(run.read_spec().channels_last, device)
+    return use_channels_last(None, device, family_of(spec).channels_last_on_cpu)
 
 
 class _Loop:
@@ -196,6 +209,7 @@ class _Loop:
                                 f"{str(e).splitlines()[0]}; move it away to start over") from None
         self.schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"], self.device)
+        self._keep_threads(state.get("cpu_threads"))
         self.step, self.wall = int(state["step"]), float(state["wall_s"])
         self.accum = {**_zero_accum(), **state["accum"]}
         self.totals.update(state.get("totals", {}))
@@ -203,6 +217,17 @@ class _Loop:
         self.rows = self._logged_rows()
         self.saved_at = self.step
         return state.get("stream")
+
+    def _keep_threads(self, threads: int | None) -> None:
+        """On a CPU, go on with the thread count the run started with: a reduction split over another number of
+        threads rounds differently, and the resumed run would not give the bits of the uninterrupted one
+        (a sweep trains one-thread runs side by side; `resrepro train` takes every core)."""
+        if self.device.type != "cpu" or not threads or threads == torch.get_num_threads():
+            return
+        if self.main:
+            sys.stderr.write(f"resuming {self.rundir.path} with the {threads} CPU thread(s) it started with (this "
+                             f"process has {torch.get_num_threads()}): another count would change its numbers\n")
+        torch.set_num_threads(threads)
 
     def _logged_rows(self) -> list[dict[str, Any]]:
         """The metrics rows up to the checkpoint's iteration. Rows lost from metrics.csv (cut short, emptied,
@@ -365,6 +390,7 @@ class _Loop:
             "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
             "stream": self.batches.state_dict(), "accum": dict(self.accum), "totals": dict(self.totals),
             "last_row": self.last, "rng": rng_state(self.device), "world_size": self.world,
+            "cpu_threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
 
     def _summary(self) -> dict[str, Any]:

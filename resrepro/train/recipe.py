@@ -119,6 +119,11 @@ class Family:
     # convolution kernels once and keeps the fastest. Not for variable shapes (detection's image sizes,
     # multi-scale testing): each new shape would be timed again.
     fixed_shapes: bool = False
+    # NHWC activations by default on a CPU too (CUDA always has them by default): only where every net and size
+    # of the family was measured faster there and trains forward and backward as exactly as in NCHW. CIFAR's 6n+2
+    # nets stepped 1.19-1.25x faster in `resrepro bench` (Xeon, EPYC); torch 2.14.1's NHWC backward of the
+    # ImageNet stem crashes (ResNet-18 of width 8 on 224-px crops: "double free or corruption").
+    channels_last_on_cpu: bool = False
 
     def evaluations(self, wanted: Iterable[str]) -> tuple[str, ...]:
         """The protocols among ``wanted`` (what an experiment's tables read) that a sweep evaluates a finished run

@@ -65,12 +65,12 @@ def evaluating(model: nn.Module, precision: str, device: torch.device,
         model.train(was_training)
 
 
-def use_channels_last(choice: bool | None, device: torch.device) -> bool:
-    """NHWC activations: by default on CUDA, where tensor-core convolutions want them. Not by default on a CPU:
-    `resrepro bench` times both layouts there (NHWC ran the ResNet-20 step at batch 128 1.19-1.25× faster), but
-    torch 2.14's CPU backward aborts on some NHWC shapes (ResNet-18 of width 8 on 224-px crops: "double free or
-    corruption"), and a crash an hour into a run costs more than 10% speed. ``--channels-last`` asks for it."""
-    return choice if choice is not None else device.type == "cuda"
+def use_channels_last(choice: bool | None, device: torch.device, on_cpu: bool = False) -> bool:
+    """NHWC activations: ``choice``, else on CUDA, where tensor-core convolutions want them, and on a CPU where
+    ``on_cpu`` (a family whose shapes were measured faster there and safe: :attr:`Family.channels_last_on_cpu`).
+    A run's record (config.json, a checkpoint) holds the layout it trains in; one whose record says None dates from
+    before, when every family's CPU default was NCHW: it is read with ``on_cpu`` False."""
+    return choice if choice is not None else device.type == "cuda" or on_cpu
 
 
 def use_compile(choice: bool | None, device: torch.device, fixed_shapes: bool = True) -> bool:
@@ -128,6 +128,16 @@ def cudnn_benchmark(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+@contextmanager
+def threads_kept() -> Iterator[None]:
+    """The process's CPU thread count as it was, after the block (a resumed run sets the one it started with)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def all_finite(model: nn.Module, optimizer: torch.optim.Optimizer) -> bool:

@@ -222,11 +222,16 @@ import resrepro.sweep.run
 from resrepro.cli import main
 from tests.sweep.test_run import stoppable_train
 
-resrepro.sweep.jobs.gpu_count = lambda: 1
-resrepro.sweep.run._default_train = lambda progress, ranks=1: stoppable_train
-sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], "--gpus", "0"]
+gpus = int(sys.argv[3:4] == ["--gpus"])
+resrepro.sweep.jobs.gpu_count = lambda: gpus  # one GPU, or none: the CPU's workers
+resrepro.sweep.jobs.cpu_cores = lambda: 1  # one run at a time on the CPU too
+resrepro.sweep.run._default_train = lambda *args, **kwargs: stoppable_train
+sys.argv = ["resrepro", "sweep", "fig1", "--scale", "tiny", "--runs", sys.argv[1], "--out", sys.argv[2], *sys.argv[3:]]
 main()
 """
+
+# The sweep's options: fig1's two runs on one (pretend) GPU, or on a one-core CPU; one worker either way.
+ONE_WORKER = [pytest.param(["--gpus", "0"], id="gpu"), pytest.param([], id="cpu")]
 
 
 def _alive(pid: int) -> bool:
@@ -237,12 +242,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # an orphan's zombie waits for an init that may never reap it: it runs no more
 
 
-def _stoppable_sweep(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    """A sweep of fig1's two runs on one (pretend) GPU, its worker in the first run; (process, that run)."""
+def _stoppable_sweep(tmp_path: Path, options: list[str]) -> tuple[subprocess.Popen, Path]:
+    """A sweep of fig1's two runs through one worker (``options``: ONE_WORKER's), in the first run; (process, that
+    run)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SWEEP, str(tmp_path / "runs"), str(tmp_path / "out")],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_SWEEP, str(tmp_path / "runs"), str(tmp_path / "out"),
+                             *options], stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 120
     while not (started := list((tmp_path / "runs").rglob("pid"))) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
@@ -257,8 +263,9 @@ def _kill_leftovers(tmp_path: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def test_sigterm_to_the_sweep_stops_its_worker_which_starts_no_other_run(tmp_path):
-    proc, run = _stoppable_sweep(tmp_path)
+@pytest.mark.parametrize("options", ONE_WORKER)
+def test_sigterm_to_the_sweep_stops_its_worker_which_starts_no_other_run(tmp_path, options):
+    proc, run = _stoppable_sweep(tmp_path, options)
     try:
         worker = int((run / "pid").read_text())
         proc.send_signal(signal.SIGTERM)
@@ -273,8 +280,9 @@ def test_sigterm_to_the_sweep_stops_its_worker_which_starts_no_other_run(tmp_pat
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a parent-death signal is Linux's")
-def test_a_worker_stops_when_its_sweep_is_killed(tmp_path):
-    proc, run = _stoppable_sweep(tmp_path)
+@pytest.mark.parametrize("options", ONE_WORKER)
+def test_a_worker_stops_when_its_sweep_is_killed(tmp_path, options):
+    proc, run = _stoppable_sweep(tmp_path, options)
     try:
         worker = int((run / "pid").read_text())
         proc.kill()  # SIGKILL: no handler of the sweep runs

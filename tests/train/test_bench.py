@@ -32,9 +32,9 @@ def _consistent(row: dict, batch_size: int) -> None:
 
 def test_cifar_bench_times_the_baseline_then_ours_and_reports_their_ratio() -> None:
     result = run_bench("resnet20", iters=2, batch_size=16, device="cpu", workers=0)
-    baseline, ours, nhwc = result["rows"]  # on a CPU our loop in both memory layouts, the default first
-    assert baseline["pipeline"].startswith("peer style") and ours["pipeline"].endswith("NCHW (default)")
-    assert nhwc["pipeline"].endswith("channels_last (--channels-last)")
+    baseline, ours, nchw = result["rows"]  # on a CPU our loop in both memory layouts, the default first
+    assert baseline["pipeline"].startswith("peer style") and ours["pipeline"].endswith("channels_last (default)")
+    assert nchw["pipeline"].endswith("NCHW (--no-channels-last)")
     for row in result["rows"]:
         _consistent(row, 16)
     assert result["speedup"] == pytest.approx(ours["images_per_s"] / baseline["images_per_s"])

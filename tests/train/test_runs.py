@@ -99,7 +99,7 @@ def test_a_checkpoint_of_another_run_is_refused_wherever_it_is_loaded(tmp_path, 
         code, _, err = in_process_cli(monkeypatch, capsys, *args)
         assert code == 2 and len(error_lines(err)) == 1 and "belongs to another run" in err, err
     shutil.copy(tmp_path / "run" / "checkpoint.pt", tmp_path / "alone.pt")  # alone: its own spec says what it is
-    assert load_trained(tmp_path / "alone.pt")[0] == theirs
+    assert load_trained(tmp_path / "alone.pt")[0] == theirs.replace(channels_last=True)  # with the layout it trained in
 
 
 def test_checkpoint_cadence_adapts_to_short_runs():

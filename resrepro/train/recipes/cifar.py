@@ -102,5 +102,5 @@ FAMILY = Family(
     build=lambda spec, state: build_cifar_model(spec, int(state.get("num_classes", 10)),
                                                 int(state.get("in_channels", 3))),
     evaluate=_evaluate, protocols=("center",), image_size=_image_size, bench="cifar",
-    fixed_shapes=True,
+    fixed_shapes=True, channels_last_on_cpu=True,
 )
