@@ -490,6 +490,24 @@ def test_cli_dry_run_trains_nothing(tmp_path, monkeypatch, capsys, no_benches):
     assert code == 0 and "GPU node" not in err
 
 
+def test_cli_dry_run_on_a_cpu_gives_the_wall_time_of_its_runs_side_by_side(tmp_path, monkeypatch, capsys,
+                                                                           no_benches):
+    from resrepro.cli.sweep import _duration
+
+    monkeypatch.setattr("resrepro.sweep.jobs.gpu_count", lambda: 0)
+    monkeypatch.setattr("resrepro.sweep.jobs.cpu_cores", lambda: 2)
+    runs = tmp_path / "runs"
+    hours = [i.gpu_hours for i in plan(load_experiment("fig6", "tiny"), runs)]
+    for flags, slots in (((), 2), (("--parallel", "3"), 3)):
+        code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", *flags)
+        wall = re.search(r"(\d+) at a time on this CPU \(--parallel\): about (.+?) of wall time", " ".join(err.split()))
+        assert code == 0 and wall is not None and int(wall[1]) == slots, err
+        assert wall[2] == _duration(max(sum(hours) / slots, max(hours)))
+    for flags in (("--parallel", "1"), ("--gpus", "0"), ("--executor", "slurm")):  # one at a time, or not here
+        code, _, err = _cli(monkeypatch, capsys, "fig6", "--scale=tiny", f"--runs={runs}", "--dry-run", *flags)
+        assert code == 0 and "at a time on this CPU" not in err
+
+
 def test_cli_dry_run_with_a_bench_file_estimates_from_it(tmp_path, monkeypatch, capsys):
     from resrepro.train.bench_results import bench_figure, save_bench
 
