@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+
+_USERS_HOME = os.environ.get("HOME")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A HOME for the whole session, set before the test modules are imported (some build a subprocess
+    environment then: the Slurm tests' tasks) and so before module-scoped fixtures run (they are set up before
+    each test's own HOME below: a tiny sweep in one would build its data in the user's ~/.cache)."""
+    home = Path(tempfile.mkdtemp(prefix="resrepro-tests-home-"))
+    (home / ".cache" / "resrepro").mkdir(parents=True)
+    os.environ["HOME"] = str(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    home = os.environ.get("HOME", "")
+    if Path(home).name.startswith("resrepro-tests-home-"):
+        shutil.rmtree(home, ignore_errors=True)
+    if _USERS_HOME is not None:
+        os.environ["HOME"] = _USERS_HOME
 
 
 @pytest.fixture(scope="session")
