@@ -38,7 +38,7 @@ def test_loads_at_both_scales(name, scale):
             assert isinstance(run.spec, ImageNetSpec) == (resolve(run.model).family == "imagenet")
     if scale == "tiny":
         assert exp.dataset in ("digits", "digits-voc", "digits-coco")
-        assert all(r.spec.iters <= 1000 and r.spec.width <= 8 for r in exp.runs)
+        assert all(r.spec.iters <= 1200 and r.spec.width <= 8 for r in exp.runs)
 
 
 def test_full_scale_is_the_papers_recipe():
