@@ -206,6 +206,10 @@ def train_imagenet(
     normalize: NormalizeChoice = typer.Option(ImageNetSpec.normalize, help="pixel-mean (paper) or mean-std."),
     num_classes: int | None = typer.Option(None, help="Model outputs (default: one per class folder)."),
     width: int = typer.Option(ImageNetSpec.width, help="conv1/conv2_x filters (paper: 64); smaller for tiny runs."),
+    zero_init_residual: bool = typer.Option(False, "--zero-init-residual", help="Deviation: BN γ = 0 at the end of "
+                                            "each residual branch, so blocks start as their shortcut (Goyal et al. "
+                                            "2017); the tiny scale's, which trains its bottleneck nets in 1,200 "
+                                            "iterations. Paper: γ = 1."),
     bn_group: int | None = typer.Option(None, "--bn-group", help=bn_group_help(
         IMAGENET_BN_GROUP, "the reference implementations' 8 GPUs at batch 256; the paper names no GPU count")),
     eval_every: int = typer.Option(ImageNetSpec.eval_every, help="Center-crop validation and checkpoint every this "
@@ -234,8 +238,8 @@ def train_imagenet(
     spec = ImageNetSpec(
         model=model, seed=seed, iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
         weight_decay=weight_decay, milestones=_milestones(milestones), normalize=normalize.value,
-        num_classes=num_classes, width=width, bn_group=bn_group, eval_every=eval_every,
-        checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile,
+        num_classes=num_classes, width=width, zero_init_residual=zero_init_residual, bn_group=bn_group,
+        eval_every=eval_every, checkpoint_every=eval_every, workers=workers, precision=precision.value, compile=compile,
         channels_last=channels_last, device=device, tensorboard=tensorboard,
         data_dir=str(data_dir) if data_dir else None,
     )

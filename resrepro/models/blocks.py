@@ -142,3 +142,12 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def zero_init_residual(model: nn.Module) -> None:
+    """γ = 0 for the last BN of each residual branch (Goyal et al. 2017; torchvision's ``zero_init_residual``):
+    every residual block then starts as its shortcut. Blocks without a shortcut (plain nets) keep γ = 1, or they
+    would output nothing."""
+    for m in model.modules():
+        if isinstance(m, (BasicBlock, Bottleneck)) and m.shortcut is not None:
+            nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)

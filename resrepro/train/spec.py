@@ -246,6 +246,7 @@ class ImageNetSpec(RunSpec):
 
     family: ClassVar[str] = "imagenet"
     RUNTIME: ClassVar[tuple[str, ...]] = (*RunSpec.RUNTIME, "workers")
+    ADDED: ClassVar[dict[str, Any]] = {"zero_init_residual": False}
 
     model: str = "resnet34"  # an ImageNet registry name (resnet18..152, plain18/34, -A/-B/-C, -v1.5)
     dataset: ImageNetDataset = "imagenet"  # an ImageFolder DATA_DIR/{train,val}/<wnid>/; digits: the tiny scale's
@@ -260,6 +261,10 @@ class ImageNetSpec(RunSpec):
     crop: int = 224
     test_scales: tuple[int, ...] = (224, 256, 384, 480, 640)  # Table 4's multi-scale shorter sides
     num_classes: int | None = None  # None: one output per class folder (1000 on ImageNet)
+    # Deviation, off by default (the paper's BN γ starts at 1): γ = 0 for the last BN of every residual branch, so
+    # each residual block starts as its shortcut (Goyal et al. 2017, torchvision's zero_init_residual). The
+    # tiny scale turns it on: without it the bottleneck nets were far from trained after its 1,200 iterations.
+    zero_init_residual: bool = False
     width: int = 64  # conv1/conv2_x filters (64 in Table 1)
     # Images per BN group (None: IMAGENET_BN_GROUP, or the whole batch if smaller): the paper's 8 GPUs' 32 each,
     # however many GPUs train the run. Runs written before it recorded ``accumulate`` (micro-batches per step on

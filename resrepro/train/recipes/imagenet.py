@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 from resrepro.data.imagenet import ToInput, check_num_classes, imagenet_sets, skip_none_collate
 from resrepro.data.samplers import EpochLoader
 from resrepro.errors import ResreproError
+from resrepro.models.blocks import zero_init_residual
 from resrepro.models.registry import resolve
 from resrepro.train import imagenet_eval
 from resrepro.train.groups import micro_batches, rank_positions
@@ -84,6 +85,13 @@ def _val_loader(val_set, spec: ImageNetSpec, device: torch.device, rank: int, wo
                       pin_memory=device.type == "cuda")
 
 
+def _build(spec: ImageNetSpec, num_classes: int) -> nn.Module:
+    model = resolve(spec.model).build(num_classes=num_classes, width=spec.width)
+    if spec.zero_init_residual:
+        zero_init_residual(model)
+    return model
+
+
 def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: bool, rank: int = 0,
                     world: int = 1) -> Recipe:
     micro = micro_batches(spec.batch_size, spec.bn_group, world)
@@ -102,7 +110,7 @@ def imagenet_recipe(spec: ImageNetSpec, device: torch.device, channels_last: boo
     val_loader = _val_loader(val_set, spec, device, rank, world, per_rank)  # its workers start at the first use
 
     return Recipe(
-        build_model=lambda: resolve(spec.model).build(num_classes=num_classes, width=spec.width),
+        build_model=lambda: _build(spec, num_classes),
         batches=batches, schedule=Schedule(spec.lr, spec.milestones, spec.lr_decay),
         train_images=len(train_set), eval_split="val",
         evaluate=lambda model: _validate(model, val_loader, spec, device, channels_last, to_input),
