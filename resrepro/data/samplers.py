@@ -4,6 +4,7 @@ process taking its share of every one."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,7 +84,8 @@ class EpochLoader:
         self.sampler = _Current()
         self.loader = DataLoader(SeededDataset(dataset), batch_size=batch if take is None else len(take),
                                  sampler=self.sampler, drop_last=True,
-                                 persistent_workers=loader_kwargs.get("num_workers", 0) > 0, **loader_kwargs)
+                                 persistent_workers=loader_kwargs.get("num_workers", 0) > 0,
+                                 worker_init_fn=leave_stops_to_the_main_process, **loader_kwargs)
         self.started = False
 
     def __call__(self, epoch: int, first_batch: int) -> Iterator[Any]:
@@ -92,3 +94,16 @@ class EpochLoader:
             torch.empty((), dtype=torch.int64).random_()
         self.started = True
         return iter(self.loader)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """A DataLoader worker's ``worker_init_fn``: ignore Ctrl-C, SIGTERM and SIGUSR2. Slurm (preemption, scancel, a
+    time limit's warning), systemd and ``kill -TERM -PGID`` signal every process of the group, the loader's workers
+    included; a worker killed by SIGTERM made the main process fail at its next batch ("DataLoader worker ... is
+    killed by signal: Terminated") instead of saving its checkpoint. The main process alone stops the run, then
+    shuts its workers down; a worker whose main process died exits by itself (the loader's watchdog)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

@@ -22,6 +22,7 @@ from resrepro.data.imagenet import (
     skip_none_collate,
     ten_crop_transform,
 )
+from resrepro.data.samplers import leave_stops_to_the_main_process
 from resrepro.errors import ResreproError
 from resrepro.train.metrics import Tally
 from resrepro.train.runtime import evaluating
@@ -106,6 +107,7 @@ def evaluate(
         num_workers=workers,
         collate_fn=skip_none_collate,
         pin_memory=torch.device(device).type == "cuda",
+        worker_init_fn=leave_stops_to_the_main_process,
     )
     tally = tally or Tally(device)
     with evaluating(model.to(device), precision, torch.device(device), channels_last) as forward:

@@ -38,3 +38,30 @@ def test_a_stopped_run_says_where_its_checkpoint_is_and_the_rerun_resumes_from_i
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from iteration {step}\n" in rerun.stderr
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 2), (signal.SIGUSR2, 2)],
+                         ids=["ctrl-c", "sigterm", "sigusr2"])
+def test_a_signal_to_the_whole_process_group_stops_a_run_with_loader_workers_at_a_checkpoint(tmp_path, signum, code):
+    """Slurm (preemption, scancel, a time limit's warning), systemd, `kill -TERM -PGID` and a terminal's Ctrl-C
+    signal every process of the group, the DataLoader's workers too: a worker killed by SIGTERM once failed the run
+    with a traceback at the next batch ("DataLoader worker ... is killed by signal: Terminated"), no checkpoint
+    saved. The workers leave the stop to the main process, which saves and says where."""
+    import os
+
+    from tests.imagefolder import write_imagefolder
+
+    data, run = write_imagefolder(tmp_path / "data"), tmp_path / "run"
+    args = ["train", "imagenet", "--depth", "18", "--width", "8", "--batch-size", "6", "--iters", "400",
+            "--milestones", "300", "--eval-every", "2", "--workers", "2", "--device", "cpu", "--data-dir", str(data),
+            "--out", str(run)]
+    proc = subprocess.Popen([sys.executable, "-m", "resrepro", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.csv").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signum)  # the run's process and its two loader workers
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code and "Traceback" not in stderr, stderr
+    assert "rerun the same command to resume" in stderr.strip().splitlines()[-1]
+    assert load_checkpoint(run)["step"] >= 2

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from resrepro.data.samplers import EpochLoader
+from resrepro.data.samplers import EpochLoader, leave_stops_to_the_main_process
 from resrepro.errors import ResreproError
 from resrepro.models.registry import canonical_model
 from resrepro.train.groups import rank_positions
@@ -206,7 +206,8 @@ def eval_loader(dataset, workers: int, rank: int = 0, world: int = 1) -> DataLoa
     """This rank's share of the test images (every world-th), decoded by ``workers`` processes, kept from one
     evaluation to the next; batches are lists of ``(index, image)``."""
     return DataLoader(Subset(_Indexed(dataset), range(rank, len(dataset), world)), batch_size=EVAL_IMAGES,
-                      num_workers=workers, persistent_workers=workers > 0, collate_fn=list)
+                      num_workers=workers, persistent_workers=workers > 0, collate_fn=list,
+                      worker_init_fn=leave_stops_to_the_main_process)
 
 
 def detect(model: nn.Module, loader: DataLoader, device: torch.device, precision: str = "fp32",

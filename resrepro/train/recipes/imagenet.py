@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from resrepro.data.imagenet import ToInput, check_num_classes, imagenet_sets, skip_none_collate
-from resrepro.data.samplers import EpochLoader
+from resrepro.data.samplers import EpochLoader, leave_stops_to_the_main_process
 from resrepro.errors import ResreproError
 from resrepro.models.blocks import zero_init_residual
 from resrepro.models.registry import resolve
@@ -82,7 +82,7 @@ def _val_loader(val_set, spec: ImageNetSpec, device: torch.device, rank: int, wo
     next (the center crop draws nothing at random: the same images either way)."""
     return DataLoader(Subset(val_set, range(rank, len(val_set), world)), batch_size=batch,
                       num_workers=spec.workers, persistent_workers=spec.workers > 0, collate_fn=skip_none_collate,
-                      pin_memory=device.type == "cuda")
+                      pin_memory=device.type == "cuda", worker_init_fn=leave_stops_to_the_main_process)
 
 
 def _build(spec: ImageNetSpec, num_classes: int) -> nn.Module:
