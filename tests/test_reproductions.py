@@ -125,4 +125,5 @@ def test_table6_shows_our_tiny_runs_beside_the_paper(tiny: Path) -> None:
         assert table.loc[model, "n"] == n
     assert table.loc["resnet110", "paper"] == 6.43 and pd.isna(table.loc["resnet32", "ours_mean"])
     assert "delta" not in table.columns  # digits vs CIFAR-10: no difference, the claims' verdicts instead
-    assert "ResNet-56 beats ResNet-20" in r.stderr
+    # at the tiny scale the claim is that depth does not hurt (the digits' 1-3% cannot resolve the paper's gain)
+    assert "ResNet-56 does not test worse than ResNet-20 by more than 3 points" in r.stderr
