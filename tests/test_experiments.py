@@ -288,7 +288,7 @@ def test_a_bad_nets_table_is_named(tmp_path, text, match):
 
 @pytest.mark.parametrize("name, cannot", [
     ("table2", "cannot show"), ("table3", "cannot be resolved"), ("table4", "cannot be resolved"),
-    ("table5", "says little"), ("table6", "cannot be resolved"), ("table7", "does not show"),
+    ("table5", "says little"), ("table6", "cannot be resolved"), ("ablation-cifar", "cannot be resolved"), ("table7", "does not show"),
     ("table8", "does not show")])
 def test_the_tables_whose_claim_the_tiny_scale_cannot_show_say_why_there_only(name, cannot):
     caveat = load_experiment(name, "tiny").caveat
