@@ -91,7 +91,7 @@ def test_residual_responses_are_smaller_than_plain_ones(tiny: Path) -> None:
     assert responses.groupby("model")["layer"].max().to_dict() == {
         "plain20": 19, "plain56": 55, "resnet20": 19, "resnet56": 55, "resnet110": 109}  # 6n+1 with the stem
     assert_hold(pd.read_csv(tiny / "results/fig7/tiny/fig7_claims.csv").set_index("id"),
-                "residual-smaller-20", "residual-smaller-56")
+                "residual-smaller-20", "residual-smaller-56", "deeper-smaller-56")
     for suffix in ("png", "pdf", "md"):
         assert (tiny / f"results/fig7/tiny/fig7.{suffix}").stat().st_size > 0
 
