@@ -108,8 +108,12 @@ def test_tables_3_4_and_5_run_end_to_end_with_their_caveats_and_verdicts(short_t
         assert f", {n} trained, 0 failed" in r.stderr, r.stderr
         text = (short_tables / "results" / name / "tiny" / f"{name}.md").read_text()
         assert load_experiment(name, "tiny").caveat in text
+        claims = load_experiment(name, "tiny").claims
+        if not claims:  # Table 4: multi-scale testing means nothing at this scale, as its caveat says
+            assert name == "table4" and "this table checks no claim here" in text
+            continue
         found = verdicts(short_tables, name)
-        assert set(found.index) == {c.id for c in load_experiment(name, "tiny").claims}
+        assert set(found.index) == {c.id for c in claims}
         # one seed where three are needed: said, not decided; Table 5's ensemble is decided on what there is
         assert set(found["verdict"]) <= {"holds", "fails", "not enough runs"}
     runs = short_tables / "runs" / "imagenet" / "tiny"

@@ -2,10 +2,11 @@
 them out; run them with `pytest -m long`). `resrepro sweep table3 --scale tiny --seeds 3` trains plain-34, ResNet-34
 A/B/C and ResNet-50/101/152 three times each (1,200 iterations on the digits, residual branches starting at γ = 0:
 the tiny scale's recipe, experiments/groups/imagenet.toml); `sweep table4` and `sweep table5` evaluate the same runs
-under multi-scale testing and average their softmax, training nothing. Each table's claims at the tiny scale (options
-A/B/C close to each other and better than plain, the bottleneck nets at least as good as ResNet-34, the ensemble at
-least as good as its best member) are stated once, in the experiment files, with margins from the spread measured
-on an Intel Xeon (results/README.md); these tests assert the verdicts the sweeps write beside each table.
+under multi-scale testing and average their softmax, training nothing. Tables 3 and 5's claims at the tiny scale
+(option B close to A, every option far better than plain-34, the bottleneck nets at least as good as ResNet-34 B,
+the ensemble at least as good as its best member; Table 4 checks none there, its caveat says why) are stated once,
+in the experiment files, with margins from the spread measured on an Intel Xeon (results/README.md); these tests
+assert the verdicts the sweeps write beside each table.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def swept(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["table3", "table4", "table5"])
+@pytest.mark.parametrize("name", ["table3", "table5"])  # Table 4 checks none at this scale (its caveat says why)
 def test_each_claim_the_tiny_scale_can_show_holds_on_the_median_of_three_seeds(swept: Path, name: str) -> None:
     from resrepro.experiments import load_experiment
 
