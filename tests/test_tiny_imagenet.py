@@ -72,7 +72,7 @@ def test_the_verdicts_are_the_medians_of_the_ten_crop_errors(swept: Path) -> Non
     found = verdicts(swept, "table2")
     for claim_id, net in (("plain-degrades", "plain34"), ("resnet-does-not-degrade", "resnet34-A")):
         median = sorted(ten_crop(swept, net, s) for s in SEEDS)[1]
-        assert found.loc[claim_id, "left_median"] == pytest.approx(median, abs=1e-6)
+        assert found.loc[claim_id, "left_median"] == pytest.approx(median, abs=1e-3)  # the CSV keeps 4 decimals
     text = (swept / "results/table2/tiny/table2.md").read_text()
     for net in NETS:  # the table's cells: each net's mean over its three seeds
         mean = sum(ten_crop(swept, net, s) for s in SEEDS) / len(SEEDS)
