@@ -32,7 +32,7 @@ MORE_SEEDS = """title = "Seeds 1 and 2 of the nets of the degradation claims"
 group = "cifar10"
 
 [[runs]]
-models = ["plain20", "plain56", "resnet56"]
+models = ["plain20", "plain56", "resnet20", "resnet56"]
 seeds = [1, 2]
 """
 def resrepro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -49,7 +49,7 @@ def tiny(tmp_path_factory) -> Path:
     (root / "more_seeds.toml").write_text(MORE_SEEDS)
     r = resrepro("sweep", "more_seeds.toml", "--scale", "tiny", cwd=root)
     assert r.returncode == 0, r.stderr
-    assert "0 finished before, 6 trained, 0 failed" in r.stderr
+    assert "0 finished before, 8 trained, 0 failed" in r.stderr
     return root
 
 

@@ -79,8 +79,9 @@ def test_the_verdicts_are_the_medians_of_the_ten_crop_errors(swept: Path) -> Non
         assert f"{mean:.2f}" in text, net
 
 
-# The imagenet group's tiny schedule, cut to 40 iterations for CI by the way a user changes a setting (a copy of the
-# group file in ./experiments/groups/, which wins over the shipped one); every other setting is the shipped one's.
+# The imagenet group's tiny schedule, cut to 40 iterations for CI by the way a user changes a setting (copies of the
+# experiment files in ./experiments/ and of their group file in ./experiments/groups/ beside them, which win over the
+# shipped ones); every other setting is the shipped one's.
 SHORTER = ("iters = 1200\nmilestones = [600, 900]\n", "iters = 40\nmilestones = [20, 30]\n")
 
 
@@ -93,6 +94,8 @@ def short_tables(tmp_path_factory) -> Path:
     assert text.count(SHORTER[0]) == 1, "groups/imagenet.toml no longer reads the schedule SHORTER replaces"
     (root / "experiments" / "groups").mkdir(parents=True)
     (root / "experiments" / "groups" / "imagenet.toml").write_text(text.replace(*SHORTER))
+    for name in ("table3", "table4", "table5"):
+        (root / "experiments" / f"{name}.toml").write_text((shipped_folder("experiments") / f"{name}.toml").read_text())
     return root
 
 
@@ -118,6 +121,7 @@ def test_tables_3_4_and_5_run_end_to_end_with_their_caveats_and_verdicts(short_t
         assert set(found["verdict"]) <= {"holds", "fails", "not enough runs"}
     runs = short_tables / "runs" / "imagenet" / "tiny"
     for run in runs.iterdir():
-        assert json.loads((run / "config.json").read_text())["zero_init_residual"] is True
+        config = json.loads((run / "config.json").read_text())
+        assert config["zero_init_residual"] is True and config["iters"] == 40  # the shortened schedule, not 1,200
         assert {p.name for p in (run / "eval").iterdir()} >= {"ten-crop.json"}
     assert (short_tables / "results/table5/tiny/table5.md").read_text().count("resnet152-s0") == 1
