@@ -1,8 +1,8 @@
 """The paper's qualitative claims, reproduced at the tiny scale by real training runs (slow; CI runs them).
 
 `resrepro sweep fig7 --scale tiny`, the command a user runs, trains plain-20/56 and ResNet-20/56/110 on the UCI
-digits (seed 0) and renders Fig. 7; a second sweep adds seeds 1 and 2 of the three nets the degradation claims
-are about. Training is chaotic: another CPU (Intel vs AMD kernels) changes the last bit and, after a few hundred
+digits (seed 0) and renders Fig. 7; a second sweep adds seeds 1 and 2 of the four nets the degradation claims
+and Fig. 7's ResNet-56-below-ResNet-20 claim are about. Training is chaotic: another CPU (Intel vs AMD kernels) changes the last bit and, after a few hundred
 steps, the outcome — plain-56's final training error ranged 32.5–64.0% over five seeds on an Intel Xeon, and
 20.2–60.5% over five seeds on an AMD EPYC (16.3% for seed 0 on another EPYC). So the claims are asserted on the
 median of three seeds, with margins below the smallest value any machine has shown, not on one seed's digits.
