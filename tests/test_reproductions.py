@@ -2,10 +2,11 @@
 
 `resrepro sweep fig7 --scale tiny`, the command a user runs, trains plain-20/56 and ResNet-20/56/110 on the UCI
 digits (seed 0) and renders Fig. 7; a second sweep adds seeds 1 and 2 of the four nets the degradation claims
-and Fig. 7's ResNet-56-below-ResNet-20 claim are about. Training is chaotic: another CPU (Intel vs AMD kernels) changes the last bit and, after a few hundred
-steps, the outcome — plain-56's final training error ranged 32.5–64.0% over five seeds on an Intel Xeon, and
-20.2–60.5% over five seeds on an AMD EPYC (16.3% for seed 0 on another EPYC). So the claims are asserted on the
-median of three seeds, with margins below the smallest value any machine has shown, not on one seed's digits.
+and Fig. 7's ResNet-56-below-ResNet-20 claim are about. Training is chaotic: another CPU (Intel vs AMD kernels)
+changes the last bit and, after a few hundred steps, the outcome — plain-56's final training error ranged
+14.9–50.6% over five seeds on an Intel Xeon (2026-12-06), and 20.2–60.5% over five seeds on an AMD EPYC (16.3% for
+seed 0 on another EPYC). So the claims are asserted on the median of three seeds, with margins below the smallest
+value any machine has shown, not on one seed's digits.
 Those ranges are in results/README.md, with the commands that measured them. The claims, their margins and the
 seeds they need are stated once, in experiments/fig1.toml, fig6.toml and fig7.toml: these tests assert the verdicts
 `resrepro figure` writes beside each figure (<name>_claims.csv), the ones a reader of the report sees.
