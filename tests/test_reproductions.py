@@ -92,7 +92,10 @@ def test_residual_responses_are_smaller_than_plain_ones(tiny: Path) -> None:
     assert responses.groupby("model")["layer"].max().to_dict() == {
         "plain20": 19, "plain56": 55, "resnet20": 19, "resnet56": 55, "resnet110": 109}  # 6n+1 with the stem
     assert_hold(pd.read_csv(tiny / "results/fig7/tiny/fig7_claims.csv").set_index("id"),
-                "residual-smaller-20", "residual-smaller-56", "deeper-smaller-56")
+                "residual-smaller-20", "residual-smaller-56")
+    # ResNet-56 below ResNet-20 needs three seeds of each: decided on the figure drawn from all the runs
+    assert_hold(claims(tiny, "fig7"), "deeper-smaller-56")
+    assert claims(tiny, "fig7").loc["deeper-smaller-56", "left_runs"] == len(SEEDS)
     for suffix in ("png", "pdf", "md"):
         assert (tiny / f"results/fig7/tiny/fig7.{suffix}").stat().st_size > 0
 
@@ -120,7 +123,7 @@ def test_table6_shows_our_tiny_runs_beside_the_paper(tiny: Path) -> None:
     r = resrepro("table", "table6", "--runs", str(RUNS), "--format", "csv", cwd=tiny)
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(io.StringIO(r.stdout)).set_index("model")
-    for model, n in (("resnet20", 1), ("resnet56", 3), ("resnet110", 1)):
+    for model, n in (("resnet20", 3), ("resnet56", 3), ("resnet110", 1)):
         seeds = [100 * final(tiny, model, s)["eval_error"] for s in range(n)]
         assert table.loc[model, "ours_mean"] == pytest.approx(sum(seeds) / n, abs=1e-3)
         assert table.loc[model, "n"] == n
