@@ -48,7 +48,7 @@ def test_the_page_holds_table6_and_fig6_rendered_from_the_runs(tiny):
     # each artefact's claims: counted under its heading, each with its numbers; one ResNet-20 run decides none
     section = md.split("## Table 6")[1].split("\n## ")[0]
     assert "The paper's claims: **2 not enough runs**" in section
-    assert "- **not enough runs** — ResNet-56 beats ResNet-20" in section
+    assert "- **not enough runs** — ResNet-56 does not test worse than ResNet-20 by more than 3 points" in section
     assert (out / "table6" / "tiny" / "table6_claims.csv").is_file()
 
 
@@ -70,7 +70,7 @@ def test_cli_report_and_a_bad_runs_folder(tiny, monkeypatch, capsys):
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs), "--out", str(out))
     assert code == 0 and f"wrote {out / 'report.html'}" in " ".join(err.split())
     # each claim with its verdict, under the artefact it belongs to
-    assert "claim not enough runs: ResNet-56 beats ResNet-20" in " ".join(err.split())
+    assert "claim not enough runs: ResNet-56 does not test worse than ResNet-20" in " ".join(err.split())
     (runs.parent / "file").write_text("")
     code, _, err = in_process_cli(monkeypatch, capsys, "report", "--runs", str(runs.parent / "file"), "--out",
                                   str(out))
