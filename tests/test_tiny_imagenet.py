@@ -27,9 +27,10 @@ SEEDS = (0, 1, 2)
 NETS = ("plain18", "plain34", "resnet18-A", "resnet34-A")
 
 
-def resrepro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def resrepro(*args: str, cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess with one thread (the tiny ImageNet and detection tests' sweeps)."""
     return subprocess.run([sys.executable, "-m", "resrepro", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")

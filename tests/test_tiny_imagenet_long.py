@@ -11,13 +11,13 @@ assert the verdicts the sweeps write beside each table.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from tests.test_tiny_imagenet import resrepro as one_thread_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.long]
 
@@ -26,8 +26,7 @@ NETS = 7  # plain34, resnet34-A/B/C, resnet50/101/152
 
 
 def resrepro(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resrepro", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=3600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return one_thread_cli(*args, cwd=cwd, timeout=3600)
 
 
 @pytest.fixture(scope="module")
